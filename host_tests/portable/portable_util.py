@@ -1,0 +1,22 @@
+# Helpers shared by the portable tests (CPython and MicroPython alike).
+#
+# MicroPython's unittest (micropython-lib) has a subset of the assertions:
+# no assertGreater/assertNotIn/assertLess, and assertIsNotNone breaks on a
+# tuple value. Portable tests use assertTrue/assertFalse for those.
+import hashlib
+
+
+def det_bytes(seed, n):
+    """n deterministic pseudo-random bytes from an int seed (SHA-256 chain)."""
+    out = b""
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%d/%d" % (seed, i)).digest()
+        i += 1
+    return out[:n]
+
+
+def spis(seed):
+    b = det_bytes(seed, 16)
+    # SPIs are never zero; make sure of it for the responder SPI too.
+    return b[0:8], b[8:15] + b"\x01"

@@ -1,0 +1,177 @@
+# qcd.hook: the notify hook an IKE engine calls, maker and taker together.
+import unittest
+
+from portable_util import det_bytes, spis
+from qcd import hook, wire
+from qcd.keys import MemoryKeys
+from qcd.tokens import fingerprint, ip_bytes, make_token
+
+S = det_bytes(200, 32)
+I, R = spis(20)
+PEER = ("192.0.2.1", 500)
+DEV = ("192.0.2.2", 500)
+
+
+def device(keys=None, **kw):
+    kw.setdefault("rate", None)
+    return hook.QcdHook(hook.MAKER, keys or MemoryKeys([S]), **kw)
+
+
+def gateway(**kw):
+    return hook.QcdHook(hook.TAKER, **kw)
+
+
+def stale_request(msg_id=9):
+    return wire.build(I, R, wire.INFORMATIONAL, wire.FLAG_I, msg_id, [(wire.PT_SK, bytes(48))])
+
+
+class TestMoments(unittest.TestCase):
+    def test_initiator_sends_in_auth_request_only(self):
+        d = device()
+        self.assertEqual(d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), [(wire.QUICK_CRASH_DETECTION, 1, make_token(S, I, R))])
+        self.assertEqual(d.notifies_for(hook.AUTH_RESPONSE, I, R, True, PEER), [])
+
+    def test_responder_sends_in_auth_response_only(self):
+        d = device()
+        self.assertEqual(d.notifies_for(hook.AUTH_REQUEST, I, R, False, PEER), [])
+        self.assertEqual(len(d.notifies_for(hook.AUTH_RESPONSE, I, R, False, PEER)), 1)
+
+    def test_rekey_moments_carry_a_token(self):
+        d = device()
+        self.assertEqual(len(d.notifies_for(hook.REKEY_RESPONSE, I, R, False, PEER)), 1)
+        self.assertEqual(len(d.notifies_for(hook.REKEY_INITIATED, I, R, True, PEER)), 1)
+
+    def test_address_change_only_matters_for_style_5_2(self):
+        self.assertEqual(device().notifies_for(hook.ADDRESS_CHANGED, I, R, True, PEER), [])
+        d = device(style=2)
+        self.assertEqual(d.notifies_for(hook.ADDRESS_CHANGED, I, R, True, PEER)[0][2], make_token(S, I, R, ip_bytes(PEER[0])))
+
+    def test_unknown_moment_and_taker_only_add_nothing(self):
+        self.assertEqual(device().notifies_for("liveness", I, R, True, PEER), [])
+        self.assertEqual(gateway().notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), [])
+
+
+class TestRebootStory(unittest.TestCase):
+    """The RFC 6290 §3 sequence, through the hook surface only."""
+
+    def test_stale_sa_is_deleted_after_the_device_reboots(self):
+        keys = MemoryKeys([S])
+        d, g = device(keys), gateway()
+        ns = d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER)
+        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        g.protected(wire.IKE_AUTH, I, R, ns, 0)
+        g.ike_sa_event(hook.ESTABLISHED, I, R, False, DEV, 0)
+        # While the SA lives, the device never answers for it (§9.2).
+        self.assertIsNone(d.unknown_ike_spi(stale_request(), PEER, 10))
+        # Reboot: same key source (it lives in flash), new hook.
+        d2 = device(keys)
+        ans = d2.unknown_ike_spi(stale_request(), PEER, 20)
+        self.assertIsNotNone(ans)
+        self.assertTrue(g.unprotected(ans, PEER, DEV, 30))
+        self.assertEqual(g.status()["taker"]["verified"], 1)
+
+    def test_esp_answer_from_the_child_map(self):
+        keys = MemoryKeys([S])
+        d, g = device(keys), gateway()
+        g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
+        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        d.child_sa_event(hook.ESTABLISHED, 0xCAFE0001, I, R, True, PEER, 0)
+        self.assertEqual(keys.child_count(), 1)
+        d2 = device(keys)
+        ans = d2.unknown_esp_spi(b"\xca\xfe\x00\x01" + bytes(40), ("192.0.2.1", 4500), 5)
+        self.assertTrue(g.unprotected(ans, ("192.0.2.1", 4500), DEV, 6))
+
+    def test_child_delete_drops_the_mapping(self):
+        keys = MemoryKeys([S])
+        d = device(keys)
+        d.child_sa_event(hook.ESTABLISHED, 0xCAFE0001, I, R, True, PEER, 0)
+        d.child_sa_event(hook.DELETED, 0xCAFE0001, I, R, True, PEER, 0)
+        self.assertEqual(keys.child_count(), 0)
+
+    def test_new_ike_sa_with_the_peer_prunes_stale_mappings(self):
+        keys = MemoryKeys([S])
+        keys.child_put(0xAAAA0001, I, R, True, ip_bytes(PEER[0]))  # from before the reboot
+        keys.child_put(0xAAAA0002, I, R, True, ip_bytes("198.51.100.1"))  # another peer
+        d = device(keys)
+        i2, r2 = spis(21)
+        d.ike_sa_event(hook.ESTABLISHED, i2, r2, True, PEER, 0)
+        d.child_sa_event(hook.ESTABLISHED, 0xBBBB0001, i2, r2, True, PEER, 0)
+        self.assertIsNone(keys.child_get(0xAAAA0001))
+        self.assertTrue(keys.child_get(0xAAAA0002) is not None)
+        self.assertTrue(keys.child_get(0xBBBB0001) is not None)
+
+    def test_rekey_moves_liveness_and_forgets_the_old_token(self):
+        d, g = device(), gateway()
+        i2, r2 = spis(22)
+        g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
+        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        g.protected(wire.CREATE_CHILD_SA, i2, r2, d.notifies_for(hook.REKEY_INITIATED, i2, r2, True, PEER), 1)
+        d.ike_sa_event(hook.REKEYED, i2, r2, True, PEER, 1, (I, R))
+        g.ike_sa_event(hook.REKEYED, i2, r2, False, DEV, 1, (I, R))
+        self.assertEqual(d.maker.live, {i2 + r2})
+        self.assertFalse(g.taker.has(I, R))
+        self.assertTrue(g.taker.has(i2, r2))
+
+    def test_delete_forgets(self):
+        d, g = device(), gateway()
+        g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
+        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        g.ike_sa_event(hook.DELETED, I, R, False, DEV, 5)
+        d.ike_sa_event(hook.DELETED, I, R, True, PEER, 5)
+        self.assertEqual(len(g.taker), 0)
+        self.assertEqual(len(d.maker.live), 0)
+
+
+class TestWalls(unittest.TestCase):
+    def test_garbage_everywhere_yields_nothing_and_no_error(self):
+        d, g = device(), gateway()
+        both = hook.QcdHook(hook.MAKER | hook.TAKER, MemoryKeys([S]))
+        junk = [b"", b"\x00", bytes(28), b"\xff" * 64, stale_request()[:40], None, 12, "text"]
+        for h in (d, g, both):
+            for j in junk:
+                self.assertIsNone(h.unknown_ike_spi(j, PEER, 0))
+                self.assertFalse(h.unprotected(j, PEER, PEER, 0))
+                self.assertIsNone(h.unknown_esp_spi(j, PEER, 0))
+                h.protected(wire.IKE_AUTH, I, R, [(wire.QUICK_CRASH_DETECTION, 1, j)], 0)
+        # Non-bytes arguments are bugs in the caller: counted, never raised.
+        self.assertTrue(d.internal_errors + g.internal_errors > 0)
+
+    def test_a_protected_qcd_notify_is_never_a_delete(self):
+        g = gateway()
+        g.protected(wire.IKE_AUTH, I, R, [(wire.QUICK_CRASH_DETECTION, 1, det_bytes(1, 32))], 0)
+        g.protected(wire.INFORMATIONAL, I, R, [(wire.QUICK_CRASH_DETECTION, 1, det_bytes(1, 32))], 0)
+        self.assertTrue(g.taker.has(I, R))
+
+    def test_taker_counts_tokens_for_unknown_sas(self):
+        g = gateway()
+        d = device()
+        ans = d.unknown_ike_spi(stale_request(), PEER, 0)
+        self.assertIsNone(g.unknown_ike_spi(ans, PEER, 0))
+        self.assertEqual(g.status()["taker"]["unknown_sa"], 1)
+
+    def test_maker_needs_keys(self):
+        with self.assertRaises(ValueError):
+            hook.QcdHook(hook.MAKER)
+
+
+class TestNoSecretShown(unittest.TestCase):
+    def test_status_repr_and_logs_show_fingerprints_only(self):
+        lines = []
+        keys = MemoryKeys([S])
+        d = device(keys, log=lines.append)
+        d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER)
+        d.unknown_ike_spi(stale_request(), PEER, 0)
+        text = repr(d) + str(d.status()) + repr(keys) + str(keys) + "\n".join(lines)
+        self.assertIn(fingerprint(S), str(d.status()))
+        for secret_form in (S.hex(), repr(S), str(S), make_token(S, I, R).hex()):
+            self.assertFalse(secret_form in text)
+
+    def test_bad_secret_error_does_not_echo_it(self):
+        bad = det_bytes(3, 31)
+        try:
+            MemoryKeys([bad])
+        except ValueError as e:
+            self.assertFalse(bad.hex() in str(e))
+            self.assertFalse(repr(bad) in str(e))
+        else:
+            self.fail("31-byte secret accepted")

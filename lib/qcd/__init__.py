@@ -1,0 +1,15 @@
+# qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints.
+#
+#   qcd.tokens     token generation (§5) and constant-time comparison
+#   qcd.wire       IKEv2 header, payload chain and Notify codec; §4.5/§8.2 answers
+#   qcd.maker      the token maker: hand-over and unprotected answers
+#   qcd.taker      the token taker: stored tokens and verification
+#   qcd.ratelimit  token bucket for unprotected answers (§9)
+#   qcd.keys       key source interface and an in-RAM implementation
+#   qcd.hook       QcdHook: all of it behind the IKE engine's notify hook
+#   qcd.names      names of IKE numbers and a message decoder (tools, diagnostics)
+#   qcd.diag       REPL diagnostics
+#
+# Modules are imported on demand: `import qcd` costs almost nothing on a device.
+
+__version__ = "0.1.0"

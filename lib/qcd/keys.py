@@ -1,0 +1,76 @@
+# The key source a token maker reads: its secrets (current first) and the
+# RFC 6290 §8.2 Child SPI map. Two implementations share this interface:
+#
+#   MemoryKeys    (here) in RAM: for a gateway that is only a taker, for tests,
+#                 and for hosts that keep the secret elsewhere;
+#   qcd.store     the raw `qcd` flash partition of the device, which survives
+#                 reboots (that is the point of RFC 6290 §5).
+#
+# Interface (duck-typed; MicroPython has no abc):
+#   secrets() -> list of 32-byte secrets, current first
+#   child_get(spi) -> (spi_i, spi_r, initiator, peer_ip_bytes) or None
+#   child_put(spi, spi_i, spi_r, initiator, peer_ip_bytes)
+#   child_drop(spi)
+#   children() -> list of (spi, entry), child_count() -> int   (diagnostics, pruning)
+# where spi is the inbound ESP SPI as an int, spi_i/spi_r the parent IKE SA's
+# 8-byte SPIs, initiator True when we are the IKE SA's original initiator, and
+# peer_ip_bytes the taker's address as 4 or 16 bytes.
+
+from qcd.tokens import SECRET_LEN, fingerprint
+
+
+def check_secret(s):
+    if not isinstance(s, (bytes, bytearray)) or len(s) != SECRET_LEN:
+        # The message names the rule, never the value.
+        raise ValueError("a QCD secret must be %d bytes" % SECRET_LEN)
+    return bytes(s)
+
+
+class MemoryKeys:
+    __slots__ = ("_secrets", "_map")
+
+    def __init__(self, secrets=(), children=None):
+        self._secrets = [check_secret(s) for s in secrets]
+        self._map = {}
+        if children:
+            for spi in children:
+                self._map[spi] = children[spi]
+
+    def secrets(self):
+        return self._secrets
+
+    def rollover(self, secret):
+        """Make `secret` the current one; older ones stay until retired."""
+        self._secrets.insert(0, check_secret(secret))
+
+    def retire(self, fp):
+        """Forget the secret with fingerprint `fp` (never the current one)."""
+        for i in range(1, len(self._secrets)):
+            if fingerprint(self._secrets[i]) == fp:
+                del self._secrets[i]
+                return True
+        return False
+
+    def child_get(self, spi):
+        return self._map.get(spi)
+
+    def child_put(self, spi, spi_i, spi_r, initiator, peer_ip):
+        self._map[spi] = (bytes(spi_i), bytes(spi_r), bool(initiator), bytes(peer_ip))
+
+    def child_drop(self, spi):
+        self._map.pop(spi, None)
+
+    def children(self):
+        """(spi, entry) pairs of the Child SPI map (a snapshot list)."""
+        return list(self._map.items())
+
+    def child_count(self):
+        return len(self._map)
+
+    def __repr__(self):
+        return "<MemoryKeys secrets=%s children=%d>" % (
+            ",".join(fingerprint(s) for s in self._secrets) or "-",
+            len(self._map),
+        )
+
+    __str__ = __repr__

@@ -1,0 +1,158 @@
+# The token maker (RFC 6290 §3, §4.2-4.5, §8.2): the side that may reboot.
+#
+# It hands its token to the peer inside the protected IKE_AUTH exchange (and
+# after IKE SA rekeys), and after a reboot it regenerates the token for a stale
+# SA's SPIs and sends it back unprotected, so the peer (the taker) can delete
+# the dead SA at once.
+
+from qcd import wire
+from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE, TokenBucket
+from qcd.tokens import STYLE_ADDR, STYLE_SPIS, ip_bytes, make_token
+
+# Exchanges a stale request may arrive in: anything protected but IKE_SA_INIT
+# (RFC 6290 §4.5 answers "a protected request"; IKE_SA_INIT is never
+# protected and its responder SPI is still zero). Reserved and unassigned
+# exchange numbers are malformed, not answered.
+_ANSWERABLE = (wire.IKE_AUTH, wire.CREATE_CHILD_SA, wire.INFORMATIONAL, wire.IKE_INTERMEDIATE)
+_ZERO8 = bytes(8)
+
+COUNTER_NAMES = (
+    "handed_over",  # tokens put into protected IKE_AUTH / rekey messages
+    "answered_ike",  # §4.5 answers: INVALID_IKE_SPI + QCD
+    "answered_esp",  # §8.2 answers: INVALID_SPI + QCD
+    "refused_malformed",  # not a well-formed IKE message or ESP packet
+    "refused_response",  # a response: RFC 7296 §2.21.4 never answers those
+    "refused_unprotected",  # first payload not SK/SKF
+    "refused_sa_init",  # IKE_SA_INIT or responder SPI zero
+    "refused_exchange",  # reserved or unknown exchange type
+    "refused_known_sa",  # RFC 6290 §9.2: the SA exists here
+    "refused_unmapped",  # ESP SPI not in the §8.2 map
+    "refused_window",  # outside the answer window after boot
+    "refused_rate",  # token bucket empty
+    "refused_no_secret",  # the key source holds no secret
+)
+
+
+class Maker:
+    """Token maker logic, sans-I/O: bytes, addresses and `now` (ms) in.
+
+    keys       the key source (qcd.keys interface): secrets and §8.2 map
+    style      STYLE_SPIS (RFC 6290 §5.1) or STYLE_ADDR (§5.2)
+    protocol_id  sent in N(QCD)'s Protocol ID field (§4.1 says 1)
+    rate, burst  token bucket for unprotected answers; rate=None turns the
+               limit off (not recommended outside tests and benchmarks)
+    window_ms  answer only within this many ms after boot_ms (None: always)
+    """
+
+    def __init__(
+        self,
+        keys,
+        style=STYLE_SPIS,
+        protocol_id=wire.PROTO_IKE,
+        rate=DEFAULT_RATE,
+        burst=DEFAULT_BURST,
+        window_ms=None,
+        boot_ms=0,
+    ):
+        if style != STYLE_SPIS and style != STYLE_ADDR:
+            raise ValueError("token style must be STYLE_SPIS or STYLE_ADDR")
+        if not 0 <= protocol_id <= 255:
+            raise ValueError("protocol_id must fit one octet")
+        self.keys = keys
+        self.style = style
+        self.protocol_id = protocol_id
+        self.bucket = TokenBucket(rate, burst) if rate else None
+        self.window_ms = window_ms
+        self.boot_ms = boot_ms
+        self.live = set()  # SPI-I|SPI-R of the IKE SAs this node holds
+        self.counters = {}
+        for name in COUNTER_NAMES:
+            self.counters[name] = 0
+
+    def _count(self, name):
+        self.counters[name] += 1
+        return None
+
+    def _taker_addr(self, ip):
+        if self.style == STYLE_SPIS:
+            return None
+        return ip if isinstance(ip, (bytes, bytearray)) else ip_bytes(ip)
+
+    def tokens(self, spi_i, spi_r, taker_ip=None):
+        """One candidate token per held secret, current first."""
+        addr = self._taker_addr(taker_ip)
+        return [make_token(s, spi_i, spi_r, addr) for s in self.keys.secrets()]
+
+    def handover(self, spi_i, spi_r, taker_ip):
+        """The N(QCD) to put into a protected message for this IKE SA.
+
+        RFC 6290 §4.2/§4.3: the token of the current secret, in the first
+        IKE_AUTH request (we initiate), the last IKE_AUTH response (we
+        respond), or the exchange that completes an IKE SA rekey. Returns a
+        list of (notify type, protocol id, data).
+        """
+        secrets = self.keys.secrets()
+        if not secrets:
+            self._count("refused_no_secret")
+            return []
+        tok = make_token(secrets[0], spi_i, spi_r, self._taker_addr(taker_ip))
+        self.counters["handed_over"] += 1
+        return [(wire.QUICK_CRASH_DETECTION, self.protocol_id, tok)]
+
+    def _may_answer(self, now):
+        # Cheap checks first, the bucket last: garbage never drains it.
+        if self.window_ms is not None and now - self.boot_ms > self.window_ms:
+            return self._count("refused_window")
+        if self.bucket is not None and not self.bucket.allow(now):
+            return self._count("refused_rate")
+        if not self.keys.secrets():
+            return self._count("refused_no_secret")
+        return True
+
+    def answer_ike(self, buf, src_ip, now):
+        """The §4.5 answer to an IKE message for SPIs nobody here knows, or None.
+
+        Only for a well-formed, protected request that is not IKE_SA_INIT and
+        names no SA this node holds (RFC 6290 §4.5, §9.2; RFC 7296 §2.21.4).
+        """
+        m = wire.parse(buf)
+        if m is None:
+            return self._count("refused_malformed")
+        if m.flags & wire.FLAG_R:
+            return self._count("refused_response")
+        if m.exchange == wire.IKE_SA_INIT or m.spi_r == _ZERO8:
+            return self._count("refused_sa_init")
+        if m.exchange not in _ANSWERABLE:
+            return self._count("refused_exchange")
+        if not m.is_protected():
+            return self._count("refused_unprotected")
+        if m.spi_i + m.spi_r in self.live:
+            return self._count("refused_known_sa")
+        if self._may_answer(now) is None:
+            return None
+        out = wire.answer_invalid_ike_spi(m, self.tokens(m.spi_i, m.spi_r, src_ip), self.protocol_id)
+        self.counters["answered_ike"] += 1
+        return out
+
+    def answer_esp(self, packet, now):
+        """The §8.2 answer to an ESP packet with an unknown SPI, or None.
+
+        Needs the Child SPI -> IKE SA map the key source keeps; the token is
+        regenerated for the parent IKE SA and the taker address stored with
+        it, so a §5.2 token matches the one handed over.
+        """
+        spi = wire.esp_spi(packet)
+        if spi is None:
+            return self._count("refused_malformed")
+        entry = self.keys.child_get(spi)
+        if entry is None:
+            return self._count("refused_unmapped")
+        spi_i, spi_r, initiator, peer_ip = entry
+        if spi_i + spi_r in self.live:
+            return self._count("refused_known_sa")
+        if self._may_answer(now) is None:
+            return None
+        toks = self.tokens(spi_i, spi_r, peer_ip)
+        out = wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, toks, self.protocol_id)
+        self.counters["answered_esp"] += 1
+        return out
