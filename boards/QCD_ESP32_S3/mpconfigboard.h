@@ -1,0 +1,5 @@
+#define MICROPY_HW_BOARD_NAME               "Generic ESP32S3 module with qcd"
+#define MICROPY_HW_MCU_NAME                 "ESP32S3"
+
+// As ESP32_GENERIC_S3: a UART REPL for modules with an external USB-UART.
+#define MICROPY_HW_ENABLE_UART_REPL         (1)
