@@ -1,0 +1,206 @@
+# The virtual board (tools/vboard): the MicroPython WebAssembly port on a
+# pseudo-terminal with an ESP32's flash. Driven with the real mpremote, as a
+# user drives a board: what works against it works against a board's REPL.
+import hashlib
+import os
+import subprocess
+
+import pytest
+from vboard_util import VBoard
+
+from support import ROOT
+
+
+@pytest.fixture(scope="module")
+def vb(tmp_path_factory):
+    b = VBoard(tmp_path_factory.mktemp("vboard")).start()
+    yield b
+    b.stop()
+
+
+def test_partitions_come_from_the_flash_image(vb):
+    out = vb.exec(
+        "import esp32\n"
+        "T = esp32.Partition.TYPE_DATA\n"
+        "print([p.info() for p in esp32.Partition.find(T)])\n"
+        "print(esp32.Partition.find(label='qcd'))\n"  # find() defaults to TYPE_APP
+        "print(esp32.Partition('qcd').info(), esp32.Partition(esp32.Partition.RUNNING).info()[4])\n"
+    )
+    lines = out.strip().splitlines()
+    assert lines[0] == (
+        "[(1, 2, 36864, 24576, 'nvs', False), (1, 1, 61440, 4096, 'phy_init', False), "
+        "(1, 6, 2097152, 65536, 'qcd', True), (1, 129, 2162688, 2031616, 'vfs', False)]"
+    )
+    assert lines[1] == "[]"
+    assert lines[2] == "(1, 6, 2097152, 65536, 'qcd', True) factory"
+
+
+def test_partition_obeys_nor_and_esp_idf_rules(vb):
+    out = vb.exec(
+        "import esp32\n"
+        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='qcd')[0]\n"
+        "print(p.ioctl(4, 0), p.ioctl(5, 0), p.ioctl(6, 15))\n"
+        "p.writeblocks(15, b'\\x0f' * 16, 0)\n"
+        "p.writeblocks(15, b'\\xf1' * 16, 0)\n"  # programming only clears bits
+        "b = bytearray(32)\n"
+        "p.readblocks(15, b, 0)\n"
+        "print(b.hex())\n"
+        "for args in ((17 * 4096, 16), (15 * 4096 + 8, 4096)):\n"
+        "    try:\n"
+        "        p.ioctl(6, args[0] // 4096) if args[1] == 16 else p.writeblocks(0, bytes(args[1]), args[0])\n"
+        "    except OSError as e:\n"
+        "        print(e.args)\n"
+        "print(esp32.Partition('qcd', 512).ioctl(6, 0))\n"
+        "p.writeblocks(15, bytes(4096))\n"  # simple form: erase, then write
+        "p.readblocks(15, b)\n"
+        "print(b.hex())\n"
+    )
+    lines = out.strip().splitlines()
+    assert lines[0] == "16 4096 0"
+    assert lines[1] == "01" * 16 + "ff" * 16
+    assert lines[2] == "(-258, 'ESP_ERR_INVALID_ARG')"  # erase starting past the end
+    assert lines[3] == "(-260, 'ESP_ERR_INVALID_SIZE')"  # write runs past the end
+    assert lines[4] == "-22"  # ioctl erase with block_size != 4096 returns -EINVAL
+    assert lines[5] == "00" * 32
+    # The flash image file is what changed.
+    with open(vb.flash, "rb") as f:
+        f.seek(0x200000 + 15 * 4096)
+        assert f.read(32) == bytes(32)
+
+
+def test_mpremote_filesystem_commands(vb, tmp_path):
+    src = tmp_path / "hello.py"
+    src.write_text("X = 42\n")
+    assert vb.mpremote("fs", "mkdir", ":sub").returncode == 0
+    r = vb.mpremote("fs", "mkdir", ":sub")
+    assert r.returncode == 1 and "File exists" in r.stderr  # errno mapped as on a board
+    assert vb.mpremote("fs", "cp", str(src), ":sub/hello.py").returncode == 0
+    r = vb.mpremote("fs", "ls", ":sub")
+    assert "7 hello.py" in r.stdout
+    r = vb.mpremote("fs", "cat", ":sub/hello.py")
+    assert r.stdout.endswith("X = 42\n")
+    r = vb.mpremote("fs", "sha256sum", ":sub/hello.py")
+    assert hashlib.sha256(b"X = 42\n").hexdigest() in r.stdout
+    r = vb.mpremote("fs", "cat", ":nope.py")
+    assert r.returncode == 1 and "No such file" in r.stderr
+    r = vb.mpremote("fs", "ls", ":")
+    for hidden in ("dev", "proc", "tmp", "home"):
+        assert hidden not in r.stdout.split()
+    r = vb.mpremote("df")
+    assert "2031616" in r.stdout  # the vfs partition's size
+    # Files are on the host side of the board's filesystem...
+    assert open(os.path.join(vb.fs, "sub", "hello.py")).read() == "X = 42\n"
+    assert vb.exec("import sys\nsys.path.append('/sub')\nimport hello\nprint(hello.X)").strip() == "42"
+    assert vb.mpremote("fs", "rm", "-r", ":sub").returncode == 0
+    assert not os.path.exists(os.path.join(vb.fs, "sub"))
+
+
+def test_mpremote_repl_commands(vb, tmp_path):
+    assert vb.mpremote("eval", "6 * 7").stdout.strip() == "42"
+    script = tmp_path / "s.py"
+    script.write_text("import os\nprint(len(os.urandom(16)))\n")
+    assert vb.mpremote("run", str(script)).stdout.strip() == "16"
+    # An exception on the board: mpremote prints it and exits 1.
+    r = vb.mpremote("exec", "raise ValueError('boom')")
+    assert r.returncode == 1 and "ValueError: boom" in r.stdout + r.stderr
+    # mpremote soft-resets on connect: globals go, reset_cause says SOFT.
+    vb.exec("KEEP = 1")
+    assert vb.mpremote("resume", "exec", "print('KEEP' in globals())").stdout.strip() == "True"
+    assert vb.exec("import machine\nprint('KEEP' in globals(), machine.reset_cause())").strip() == "False 5"
+    assert vb.mpremote("rtc", "--set").returncode == 0
+    assert vb.mpremote("rtc").stdout.startswith("(20")
+
+
+def test_hard_reset_and_power_cycle_keep_flash_and_files(vb, tmp_path):
+    vb.exec(
+        "import esp32\n"
+        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='qcd')[0]\n"
+        "p.writeblocks(3, b'persist!' * 512)\n"
+        "f = open('/keep.txt', 'w')\nf.write('kept')\nf.close()"
+    )
+    assert vb.mpremote("reset").returncode == 0
+    vb.power_cycle()
+    out = vb.mpremote(
+        "resume", "exec",
+        "import esp32, machine\n"
+        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='qcd')[0]\n"
+        "b = bytearray(8)\np.readblocks(3, b)\n"
+        "print(bytes(b), open('/keep.txt').read(), machine.reset_cause())",
+    ).stdout
+    assert out.strip() == "b'persist!' kept 1"  # PWRON_RESET after a power cycle
+
+
+def test_watchdog_resets_an_unfed_board(vb):
+    vb.exec("import machine\nmachine.WDT(timeout=300)")
+    import time
+
+    time.sleep(1.5)
+    out = vb.mpremote("resume", "exec", "import machine\nprint(machine.reset_cause())").stdout
+    assert out.strip() == "3"  # WDT_RESET
+
+
+def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
+    r = vb.qcdboard("deploy", "--port", vb.tty)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in os.listdir(os.path.join(ROOT, "lib", "qcd")):
+        if name.endswith(".py"):
+            with open(os.path.join(ROOT, "lib", "qcd", name), "rb") as a, open(os.path.join(vb.fs, "lib", "qcd", name), "rb") as b:
+                assert a.read() == b.read(), name
+    assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "__pycache__"))
+    out = vb.exec(
+        "import qcd.hook, qcd.keys, os\n"
+        "h = qcd.hook.QcdHook(keys=qcd.keys.MemoryKeys([os.urandom(32)]))\n"
+        "print(h.status()['role'], qcd.__file__)"
+    )
+    assert out.strip() == "maker+taker /lib/qcd/__init__.py"
+    # A second deploy finds every file up to date (mpremote compares sha256).
+    r = vb.qcdboard("deploy", "--port", vb.tty)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = len([f for f in os.listdir(os.path.join(ROOT, "lib", "qcd")) if f.endswith(".py")])
+    assert r.stdout.count("Up to date:") == n, r.stdout
+
+
+def test_mip_installs_package_json_and_asks_the_index_for_hmac(vb, tmp_path):
+    # No network here: the index is an empty local directory, so mip installs
+    # every file of package.json and then fails on the hmac dependency,
+    # naming exactly the index entry it wanted (mpy v6 -> package/6/...).
+    index = tmp_path / "index"
+    index.mkdir()
+    r = vb.qcdboard("deploy", "--port", vb.tty, "--mip", os.path.join(ROOT, "package.json"), "--index", str(index))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1
+    assert "Installing: /lib/qcd/hook.py" in out
+    assert "%s/package/6/hmac/latest.json" % index in out
+    # hmac is frozen into the WebAssembly port, as firmware/manifest.py
+    # freezes it into the firmware: the package imports.
+    assert vb.exec("import qcd.tokens\nprint(len(qcd.tokens.make_token(bytes(32), bytes(8), bytes(8))))").strip() == "32"
+
+
+def test_raw_paste_is_declined_and_plain_raw_mode_carries_long_code(vb):
+    # mpremote asks for raw-paste mode; the board answers R\x00 and mpremote
+    # sends in plain raw mode. A long program must arrive whole.
+    code = "\n".join("v%d = %d" % (i, i) for i in range(400)) + "\nprint(sum(globals()['v%d' % i] for i in range(400)))"
+    assert vb.exec(code).strip() == str(sum(range(400)))
+
+
+def test_board_refuses_a_damaged_partition_table(tmp_path):
+    b = VBoard(tmp_path)
+    b.start()
+    try:
+        assert b.exec("print(1)").strip() == "1"
+    finally:
+        b.stop()
+    with open(b.flash, "r+b") as f:
+        f.seek(0x8000 + 0x45)  # phy_init's offset, 0xf000 -> 0xf100
+        f.write(b"\xf1")
+    b.start()
+    try:
+        r = b.mpremote("exec", "import esp32\nprint(esp32.Partition.find(1))")
+        assert r.stdout.strip() == "[]"
+    finally:
+        b.stop()
+
+
+def test_vboard_needs_its_tools(tmp_path):
+    r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpwasm", "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot open the flash image" in r.stderr
