@@ -40,7 +40,14 @@ import tty from "node:tty";
 import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const SHIMS = ["esp32", "machine", "_vboardfs"]; // Python modules in vboard/, installed at every boot
+// Python modules installed at every boot: [name, file]. _flashemu is the
+// flash emulator (tools/flashemu.py) the encrypted partitions use.
+const SHIMS = [
+  ["_flashemu", path.join(HERE, "..", "flashemu.py")],
+  ["esp32", path.join(HERE, "vboard", "esp32.py")],
+  ["machine", path.join(HERE, "vboard", "machine.py")],
+  ["_vboardfs", path.join(HERE, "vboard", "_vboardfs.py")],
+].filter(([, f]) => fs.existsSync(f));
 
 function usage(msg) {
   process.stderr.write(`vboard.mjs: ${msg}\nusage: node vboard.mjs --image FLASH.bin --fs DIR [--fd N] [--heap BYTES] [--flash-encryption]\n`);
@@ -139,6 +146,12 @@ function readPartitionTable() {
 }
 
 let table = readPartitionTable();
+
+// The flash emulator's sidecar of a partition (tools/flashemu.py keeps one
+// beside a partition image; here beside the whole-flash image).
+function sidecar(p) {
+  return `${opts.image}.${p.label}.emu.json`;
+}
 
 // ESP-IDF partition_target.c bounds checks, in its order.
 function checkRange(p, off, n) {
@@ -316,6 +329,21 @@ function jsModule() {
     partitions: () =>
       table.parts.map((p, i) => [i, p.type, p.subtype, p.addr, p.size, p.label, p.encrypted ? 1 : 0].join(",")).join("\n"),
     read: partRead,
+    // Physical bytes and the sidecar, for the flash emulator (esp32.py).
+    raw_read: (i, off, n) => flashRead(table.parts[i].addr + off, n).toString("hex"),
+    raw_write: (i, off, hex) => {
+      const b = Buffer.from(hex, "hex");
+      fs.writeSync(flashFd, b, 0, b.length, table.parts[i].addr + off);
+    },
+    meta_load: (i) => {
+      try {
+        return fs.readFileSync(sidecar(table.parts[i]), "utf8");
+      } catch (e) {
+        return "";
+      }
+    },
+    meta_save: (i, text) => fs.writeFileSync(sidecar(table.parts[i]), text),
+    flash_encryption: () => (opts.encryption ? 1 : 0),
     write: partWrite,
     erase: partErase,
     urandom: (n) => randomBytes(n).toString("hex"),
@@ -389,12 +417,12 @@ async function boot(kind) {
   // device's comes from the RF noise source), as built-ins would be: imported
   // from a scratch directory that is gone before user code runs.
   mp.FS.mkdir("/tmp/.vboard");
-  for (const m of SHIMS) mp.FS.writeFile(`/tmp/.vboard/${m}.py`, fs.readFileSync(path.join(HERE, "vboard", `${m}.py`)));
+  for (const [m, f] of SHIMS) mp.FS.writeFile(`/tmp/.vboard/${m}.py`, fs.readFileSync(f));
   mp.runPython(
     [
       "import sys, os, binascii, _vboard",
       "sys.path.insert(0, '/tmp/.vboard')",
-      ...SHIMS.map((m) => `import ${m}`),
+      ...SHIMS.map(([m]) => `import ${m}`),
       "sys.path.pop(0)",
       "def _urandom(n, unhexlify=binascii.unhexlify, hexrandom=_vboard.urandom):",
       "    return unhexlify(hexrandom(n))",
@@ -404,10 +432,10 @@ async function boot(kind) {
       "vfs.umount('/')",
       "vfs.mount(_vboardfs.BoardFS(_root), '/')",
       "os.chdir('/')",
-      `del ${["sys", "os", "binascii", "vfs", "_vboard", "_urandom", "_root", ...SHIMS].join(", ")}`,
+      `del ${["sys", "os", "binascii", "vfs", "_vboard", "_urandom", "_root", ...SHIMS.map(([m]) => m)].join(", ")}`,
     ].join("\n"),
   );
-  for (const m of SHIMS) mp.FS.unlink(`/tmp/.vboard/${m}.py`);
+  for (const [m] of SHIMS) mp.FS.unlink(`/tmp/.vboard/${m}.py`);
   mp.FS.rmdir("/tmp/.vboard");
   if (table.error) say(`vboard: ${table.error}: esp32.Partition sees no partitions\r\n`);
   runFile("boot.py");

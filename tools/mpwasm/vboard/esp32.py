@@ -1,14 +1,29 @@
 # The `esp32` module of the qcd virtual board (tools/vboard): MicroPython's
 # esp32.Partition over the board's whole-flash image file, with the behaviour
 # of ports/esp32/esp32_partition.c (v1.27/v1.28) and the checks of ESP-IDF's
-# esp_partition (partition_target.c). The flash itself, its partition table
-# (read from the image at 0x8000, as the bootloader and esp_partition do) and
-# the checks live in tools/mpwasm/vboard.mjs, reached through `_vboard`.
+# esp_partition (partition_target.c). The flash itself and its partition
+# table (read from the image at 0x8000, as the bootloader and esp_partition
+# do) live in tools/mpwasm/vboard.mjs, reached through `_vboard`.
+#
+# A partition flagged `encrypted` (the `qcd` store), opened with the default
+# 4096-byte blocks, is the flash emulator, tools/flashemu.py (imported here
+# as _flashemu): NOR rules enforced loudly, flash encryption as its sidecar
+# file says (IMAGE.<label>.emu.json beside the board's image, as qcdtool
+# provision writes it for a partition image), erase counts. Its backing is
+# the partition's bytes in the board's image. Other partitions follow NOR
+# rules in vboard.mjs (a program ANDs bits in, as the chip does).
 #
 # Not here (no virtual board needs them): NVS, wake_*, RMT, ULP,
 # raw_temperature, idf_heap_info, and OTA (set_boot, get_next_update).
+import json
+
 import _vboard
 from binascii import hexlify, unhexlify
+
+try:
+    import _flashemu
+except ImportError:
+    _flashemu = None
 
 HEAP_DATA = 4
 HEAP_EXEC = 1
@@ -40,6 +55,43 @@ def _table():
     return out
 
 
+class _Backing:
+    # tools/flashemu.py's backing interface over the board's image.
+    def __init__(self, index, size):
+        self._i = index
+        self.size = size
+
+    def read(self, off, n):
+        return unhexlify(_vboard.raw_read(self._i, off, n))
+
+    def write(self, off, data):
+        _vboard.raw_write(self._i, off, hexlify(data).decode())
+
+    def flush(self):
+        pass
+
+    def load_meta(self):
+        s = _vboard.meta_load(self._i)
+        return json.loads(s) if s else None
+
+    def save_meta(self, meta):
+        _vboard.meta_save(self._i, json.dumps(meta))
+
+
+_emus = {}  # partition index -> its FlashEmu, one per boot (as one chip)
+
+
+def _emu(e):
+    i = e[0]
+    if i not in _emus:
+        from os import urandom
+
+        # A new sidecar records whether this chip encrypts the partition.
+        enc = _vboard.flash_encryption() == 1
+        _emus[i] = _flashemu.FlashEmu(_Backing(i, e[4]), encrypted=enc, key=urandom(32) if enc else None)
+    return _emus[i]
+
+
 class Partition:
     BOOT = 0
     RUNNING = 1
@@ -66,6 +118,7 @@ class Partition:
     def _init(self, e, block_size):
         self._i, self._type, self._subtype, self._addr, self._size, self._label, self._enc = e
         self._bs = block_size & 0xFFFF  # stored as uint16_t
+        self._fe = _emu(e) if self._enc and self._bs == 4096 and _flashemu is not None else None
 
     @staticmethod
     def find(type=0, subtype=0xFF, label=None, block_size=4096):
@@ -83,6 +136,8 @@ class Partition:
             self._type, self._subtype, self._addr, self._size, self._label, self._enc)
 
     def readblocks(self, block_num, buf, offset=0):
+        if self._fe is not None:
+            return self._fe.readblocks(block_num, buf, offset)
         n = len(buf)
         r = _vboard.read(self._i, block_num * self._bs + offset, n)
         if isinstance(r, int):
@@ -91,6 +146,8 @@ class Partition:
         mv[0:n] = unhexlify(r)
 
     def writeblocks(self, block_num, buf, offset=None):
+        if self._fe is not None:
+            return self._fe.writeblocks(block_num, buf, offset)
         addr = block_num * self._bs
         n = len(buf)
         if offset is None:
@@ -123,6 +180,8 @@ class Partition:
         buf[:] = unhexlify(r)
 
     def ioctl(self, op, arg):
+        if self._fe is not None:
+            return self._fe.ioctl(op, arg)
         if op in (1, 2, 3):  # INIT, DEINIT, SYNC
             return 0
         if op == 4:  # BLOCK_COUNT

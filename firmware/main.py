@@ -1,0 +1,7 @@
+# main.py of the qcd firmware: the app does the work (firmware/qcdapp.py,
+# frozen into the firmware or copied to /lib). MicroPython runs this file
+# after boot.py at power-on and after a hard reset; a soft reset from the raw
+# REPL (what mpremote does) skips it.
+import qcdapp
+
+qcdapp.main()

@@ -1,0 +1,235 @@
+# The qcd firmware app: what main.py runs on an ESP32 (frozen by
+# firmware/manifest.py, or copied to /lib by `qcdboard deploy --app`).
+#
+#   1. read the configuration file (/qcd.json): the IKE peer configuration
+#      of lib/ike (docs/config.md: peer, PSK, IDs, traffic selectors, and its
+#      "qcd" section) plus "wifi" and "device" sections read here;
+#   2. start the watchdog;
+#   3. bring Wi-Fi up (before the store: on first boot the store creates the
+#      QCD secret with os.urandom, which is true-random only while the radio
+#      is on; reference doc §6 and trap 13);
+#   4. find the `qcd` partition with esp32.Partition.find(TYPE_DATA, ...)
+#      (find() defaults to TYPE_APP) and mount the store on it;
+#   5. build the QCD hook on the store and run the IKE engine's device loop
+#      with it, feeding the watchdog from the loop.
+#
+# Everything it holds stays in qcdapp.APP, so an operator at the REPL (and
+# `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state.
+#
+# On a board without a network module or sockets (the virtual board,
+# tools/vboard, is the WebAssembly port: neither exists), steps 3 and 5 are
+# skipped with a message; the store is mounted and the hook built all the
+# same, so everything up to the network runs there.
+import json
+import sys
+
+CONFIG_PATH = "/qcd.json"
+LABEL = "qcd"
+WIFI_TIMEOUT_MS = 30000
+DEFAULT_WATCHDOG_S = 60  # device.watchdog_s; 0 disables
+BOARDS_HINT = (
+    "flash a qcd partition table: `make flash PORT=... BOARD=QCD_ESP32` "
+    "(or QCD_ESP32_S3, QCD_ESP32_C3; tables in boards/<BOARD>/partitions-qcd.csv), "
+    "or build the firmware for one of those boards (`make firmware BOARD=...`)"
+)
+
+
+class SetupError(Exception):
+    """The device cannot run qcd as configured; the message says what to do."""
+
+
+class App:
+    def __init__(self):
+        self.state = "starting"
+        self.config = None
+        self.partition = None
+        self.store = None
+        self.hook = None
+        self.engine = None
+        self.wdt = None
+        self.wlan = None
+        self.log_lines = []
+
+    def log(self, line):
+        print("qcd: " + line)
+        self.log_lines.append(line)
+        del self.log_lines[:-20]
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def status(self):
+        return {"state": self.state, "partition": self.partition.info() if self.partition else None}
+
+
+APP = None
+
+
+def load_config(path=CONFIG_PATH):
+    """The configuration file as a dict; SetupError if it is missing or bad."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise SetupError("no configuration file %s: copy one with `qcdboard deploy --config FILE` (example: firmware/qcd.json.example)" % path)
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise SetupError("%s is not valid JSON: %s" % (path, e))
+    if not isinstance(cfg, dict):
+        raise SetupError("%s must hold a JSON object" % path)
+    for sect in ("wifi", "device", "qcd"):
+        if not isinstance(cfg.get(sect, {}), dict):
+            raise SetupError("%s: %r must be an object" % (path, sect))
+    return cfg
+
+
+def find_partition(esp32, label=LABEL):
+    """The `qcd` data partition, or SetupError naming the board definition
+    to flash."""
+    P = esp32.Partition
+    parts = P.find(P.TYPE_DATA, label=label)
+    if not parts:
+        if P.find(P.TYPE_APP, label=label):
+            raise SetupError("partition %r is an app partition, not data: %s" % (label, BOARDS_HINT))
+        raise SetupError("this board has no %r data partition: %s" % (label, BOARDS_HINT))
+    p = parts[0]
+    size = p.info()[3]
+    if size % 4096 or not 4 <= size // 4096 <= 255:
+        raise SetupError("partition %r is %d bytes, not 4 to 255 blocks of 4 KiB: %s" % (label, size, BOARDS_HINT))
+    return p
+
+
+def start_watchdog(machine, seconds):
+    if not seconds:
+        return None
+    return machine.WDT(timeout=int(seconds * 1000))
+
+
+def wifi_up(network, cfg, app, ticks_ms, ticks_diff, sleep_ms):
+    """Connect to the configured Wi-Fi; the WLAN object, or SetupError."""
+    w = cfg.get("wifi") or {}
+    ssid = w.get("ssid")
+    if not ssid:
+        raise SetupError("no wifi.ssid in the configuration")
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(ssid, w.get("password", ""))
+        t0 = ticks_ms()
+        while not wlan.isconnected():
+            if ticks_diff(ticks_ms(), t0) > w.get("timeout_ms", WIFI_TIMEOUT_MS):
+                raise SetupError("Wi-Fi %r: not connected after %d ms" % (ssid, w.get("timeout_ms", WIFI_TIMEOUT_MS)))
+            app.feed()
+            sleep_ms(100)
+    app.log("wifi: connected to %r as %s" % (ssid, wlan.ifconfig()[0]))
+    return wlan
+
+
+def make_hook(cfg, store, boot_ms, log):
+    """The QCD hook of the configuration's "qcd" section (docs/config.md)."""
+    from qcd import hook as qhook
+    from qcd.tokens import STYLE_ADDR, STYLE_SPIS
+
+    q = cfg.get("qcd") or {}
+    roles = {"maker": qhook.MAKER, "taker": qhook.TAKER, "both": qhook.MAKER | qhook.TAKER}
+    role = roles.get(q.get("role", "maker"))
+    if role is None:
+        raise SetupError("qcd.role must be maker, taker or both on a device")
+    style = {"5.1": STYLE_SPIS, "5.2": STYLE_ADDR}.get(q.get("style", "5.1"))
+    if style is None:
+        raise SetupError("qcd.style must be \"5.1\" or \"5.2\"")
+    kw = {}
+    for k in ("rate", "burst"):
+        if k in q:
+            kw[k] = q[k]
+    if q.get("window_s") is not None:
+        kw["window_ms"] = int(q["window_s"] * 1000)
+    return qhook.QcdHook(role=role, keys=store, style=style, boot_ms=boot_ms, restrict_to_peer=bool(q.get("restrict_to_peer")), log=log, **kw)
+
+
+def _import(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def main(config_path=CONFIG_PATH):
+    """Boot the app; returns when the IKE loop ends (or cannot start)."""
+    global APP
+    APP = app = App()
+    try:
+        _setup(app, config_path)
+    except SetupError as e:
+        app.state = "setup failed: %s" % e
+        app.log(app.state)
+        return app
+    return _run(app)
+
+
+def _setup(app, config_path):
+    import esp32
+    import machine
+    import os
+    import time
+
+    app.config = cfg = load_config(config_path)
+    dev = cfg.get("device") or {}
+    app.wdt = start_watchdog(machine, dev.get("watchdog_s", DEFAULT_WATCHDOG_S))
+    network = _import("network")
+    if network is None:
+        app.log("wifi: skipped, this board has no network module")
+    else:
+        app.wlan = wifi_up(network, cfg, app, time.ticks_ms, time.ticks_diff, time.sleep_ms)
+    app.feed()
+    app.partition = find_partition(esp32, dev.get("partition", LABEL))
+    from qcd import store as qstore
+
+    try:
+        app.store = qstore.mount(app.partition, rng=os.urandom)
+    except ValueError as e:
+        raise SetupError("cannot use partition %r: %s; %s" % (dev.get("partition", LABEL), e, BOARDS_HINT))
+    app.log("store: %r" % app.store)
+    app.feed()
+    app.hook = make_hook(cfg, app.store, time.ticks_ms(), app.log)
+
+
+def _run(app):
+    if _import("socket") is None or _import("select") is None:
+        app.state = "ready; IKE not started: this board has no socket module"
+        app.log(app.state)
+        return app
+    from ike import device
+
+    app.state = "running"
+    try:
+        app.engine = device.run(app.config, app.hook, log=app.log, stop=_tick)
+        app.state = "stopped"
+    except KeyboardInterrupt:
+        # mpremote (qcdboard diag, deploy) interrupts with Ctrl-C. The hook
+        # and store stay in APP; resume() starts the loop again.
+        app.state = "stopped by diag"
+        app.log("stopped (Ctrl-C); qcdapp.resume() continues; the watchdog keeps running")
+    except Exception as e:
+        app.state = "failed: %s: %s" % (type(e).__name__, e)
+        app.log(app.state)
+        pe = getattr(sys, "print_exception", None)  # MicroPython's traceback printer
+        if pe is not None:
+            pe(e)
+    return app
+
+
+def _tick():
+    # device.run's stop() callback, called at least twice a second: feed the
+    # watchdog; never stop.
+    APP.feed()
+    return False
+
+
+def resume():
+    """Start the IKE loop again after an interruption (same hook and store)."""
+    if APP is None or APP.hook is None:
+        return main()
+    return _run(APP)
