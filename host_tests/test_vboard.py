@@ -36,27 +36,30 @@ def test_partitions_come_from_the_flash_image(vb):
 
 
 def test_partition_obeys_nor_and_esp_idf_rules(vb):
+    # nvs: a partition without the `encrypted` flag, so vboard.mjs's NOR
+    # model (a program ANDs bits in, as the chip does) rather than the flash
+    # emulator, which refuses such a program (test_flash_emulator_...).
     out = vb.exec(
         "import esp32\n"
-        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='qcd')[0]\n"
-        "print(p.ioctl(4, 0), p.ioctl(5, 0), p.ioctl(6, 15))\n"
-        "p.writeblocks(15, b'\\x0f' * 16, 0)\n"
-        "p.writeblocks(15, b'\\xf1' * 16, 0)\n"  # programming only clears bits
+        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='nvs')[0]\n"
+        "print(p.ioctl(4, 0), p.ioctl(5, 0), p.ioctl(6, 5))\n"
+        "p.writeblocks(5, b'\\x0f' * 16, 0)\n"
+        "p.writeblocks(5, b'\\xf1' * 16, 0)\n"  # programming only clears bits
         "b = bytearray(32)\n"
-        "p.readblocks(15, b, 0)\n"
+        "p.readblocks(5, b, 0)\n"
         "print(b.hex())\n"
-        "for args in ((17 * 4096, 16), (15 * 4096 + 8, 4096)):\n"
+        "for args in ((7 * 4096, 16), (5 * 4096 + 8, 4096)):\n"
         "    try:\n"
         "        p.ioctl(6, args[0] // 4096) if args[1] == 16 else p.writeblocks(0, bytes(args[1]), args[0])\n"
         "    except OSError as e:\n"
         "        print(e.args)\n"
-        "print(esp32.Partition('qcd', 512).ioctl(6, 0))\n"
-        "p.writeblocks(15, bytes(4096))\n"  # simple form: erase, then write
-        "p.readblocks(15, b)\n"
+        "print(esp32.Partition('nvs', 512).ioctl(6, 0))\n"
+        "p.writeblocks(5, bytes(4096))\n"  # simple form: erase, then write
+        "p.readblocks(5, b)\n"
         "print(b.hex())\n"
     )
     lines = out.strip().splitlines()
-    assert lines[0] == "16 4096 0"
+    assert lines[0] == "6 4096 0"
     assert lines[1] == "01" * 16 + "ff" * 16
     assert lines[2] == "(-258, 'ESP_ERR_INVALID_ARG')"  # erase starting past the end
     assert lines[3] == "(-260, 'ESP_ERR_INVALID_SIZE')"  # write runs past the end
@@ -64,8 +67,42 @@ def test_partition_obeys_nor_and_esp_idf_rules(vb):
     assert lines[5] == "00" * 32
     # The flash image file is what changed.
     with open(vb.flash, "rb") as f:
-        f.seek(0x200000 + 15 * 4096)
+        f.seek(0x9000 + 5 * 4096)
         assert f.read(32) == bytes(32)
+
+
+def test_mpremote_repl_is_interactive(vb):
+    import pty
+    import select
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "mpremote", "connect", vb.tty, "repl"])
+    out = b""
+
+    def read_until(marker, timeout=30):
+        nonlocal out
+        end = time.monotonic() + timeout
+        while marker not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+    try:
+        read_until(b"Ctrl-]")
+        os.write(fd, b"\r")
+        read_until(b">>> ")
+        os.write(fd, b"6*7\r")
+        read_until(b"42")
+        os.write(fd, b"\x1d")  # Ctrl-]: leave mpremote
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    # The port prints "\n" where a board's UART REPL prints "\r\n".
+    assert b">>> 6*7\r\n42\n" in out or b">>> 6*7\r\n42\r\n" in out, out
 
 
 def test_mpremote_filesystem_commands(vb, tmp_path):

@@ -46,3 +46,30 @@ def read_partition(image_path, label):
     if len(data) != p.size:
         raise ValueError("%s ends inside partition %r" % (image_path, label))
     return p, data
+
+
+# tools/flashemu.py keeps what a flash chip holds outside the partition's
+# bytes (the device key of flash encryption, erase counts) in a sidecar
+# IMAGE.emu.json beside a partition image; the virtual board keeps one per
+# partition beside its whole-flash image: FLASH.<label>.emu.json.
+META_SUFFIX = ".emu.json"
+
+
+def sidecar_of(flash_image, label):
+    return "%s.%s%s" % (flash_image, label, META_SUFFIX)
+
+
+def copy_sidecar(src_image_or_sidecar, dest):
+    """Copy the sidecar of partition image `src` (src.emu.json, or `src`
+    itself if it is one) to `dest` (a sidecar path, or an image whose
+    sidecar it becomes). Nothing to copy: nothing done."""
+    src = src_image_or_sidecar
+    if not src.endswith(META_SUFFIX):
+        src += META_SUFFIX
+    if not dest.endswith(META_SUFFIX):
+        dest += META_SUFFIX
+    if os.path.exists(src):
+        with open(src, "rb") as f, open(dest, "wb") as g:
+            g.write(f.read())
+        return True
+    return False
