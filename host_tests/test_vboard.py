@@ -93,8 +93,14 @@ def test_mpremote_repl_is_interactive(vb):
                     return
     try:
         read_until(b"Ctrl-]")
-        os.write(fd, b"\r")
-        read_until(b">>> ")
+        # Until mpremote has put its terminal in raw mode, a CR would be
+        # turned into LF by the line discipline: wait for the prompt.
+        for _ in range(20):
+            time.sleep(0.25)
+            os.write(fd, b"\r")
+            read_until(b">>> ", timeout=1)
+            if b">>> " in out:
+                break
         os.write(fd, b"6*7\r")
         read_until(b"42")
         os.write(fd, b"\x1d")  # Ctrl-]: leave mpremote
