@@ -95,8 +95,8 @@ def test_mpremote_repl_is_interactive(vb):
         read_until(b"Ctrl-]")
         # Until mpremote has put its terminal in raw mode, a CR would be
         # turned into LF by the line discipline: wait for the prompt.
-        for _ in range(20):
-            time.sleep(0.25)
+        for _ in range(30):
+            time.sleep(1)
             os.write(fd, b"\r")
             read_until(b">>> ", timeout=1)
             if b">>> " in out:

@@ -31,7 +31,11 @@
 //
 // Garbage collection: this port collects only when control is back in JS
 // (see run.mjs). The REPL returns to JS after every character, so a pending
-// collection runs between characters, as the device's REPL would.
+// collection runs between characters: garbage made by one mpremote command
+// is collected by the next (checked: 40 x 100 KB in one exec leaves 4.6 MB
+// allocated; gc.collect() in the next exec brings it back to 0.7 MB). The
+// heap is not a device's: this build (split heap, auto) grows it on demand,
+// so --heap is only its initial size, and nothing here measures memory.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
