@@ -83,7 +83,7 @@ def test_app_on_a_board_without_qcd_partition_names_the_board_definitions(tmp_pa
     try:
         cfg = tmp_path / "qcd.json"
         cfg.write_text(open(os.path.join(FIRMWARE, "qcd.json.example")).read())
-        r = vb.qcdboard("deploy", "--port", vb.tty, "--app", "--config", str(cfg))
+        r = vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd", "--app", "--config", str(cfg))
         assert r.returncode == 0, r.stdout + r.stderr
         out = vb.exec("import qcdapp\napp = qcdapp.main()\nprint('STATE', app.state)")
         assert "wifi: skipped, this board has no network module" in out
@@ -100,7 +100,7 @@ def test_app_on_a_board_without_qcd_partition_names_the_board_definitions(tmp_pa
 def test_app_without_config_says_how_to_provide_one(tmp_path):
     vb = VBoard(tmp_path).start()
     try:
-        assert vb.qcdboard("deploy", "--port", vb.tty, "--app").returncode == 0
+        assert vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd", "--app").returncode == 0
         out = vb.exec("import qcdapp\nprint(qcdapp.main().state)")
         assert "no configuration file /qcd.json" in out and "qcdboard deploy --config" in out
     finally:

@@ -4,11 +4,15 @@
 import hashlib
 import os
 import subprocess
+import sys
 
 import pytest
 from vboard_util import VBoard
 
-from support import ROOT
+from support import ROOT, TOOLS
+
+sys.path.insert(0, TOOLS)
+from board.remote import package_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +203,7 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
     # A second deploy finds every file up to date (mpremote compares sha256).
     r = vb.qcdboard("deploy", "--port", vb.tty)
     assert r.returncode == 0, r.stdout + r.stderr
-    n = len([f for f in os.listdir(os.path.join(ROOT, "lib", "qcd")) if f.endswith(".py")])
-    assert r.stdout.count("Up to date:") == n, r.stdout
+    assert r.stdout.count("Up to date:") == len(package_files()), r.stdout
 
 
 def test_mip_installs_package_json_and_asks_the_index_for_hmac(vb, tmp_path):

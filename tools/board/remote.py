@@ -45,12 +45,12 @@ def _mkdirs_code(dev_paths):
     return "\n".join(lines)
 
 
-def deploy_cp(port, app=False, config=None):
+def deploy_cp(port, app=False, config=None, packages=PACKAGES):
     """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board;
     with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
     to /); with config, that file to /qcd.json. `fs cp` skips files whose
     sha256 already matches, so a second deploy copies only what changed."""
-    files = package_files()
+    files = package_files(packages)
     if app:
         files += [(os.path.join(ROOT, h), d) for h, d in APP_FILES]
     if config:
