@@ -107,6 +107,10 @@ STUCK_BITS = "stuck-bits"
 
 META_SUFFIX = ".emu.json"
 
+# Keystreams of the last device key used, shared by the emulators of one
+# image (a reboot is a new FlashEmu): [key, [block keystream or None, ...]].
+_ks_shared = [None, None]
+
 
 class PowerCut(BaseException):
     """Power was cut: raised by the torn operation and every call after it."""
@@ -269,6 +273,7 @@ class FlashEmu:
         self.size = backing.size
         self.blocks = backing.size // BLOCK_SIZE
         meta = backing.load_meta()
+        self.meta_from_sidecar = meta is not None
         if meta is None:
             meta = new_meta(self.blocks, encrypted, key if key is not None else (hashlib.sha256(b"flashemu key %d" % seed).digest() if encrypted else None), seed)
             if not readonly:
@@ -283,7 +288,10 @@ class FlashEmu:
         self.cut_at = cut_at
         self.dead = False
         self.rand = _Rand(seed)
-        self._ks = [None] * self.blocks  # keystream per block, computed on first use
+        if _ks_shared[0] != self.key or len(_ks_shared[1]) != self.blocks:
+            _ks_shared[0] = self.key
+            _ks_shared[1] = [None] * self.blocks
+        self._ks = _ks_shared[1]  # keystream per block, computed on first use
         self._stuck = {}
         # Counters of this instance (a "boot"): operations as the flash sees them.
         self.ops = 0  # program + erase operations (what cut_at counts)

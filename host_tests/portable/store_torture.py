@@ -30,8 +30,9 @@ class TortureFailure(AssertionError):
 
 
 class Rand:
-    def __init__(self, seed):
-        self.r = flashemu._Rand(seed)
+    # Independent streams: a label and a number name one.
+    def __init__(self, label, n=0):
+        self.r = flashemu._Rand(int.from_bytes(hashlib.sha256(label + b"/%d" % n).digest()[:6], "big"))
 
     def below(self, n):
         return self.r.below(n)
@@ -96,9 +97,9 @@ def _ike(r, n_ike):
     return h[0:8], h[8:16], bool(i & 1), ip
 
 
-def make_ops(seed, oracle, n, cap, reboots=True):
+def make_ops(label, seed, oracle, n, cap, reboots=True):
     """n workload operations drawn for the state `oracle` (not changed)."""
-    r = Rand(seed * 7 + 3)
+    r = Rand(label, seed)
     o = oracle.copy()
     ops = []
     n_ike = 3 + r.below(6)
@@ -146,7 +147,7 @@ def check(store, want, label, alt=None):
 
 def warm(seed, blocks, encrypted, ops=None):
     """A partition written into a random state. Returns (backing, oracle)."""
-    r = Rand(seed)
+    r = Rand(b"warm", seed)
     backing = flashemu.MemoryBacking(blocks * BLOCK_SIZE)
     emu = flashemu.FlashEmu(backing, encrypted=encrypted, seed=seed)
     store = Store(emu, det_rng(seed))
@@ -160,7 +161,7 @@ def warm(seed, blocks, encrypted, ops=None):
     stop = BLOCK_SIZE - 16 - r.below(400)
     i = 0
     while i < ops or store._pos < stop:
-        for op in make_ops(seed + 1 + i, o, 1, cap, reboots=False):
+        for op in make_ops(b"warm-op %d" % seed, i, o, 1, cap, reboots=False):
             store = do(store, op, None)
             o.apply(op)
         i += 1
@@ -207,10 +208,19 @@ def run(backing, ops, oracle, cut, seed, encrypted):
     return b, len(ops), total[0] + (emus[-1].ops if emus else 0), None
 
 
-def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1):
-    """One torture sweep. Returns the number of cuts made."""
+def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False):
+    """One torture sweep. Returns the number of cuts made. worn: one free
+    block of the warmed partition gets bits stuck at 0 from its next erase."""
     backing, o0, cap = warm(seed, blocks, encrypted)
-    ops = [("reboot",)] + make_ops(seed + 2, o0, n_ops, cap)
+    if worn:
+        e = flashemu.FlashEmu(backing)
+        st = Store(e, det_rng(seed), count_boot=False, readonly=True)
+        for b in range(blocks):
+            if st.block_info(b)[0] != "live":
+                e.readonly = False
+                e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
+                break
+    ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap)
     # Dry run: how many flash operations the workload takes.
     _, _, k, res = run(backing, ops, o0, None, seed, encrypted)
     if res is not None:
@@ -244,7 +254,7 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1):
         # Still writable, and what it writes survives the next reboot.
         o = held.copy()
         o.boot = store.boot_count
-        more = make_ops(seed * 31 + c, o, 4, cap, reboots=False)
+        more = make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False)
         for op in more:
             store = do(store, op, None)
             o.apply(op)

@@ -83,7 +83,7 @@ S_BLANK = "blank"  # no valid header: erased, never used, or damaged
 S_LIVE = "live"  # in the log
 S_STALE = "stale"  # a valid header older than the log's base: free, awaiting reuse
 S_ORPHAN = "orphan"  # valid header not on the log's chain (an interrupted open): free
-S_FOREIGN = "foreign"  # our magic, another format version: never written over unless free
+S_FOREIGN = "foreign"  # our magic, another format version: left alone, never written
 S_BAD = "bad"  # an erase or a verified write failed this boot: not used until reboot
 
 _EROFS = 30
@@ -280,7 +280,7 @@ class Store:
         st = {
             "format": VERSION,
             "blocks": self.blocks,
-            "generations": ["%d:%s%s" % (g, fingerprint(self._secrets[g][0]), " (current)" if i == 0 else "") for i, g in enumerate(gens)],
+            "generations": ["gen %d %s%s" % (g, fingerprint(self._secrets[g][0]), " (current)" if i == 0 else "") for i, g in enumerate(gens)],
             "secrets": [fingerprint(s) for s in self._secret_list],
             "boot_count": self.boot_count,
             "child_map": len(self._children),
@@ -500,19 +500,25 @@ class Store:
 
     def _open(self):
         self._writable()
+        # A block without a readable header has an unknown erase count: on a
+        # new partition it was never erased, after a torn erase it is about
+        # the least worn of the rest (blocks are used in turn). Estimate it as
+        # the lowest known count, and use such blocks first among equals.
         known = [e for e in self._erase_est if e >= 0]
-        top = max(known) if known else 0
+        low = min(known) if known else 0
         for _ in range(self.blocks):
             cands = [b for b in range(self.blocks) if self._free(b)]
             if not cands:
                 self.readonly_reason = "no usable free block (worn out?)"
                 raise OSError(_ENOSPC, "qcd store: no usable free block")
-            h = cands[0]
+            h = -1
+            hk = None
             for b in cands:
-                eb = self._erase_est[b] if self._erase_est[b] >= 0 else top
-                eh = self._erase_est[h] if self._erase_est[h] >= 0 else top
-                if eb < eh:
+                e = self._erase_est[b]
+                k = (e, 1) if e >= 0 else (low, 0)
+                if hk is None or k < hk:
                     h = b
+                    hk = k
             # Compaction: copy the oldest blocks' live records into h until
             # RESERVE free blocks remain (never the whole log if it won't fit).
             gc = []
@@ -526,7 +532,7 @@ class Store:
                 gc.append(self._chain[len(gc)])
             seq = self._max_seq + 1
             self._max_seq = seq
-            erases = (self._erase_est[h] if self._erase_est[h] >= 0 else top) + 1
+            erases = hk[0] + 1
             prev = self._seq[self._chain[-1]] if self._chain else 0
             base = self._seq[self._chain[len(gc)]] if len(gc) < len(self._chain) else seq
             moved = self._fill(h, seq, gc, prev, base, erases)
@@ -656,8 +662,13 @@ class Store:
                 self._damage("block %d: unreadable: %s" % (b, _err(e)))
                 self._state[b] = S_BAD
                 continue
-            if hdr[0:4] != MAGIC or _crc(memoryview(hdr)[:28]) != _u32(hdr, 28):
-                continue  # blank: erased, never used, or damaged; nothing to trust
+            if hdr[0:4] != MAGIC:
+                continue  # blank: erased or never used; nothing to trust
+            if _crc(memoryview(hdr)[:28]) != _u32(hdr, 28):
+                # Ours, but not whole: an erase or an open cut short (both
+                # harmless), or a damaged block whose records are lost.
+                self._damage("block %d: header fails its CRC (an interrupted erase or open, or damage); block not used" % b)
+                continue
             if hdr[4] != VERSION:
                 self._state[b] = S_FOREIGN
                 self._damage("block %d: format version %d, not %d: left alone" % (b, hdr[4], VERSION))
@@ -725,7 +736,8 @@ class Store:
             self._head_seed = _crc(self._seq[self._head].to_bytes(4, "little"))
         self._finish_replay()
         self._sort_secrets()
-        self.boot_count = self._boot[0] + 1
+        # This boot counts only if it is recorded (not for tools that only look).
+        self.boot_count = self._boot[0] + (1 if count_boot and not self.readonly else 0)
         if self.readonly:
             if not self._secrets:
                 self.fresh_secret = ""
