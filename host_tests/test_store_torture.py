@@ -4,7 +4,7 @@
 # block. host_tests/portable/store_torture.py is the harness and says what is
 # checked after each cut.
 #
-# `make test` runs about QCD_TORTURE_CUTS=3000 cuts; `make torture` runs
+# `make test` runs about QCD_TORTURE_CUTS=5000 cuts; `make torture` runs
 # 100,000 or more, spread over the machine's cores. QCD_TORTURE_SEED shifts
 # the seeds to explore new workloads; a failure names its seed and cut.
 import multiprocessing
@@ -14,7 +14,7 @@ import time
 import pytest
 from store_torture import sweep
 
-CUTS = int(os.environ.get("QCD_TORTURE_CUTS", "3000"))
+CUTS = int(os.environ.get("QCD_TORTURE_CUTS", "5000"))
 SEED0 = int(os.environ.get("QCD_TORTURE_SEED", "0"))
 SIZES = (4, 5, 6, 4, 8, 5, 4, 16)  # blocks: small partitions compact often; 16 is the reference 64 KiB
 

@@ -5,7 +5,10 @@
 # host_tests/test_store_torture.py and `make torture`.
 import unittest
 
-from store_torture import sweep
+from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
+from portable_util import det_bytes
+from qcd.store import Store
+from store_torture import det_rng, sweep
 
 
 class TestPowerCuts(unittest.TestCase):
@@ -20,6 +23,34 @@ class TestPowerCuts(unittest.TestCase):
     def test_cuts_next_to_a_worn_block(self):
         made = sweep(13, blocks=5, encrypted=False, n_ops=40, worn=True, stride=2)
         self.assertTrue(made >= 20)
+
+
+    def test_cuts_during_the_first_boot_of_a_blank_or_garbage_partition(self):
+        # The first mount formats: erase, header, secret, boot record. A cut
+        # anywhere in it must leave a partition that mounts with exactly one
+        # secret, which then stays.
+        for enc in (False, True):
+            for start in (None, det_bytes(21, 4 * BLOCK_SIZE)):
+                cut = 1
+                while True:
+                    b = MemoryBacking(4 * BLOCK_SIZE, data=start)
+                    e = FlashEmu(b, encrypted=enc, cut_at=cut, seed=cut)
+                    try:
+                        Store(e, det_rng(cut))
+                    except PowerCut:
+                        pass
+                    else:
+                        break  # the mount finished before the cut point
+                    s = Store(FlashEmu(b), det_rng(1000 + cut))
+                    self.assertEqual(len(s.secrets()), 1)
+                    sec = s.secrets()[0]
+                    s.child_put(5, bytes(8), bytes(8), True, bytes(4))
+                    s2 = Store(FlashEmu(b), det_rng(2000 + cut))
+                    self.assertEqual(s2.secrets(), [sec])
+                    self.assertEqual(s2.child_count(), 1)
+                    self.assertEqual(e.violations, 0)
+                    cut += 1
+                self.assertTrue(cut >= 4)
 
 
 if __name__ == "__main__":
