@@ -143,6 +143,20 @@ class TestChildMap(unittest.TestCase):
         e, s = reboot(e, max_children=8)
         self.assertEqual(s.child_count(), 8)
 
+    def test_evicting_an_ike_sas_last_child_then_reusing_that_ike_sa(self):
+        # Found by host_tests/test_store_model.py: the eviction forgot the
+        # IKE SA the new entry was about to reference.
+        e, s = fresh(blocks=4, max_children=3)
+        s.child_put(1, I1, R1, True, IP4)  # the only Child SA on (I1, R1): evicted first
+        s.child_put(2, I2, R2, True, IP4)
+        s.child_put(3, I2, R2, True, IP4)
+        s.child_put(4, I1, R1, True, IP4)
+        self.assertEqual(s.child_get(1), None)
+        self.assertEqual(s.child_get(4), (I1, R1, True, IP4))
+        e, s = reboot(e, max_children=3)
+        self.assertEqual(sorted(s.children()), [(2, (I2, R2, True, IP4)), (3, (I2, R2, True, IP4)), (4, (I1, R1, True, IP4))])
+        self.assertEqual(s.status()["damage_count"], 0)
+
     def test_the_cap_fits_the_partition(self):
         e, s = fresh(blocks=4)
         self.assertTrue(s.max_children < DEFAULT_MAX_CHILDREN)

@@ -204,6 +204,8 @@ class Store:
         self._writable()
         if cur is None and len(self._children) >= self.max_children:
             self._evict()
+            # The evicted entry may have been its IKE SA's last: look again.
+            ike = self._ike_by_def.get(d)
         if ike is None:
             ike = 0
             while ike in self._ike:
@@ -290,7 +292,7 @@ class Store:
             "fresh_secret": self.fresh_secret or "no",
             "damage": self.damage + (["... and %d more" % (self.damage_count - len(self.damage))] if self.damage_count > len(self.damage) else []),
             "damage_count": self.damage_count,
-            "block_state": [self._block_line(b) for b in range(self.blocks)],
+            "block_state": self._block_lines(),
             "head": ("block %d offset %d" % (self._head, self._pos)) if self._head >= 0 else "none (the next write opens a block)",
             "mount_read_bytes": self.mount_read_bytes,
             "writes": self.writes,
@@ -306,9 +308,15 @@ class Store:
         """(state, seq or -1, erase estimate or -1, bytes used) of block b."""
         return (self._state[b], self._seq[b], self._erase_est[b], self._used[b])
 
+    def _block_lines(self):
+        d = {}
+        for b in range(self.blocks):
+            d[b] = self._block_line(b)
+        return d
+
     def _block_line(self, b):
         st, seq, er, used = self.block_info(b)
-        s = "%d: %s" % (b, st + (" (head)" if b == self._head else ""))
+        s = st + (" (head)" if b == self._head else "")
         if seq >= 0:
             s += ", seq %d" % seq
         s += ", erases ~%s" % (er if er >= 0 else "?")
