@@ -1,7 +1,7 @@
 # Power-cut torture of qcd.store (issue 3): random workloads of map updates,
 # rollovers, retirements and reboots, cut at every flash operation of a run,
 # plain and encrypted flash, partitions of 4 to 16 blocks, some with a worn
-# block. host_tests/portable/store_torture.py is the harness and says what is
+# block, some running into the Child SPI map cap (evictions). host_tests/portable/store_torture.py is the harness and says what is
 # checked after each cut.
 #
 # `make test` runs about QCD_TORTURE_CUTS=5000 cuts; `make torture` runs
@@ -22,7 +22,9 @@ SIZES = (4, 5, 6, 4, 8, 5, 4, 16)  # blocks: small partitions compact often; 16 
 def job(args):
     seed, encrypted = args
     blocks = SIZES[seed % len(SIZES)]
-    return sweep(seed, blocks=blocks, encrypted=encrypted, n_ops=60, worn=(seed % 5 == 4))
+    # every fifth sweep has a worn block; every third runs into a small map cap
+    cap = 6 + seed % 8 if seed % 3 == 2 else None
+    return sweep(seed, blocks=blocks, encrypted=encrypted, n_ops=60, worn=(seed % 5 == 4), cap=cap)
 
 
 def torture(target, encrypted):

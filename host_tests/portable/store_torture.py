@@ -74,7 +74,7 @@ class Oracle:
             self.boot += 1
 
 
-def do(store, op, emu_factory):
+def do(store, op, emu_factory, cap=None):
     """Run one workload operation; returns the (possibly new) store."""
     k = op[0]
     if k == "put":
@@ -86,8 +86,22 @@ def do(store, op, emu_factory):
     elif k == "retire":
         store.retire(op[1])
     elif k == "reboot":
-        store = Store(emu_factory(), det_rng(0))
+        store = Store(emu_factory(), det_rng(0), max_children=cap or 64)
     return store
+
+
+def reconcile(o, op, store, cap):
+    """After a put at the cap the store evicted the entry written longest
+    ago: check it dropped exactly one other entry, and follow it. Returns the
+    evicted Child SPI or None."""
+    if len(o.children) <= cap:
+        return None
+    got = dict(store.children())
+    gone = [spi for spi in o.children if spi not in got]
+    if len(gone) != 1 or gone[0] == op[1]:
+        raise TortureFailure("at the cap, a put of %08x evicted %s" % (op[1], gone))
+    del o.children[gone[0]]
+    return gone[0]
 
 
 def _ike(r, n_ike):
@@ -97,8 +111,9 @@ def _ike(r, n_ike):
     return h[0:8], h[8:16], bool(i & 1), ip
 
 
-def make_ops(label, seed, oracle, n, cap, reboots=True):
-    """n workload operations drawn for the state `oracle` (not changed)."""
+def make_ops(label, seed, oracle, n, cap, reboots=True, evict=False):
+    """n workload operations drawn for the state `oracle` (not changed).
+    evict: new Child SAs also at the cap (the store then evicts)."""
     r = Rand(label, seed)
     o = oracle.copy()
     ops = []
@@ -106,7 +121,7 @@ def make_ops(label, seed, oracle, n, cap, reboots=True):
     while len(ops) < n:
         x = r.below(100)
         live = sorted(o.children)
-        if x < 40 and len(live) < cap - 6:
+        if x < 40 and (evict or len(live) < cap - 6):
             spi_i, spi_r, init, ip = _ike(r, n_ike)
             op = ("put", 0x1000 + r.below(0xFFFFF000), spi_i, spi_r, init, ip)
         elif x < 55 and live:
@@ -145,12 +160,12 @@ def check(store, want, label, alt=None):
         label, diff(want), diff(alt) if alt is not None else "-", store.status()["damage"]))
 
 
-def warm(seed, blocks, encrypted, ops=None):
-    """A partition written into a random state. Returns (backing, oracle)."""
+def warm(seed, blocks, encrypted, ops=None, cap=None):
+    """A partition written into a random state. Returns (backing, oracle, cap)."""
     r = Rand(b"warm", seed)
     backing = flashemu.MemoryBacking(blocks * BLOCK_SIZE)
     emu = flashemu.FlashEmu(backing, encrypted=encrypted, seed=seed)
-    store = Store(emu, det_rng(seed))
+    store = Store(emu, det_rng(seed), max_children=cap or 64)
     o = Oracle(store.secrets(), {}, store.boot_count)
     cap = store.max_children
     # Fill at least a few blocks, then stop somewhere in the head's last few
@@ -170,10 +185,11 @@ def warm(seed, blocks, encrypted, ops=None):
     return backing, o, cap
 
 
-def run(backing, ops, oracle, cut, seed, encrypted):
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
     """Run ops on a copy of backing, cutting power at global flash operation
     `cut` (None: never). Returns (backing, ops done, total flash ops, result)
-    where result is None or (index of the interrupted op, oracle before it)."""
+    where result is None or (index of the interrupted op, oracle before it).
+    victims: a dict that gets, per op index, the entry evicted at the cap."""
     b = backing.copy()
     o = oracle.copy()
     total = [0]
@@ -198,20 +214,26 @@ def run(backing, ops, oracle, cut, seed, encrypted):
         try:
             if store is None and op[0] != "reboot":
                 raise TortureFailure("workload must start with a reboot")
-            store = do(store, op, factory)
+            store = do(store, op, factory, cap)
         except flashemu.PowerCut:
             return b, i, total[0] + emus[-1].ops, (i, before)
         for e in emus:
             if e.violations:
                 raise TortureFailure("flash violation: %s" % e.last_violation)
         o.apply(op)
+        v = reconcile(o, op, store, cap)
+        if v is not None and victims is not None:
+            victims[i] = v
     return b, len(ops), total[0] + (emus[-1].ops if emus else 0), None
 
 
-def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False):
+def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False, cap=None):
     """One torture sweep. Returns the number of cuts made. worn: one free
-    block of the warmed partition gets bits stuck at 0 from its next erase."""
-    backing, o0, cap = warm(seed, blocks, encrypted)
+    block of the warmed partition gets bits stuck at 0 from its next erase.
+    cap: a small Child SPI map cap, and a workload that runs into it."""
+    backing, o0, cap_ = warm(seed, blocks, encrypted, cap=cap)
+    evict = cap is not None
+    cap = cap_
     if worn:
         e = flashemu.FlashEmu(backing)
         st = Store(e, det_rng(seed), count_boot=False, readonly=True)
@@ -220,25 +242,30 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
                 e.readonly = False
                 e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
                 break
-    ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap)
-    # Dry run: how many flash operations the workload takes.
-    _, _, k, res = run(backing, ops, o0, None, seed, encrypted)
+    ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict)
+    # Dry run: how many flash operations the workload takes, and which
+    # entries the store evicts at the cap.
+    victims = {}
+    _, _, k, res = run(backing, ops, o0, None, seed, encrypted, cap, victims)
     if res is not None:
         raise TortureFailure("seed %d: dry run was cut" % seed)
     points = cuts if cuts is not None else range(1 + (seed % stride), k + 1, stride)
     made = 0
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap)
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1
         idx, before = res
         after = before.copy()
         after.apply(ops[idx])
+        if idx in victims:
+            # the same entry goes whether the store or the next mount evicts it
+            del after.children[victims[idx]]
         emu = flashemu.FlashEmu(b)
         try:
-            store = Store(emu, det_rng(seed))
+            store = Store(emu, det_rng(seed), max_children=cap)
         except Exception as e:
             raise TortureFailure("%s: mount after the cut raised %r" % (label, e))
         held = check(store, before, label + " (op %d %s)" % (idx, ops[idx][0]), after)
@@ -254,12 +281,13 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         # Still writable, and what it writes survives the next reboot.
         o = held.copy()
         o.boot = store.boot_count
-        more = make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False)
+        more = make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False, evict=evict)
         for op in more:
-            store = do(store, op, None)
+            store = do(store, op, None, cap)
             o.apply(op)
+            reconcile(o, op, store, cap)
         emu2 = flashemu.FlashEmu(b)
-        store = Store(emu2, det_rng(seed))
+        store = Store(emu2, det_rng(seed), max_children=cap)
         check(store, o, label + " (after more writes and a reboot)")
         if emu.violations or emu2.violations:
             raise TortureFailure("%s: flash violation: %s" % (label, emu.last_violation or emu2.last_violation))

@@ -25,6 +25,11 @@ class TestPowerCuts(unittest.TestCase):
         self.assertTrue(made >= 20)
 
 
+    def test_cuts_while_the_map_is_at_its_cap(self):
+        # A put at the cap also evicts the oldest entry: wholly, with the put.
+        made = sweep(14, blocks=4, encrypted=True, n_ops=40, cap=7, stride=2)
+        self.assertTrue(made >= 20)
+
     def test_cuts_during_the_first_boot_of_a_blank_or_garbage_partition(self):
         # The first mount formats: erase, header, secret, boot record. A cut
         # anywhere in it must leave a partition that mounts with exactly one

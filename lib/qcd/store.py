@@ -141,7 +141,7 @@ class Store:
         fit = (n - 1 - RESERVE) * (BLOCK_SIZE - HEADER_LEN) // 2 // 48
         self.max_children = max(1, min(int(max_children), fit))
         # RAM state
-        self._children = {}  # spi -> ike_id << 8 | block of its latest record
+        self._children = {}  # spi -> ike_id << 16 | block << 8 | offset / 16 of its latest record
         self._ike = {}  # ike_id -> [definition (33 bytes) or None, children referencing it, block]
         self._ike_by_def = {}  # definition -> ike_id
         self._secrets = {}  # generation -> [secret, block]
@@ -159,6 +159,7 @@ class Store:
         self._head = -1  # block appended to, -1: the next append opens one
         self._pos = 0
         self._head_seed = 0
+        self._last_slot = 0
         self._win = bytearray(WINDOW)
         self._chk = bytearray(48)
         # diagnostics
@@ -184,7 +185,7 @@ class Store:
         v = self._children.get(spi)
         if v is None:
             return None
-        return _entry(self._ike[v >> 8][0])
+        return _entry(self._ike[v >> 16][0])
 
     def child_put(self, spi, spi_i, spi_r, initiator, peer_ip):
         """Persist Child SPI -> (parent IKE SA, our role, peer address).
@@ -199,13 +200,9 @@ class Store:
         d = bytes([flags]) + bytes(spi_i) + bytes(spi_r) + bytes(peer_ip) + bytes(16 - len(peer_ip))
         cur = self._children.get(spi)
         ike = self._ike_by_def.get(d)
-        if cur is not None and ike is not None and cur >> 8 == ike:
+        if cur is not None and ike is not None and cur >> 16 == ike:
             return
         self._writable()
-        if cur is None and len(self._children) >= self.max_children:
-            self._evict()
-            # The evicted entry may have been its IKE SA's last: look again.
-            ike = self._ike_by_def.get(d)
         if ike is None:
             ike = 0
             while ike in self._ike:
@@ -221,8 +218,17 @@ class Store:
             rec = self._rec(T_CHILD)
             struct.pack_into("<HI", rec, 2, ike, spi)
             blk = self._append(rec)
-        self._child_set(spi, ike, blk)
+        self._child_set(spi, ike, blk, self._last_slot)
         self._prune_ike()
+        # At the cap, the entry written longest ago goes, after the new one
+        # is on flash: a cut in between leaves one entry too many, and the
+        # next mount evicts the same one (the oldest record) to finish it.
+        if cur is None:
+            try:
+                while len(self._children) > self.max_children:
+                    self._evict()
+            except OSError:
+                pass  # the put itself is on flash; the next eviction or mount catches up
 
     def child_drop(self, spi):
         if spi not in self._children:
@@ -336,11 +342,11 @@ class Store:
 
     # -- RAM bookkeeping ---------------------------------------------------------------
 
-    def _child_set(self, spi, ike, blk):
+    def _child_set(self, spi, ike, blk, slot):
         old = self._children.get(spi)
         if old is not None:
-            self._ike[old >> 8][1] -= 1
-        self._children[spi] = (ike << 8) | blk
+            self._ike[old >> 16][1] -= 1
+        self._children[spi] = (ike << 16) | (blk << 8) | slot
         e = self._ike.get(ike)
         if e is None:
             e = [None, 0, -1]
@@ -350,7 +356,7 @@ class Store:
     def _child_del(self, spi):
         old = self._children.pop(spi, None)
         if old is not None:
-            self._ike[old >> 8][1] -= 1
+            self._ike[old >> 16][1] -= 1
 
     def _prune_ike(self):
         # An IKE SA with no Child SA left is forgotten; its id may be reused
@@ -376,14 +382,15 @@ class Store:
         self._secret_list = [self._secrets[g][0] for g in gens]
 
     def _evict(self):
-        # The entry written longest ago: its record sits in the oldest block.
+        # The entry written longest ago: the oldest record in log order.
         order = {}
         for i in range(len(self._chain)):
             order[self._chain[i]] = i
         victim = None
         best = None
         for spi in self._children:
-            k = (order.get(self._children[spi] & 0xFF, -1), spi)
+            v = self._children[spi]
+            k = (order.get((v >> 8) & 0xFF, -1), v & 0xFF)
             if best is None or k < best:
                 best = k
                 victim = spi
@@ -430,6 +437,7 @@ class Store:
             blk = self._head
             pos = self._pos
             if self._put(blk, pos, rec, self._head_seed):
+                self._last_slot = pos // CHUNK
                 self._pos = pos + ln
                 self._used[blk] = self._pos - HEADER_LEN
                 return blk
@@ -494,7 +502,7 @@ class Store:
         # An upper bound of what compacting block b writes.
         n = 0
         for spi in self._children:
-            if self._children[spi] & 0xFF == b:
+            if (self._children[spi] >> 8) & 0xFF == b:
                 n += 16
         for i in self._ike:
             if self._ike[i][2] == b:
@@ -586,7 +594,7 @@ class Store:
         done = {}
         for spi in self._children:
             v = self._children[spi]
-            ike = v >> 8
+            ike = v >> 16
             e = self._ike[ike]
             if e[2] in gc and ike not in done:
                 rec = self._rec(T_CHILD_NEW)
@@ -596,15 +604,15 @@ class Store:
                 rec[8:40] = d[1:33]
                 done[ike] = 1
                 moved.append(("i", ike))
-            elif v & 0xFF in gc:
+            elif (v >> 8) & 0xFF in gc:
                 rec = self._rec(T_CHILD)
                 struct.pack_into("<HI", rec, 2, ike, spi)
             else:
                 continue
             if not self._put(h, pos, rec, seed):
                 return None
+            moved.append(("c", spi, ike, pos // CHUNK))
             pos += len(rec)
-            moved.append(("c", spi, ike))
         for g in self._secrets:
             if self._secrets[g][1] in gc:
                 rec = self._rec(T_SECRET)
@@ -643,7 +651,7 @@ class Store:
     def _apply_moves(self, moved, h):
         for m in moved:
             if m[0] == "c":
-                self._children[m[1]] = (m[2] << 8) | h
+                self._children[m[1]] = (m[2] << 16) | (h << 8) | m[3]
             elif m[0] == "i":
                 self._ike[m[1]][2] = h
             elif m[0] == "s":
@@ -848,7 +856,7 @@ class Store:
                 else:
                     e[0] = d
                     e[2] = b
-            self._child_set(v, ike, b)
+            self._child_set(v, ike, b, pos // CHUNK)
         elif typ == T_DROP:
             self._child_del(v)
         elif typ == T_SECRET:
@@ -867,7 +875,7 @@ class Store:
         # for: damage (their CHILD_NEW record was lost).
         lost = []
         for spi in self._children:
-            e = self._ike[self._children[spi] >> 8]
+            e = self._ike[self._children[spi] >> 16]
             if e[0] is None:
                 lost.append(spi)
         for spi in lost:
