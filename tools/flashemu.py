@@ -204,8 +204,11 @@ class FileBacking:
         return self.f.read(n)
 
     def write(self, off, data):
+        # Handed to the OS at once: a process killed right after an
+        # acknowledged write (a power cut from outside) still has it.
         self.f.seek(off)
         self.f.write(data)
+        self.f.flush()
 
     def flush(self):
         self.f.flush()
@@ -220,8 +223,13 @@ class FileBacking:
     def save_meta(self, meta):
         if self.readonly:
             return
-        with open(self.meta_path, "w") as f:
+        import os
+
+        # Replaced whole (write, then rename), so a kill never leaves half a sidecar.
+        tmp = self.meta_path + ".tmp"
+        with open(tmp, "w") as f:
             f.write(json.dumps(meta))
+        os.rename(tmp, self.meta_path)
 
     def close(self):
         self.f.close()
