@@ -250,3 +250,25 @@ def test_board_refuses_a_damaged_partition_table(tmp_path):
 def test_vboard_needs_its_tools(tmp_path):
     r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpwasm", "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot open the flash image" in r.stderr
+
+
+def test_encrypted_partition_is_the_flash_emulator(vb):
+    # The `qcd` partition (flagged encrypted) is tools/flashemu.py over the
+    # board's image: a program that would set a bit is refused loudly, and
+    # erases are counted in the sidecar beside the image.
+    out = vb.exec(
+        "import esp32\n"
+        "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='qcd')[0]\n"
+        "p.ioctl(6, 2)\n"
+        "p.writeblocks(2, b'\\x0f' * 16, 0)\n"
+        "try:\n"
+        "    p.writeblocks(2, b'\\xf1' * 16, 0)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    assert out.strip() == "FlashViolation"
+    import json
+
+    with open(vb.flash + ".qcd.emu.json") as f:
+        meta = json.load(f)
+    assert meta["erases"][2] >= 1 and meta["encrypted"] is False
