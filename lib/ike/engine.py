@@ -66,6 +66,15 @@ COUNTER_NAMES = (
 )
 
 
+def _host(sel):
+    """The first host address of a selector (its start + 1 when it is a
+    network), for the test packet send_esp builds."""
+    a = int.from_bytes(sel[4], "big")
+    if sel[5] != sel[4]:
+        a += 1
+    return a.to_bytes(4, "big")
+
+
 class Engine:
     def __init__(self, config, hook=None, rng=None, log=None):
         self.cfg = config
@@ -532,7 +541,7 @@ class Engine:
                 self.log("ike: ESP needs UDP encapsulation; IKE SA %s is not on the NAT-T port" % sa.name())
                 return None
             if payload is None:
-                payload = esp.icmp_echo(child.ts_local[0][4], child.ts_peer[0][4], child.seq_out + 1, child.seq_out + 1)
+                payload = esp.icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
             child.seq_out += 1
             pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.keys[3], payload, esp.NEXT_IPV4, self.rng(BLOCK))
             child.packets_out += 1

@@ -254,12 +254,21 @@ class HostShell:
 
 def control(path, command, timeout=10.0):
     """Send one command to a running shell's control socket; the reply dict."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="qcdctl")
+    me = os.path.join(d, "c")  # a path, so the reply crosses network namespaces
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        s.bind("")  # Linux autobind: an abstract address to get the reply on
+        s.bind(me)
         s.settimeout(timeout)
         s.sendto(command.encode(), path)
         data = s.recv(1 << 20)
         return json.loads(data.decode())
     finally:
         s.close()
+        try:
+            os.unlink(me)
+            os.rmdir(d)
+        except OSError:
+            pass
