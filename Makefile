@@ -11,7 +11,7 @@ MPWASM := tools/mpwasm
 MPRUN  := $(NODE) $(MPWASM)/run.mjs
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := $(MPWASM)/node_modules/.installed
-PORTABLE_PATHS := --path lib/qcd:/lib/qcd --path host_tests/portable:/tests
+PORTABLE_PATHS := --path lib:/lib --path host_tests/portable:/tests
 
 .DEFAULT_GOAL := help
 .PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
