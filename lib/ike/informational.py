@@ -37,6 +37,7 @@ def on_response(eng, sa, req, m, inner, now):
     eng.hook_protected(INFORMATIONAL, sa.spi_i, sa.spi_r, ns, now)
     if req.kind == "liveness":
         eng.event("liveness", sa=sa.name(), rtt_ms=now - req.sent, tries=req.tries)
+        eng.log("ike: liveness check of %s answered (%d ms, %d retransmissions)" % (sa.name(), now - req.sent, req.tries))
     elif req.kind == "delete_ike":
         eng.close(sa, "deleted by us", now)
     elif req.kind == "delete_child":
