@@ -672,3 +672,21 @@ def test_authentication_failed_is_answered_inside_sk():
     m = message.parse(resp)
     assert m.is_protected() and m.exchange == IKE_AUTH
     assert AUTHENTICATION_FAILED not in notifies_in(resp)  # nothing readable outside SK
+
+
+def test_sas_the_peer_never_deletes_after_its_rekey_are_dropped_later():
+    # §2.8: the rekey's initiator deletes the old SA. If that Delete never
+    # comes, the old SAs are not kept for ever.
+    p = Pair()
+    d, g = p.up()
+    lost = [True]
+    p.drop = lambda data, who: who == "gw" and lost[0] and message.parse(data) is not None and message.parse(data).exchange == INFORMATIONAL and not message.parse(data).is_response()
+    p.gw.rekey_child(p.now)
+    p.gw.rekey_ike(p.now)
+    p.pump()
+    assert len(p.dev.sas) == 2 and len(p.sa("dev").children) == 2
+    p.advance(59000)
+    assert len(p.dev.sas) == 2 and len(p.sa("dev").children) == 2
+    p.advance(2000)
+    assert len(p.dev.sas) == 1 and len(p.sa("dev").children) == 1
+    no_bugs(p)

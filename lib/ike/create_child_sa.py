@@ -298,9 +298,11 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         # when our own exchange completes.
         child.collision = (new, ni, nr)
         child.state = state.child_next(child.state, "rekeyed_by_peer")
+        child.rekeyed_at = now
         eng.log("ike: Child SA rekey collision on %s" % child.name())
     else:
         child.state = state.child_next(child.state, "rekeyed_by_peer")
+        child.rekeyed_at = now
     eng.install_child(sa, new, now)
     eng.respond(
         sa,

@@ -589,6 +589,9 @@ class Engine:
                             cands.append(c.created + cfg.child_rekey_ms)
             if sa.state == state.REKEYED:
                 cands.append(sa.last_recv + REKEYED_LINGER_MS)
+            for c in sa.children:
+                if c.state == state.REKEYED and c.rekeyed_at is not None:
+                    cands.append(c.rekeyed_at + REKEYED_LINGER_MS)
             for c in cands:
                 if due is None or c < due:
                     due = c
@@ -631,6 +634,11 @@ class Engine:
             if sa.state == state.REKEYED and now - sa.last_recv >= REKEYED_LINGER_MS:
                 self.close(sa, "rekeyed SA never deleted by the peer", now, report=False)
                 continue
+            for c in list(sa.children):
+                # the peer rekeyed it and owes its Delete (§2.8); do not
+                # keep it for ever if that never comes
+                if c.state == state.REKEYED and c.rekeyed_at is not None and now - c.rekeyed_at >= REKEYED_LINGER_MS:
+                    self.remove_child(sa, c, now, "rekeyed Child SA never deleted by the peer")
             if not sa.up() or sa.request is not None or sa.tasks:
                 continue
             if cfg.rekey_ms and sa.state == state.ESTABLISHED and now - sa.established >= cfg.rekey_ms:

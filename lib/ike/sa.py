@@ -117,6 +117,7 @@ class ChildSa:
         "rekey_of",
         "packets_in",
         "packets_out",
+        "rekeyed_at",
     )
 
     def __init__(self, spi_in, spi_out, keys, ts_local, ts_peer, initiator, now):
@@ -135,6 +136,7 @@ class ChildSa:
         self.rekey_of = None  # the Child SA this one replaces
         self.packets_in = 0
         self.packets_out = 0
+        self.rekeyed_at = None  # when a peer's rekey replaced it (it awaits the peer's Delete)
 
     def name(self):
         return "%08x/%08x" % (self.spi_in, self.spi_out)
