@@ -690,3 +690,18 @@ def test_sas_the_peer_never_deletes_after_its_rekey_are_dropped_later():
     p.advance(2000)
     assert len(p.dev.sas) == 1 and len(p.sa("dev").children) == 1
     no_bugs(p)
+
+
+def test_no_reinitiation_after_our_own_delete():
+    p = Pair(dev_config(reinitiate_s=1))
+    p.up()
+    p.dev.delete_ike(p.now)
+    p.pump()
+    p.advance(5000)
+    assert not p.dev.sas and not p.gw.sas
+    # but after the peer's Delete, the tunnel comes back
+    p.up()
+    p.gw.delete_ike(p.now)
+    p.pump()
+    p.advance(2000)
+    assert p.sa("dev") is not None

@@ -274,7 +274,9 @@ class Engine:
             self.log("ike: IKE SA %s not established (%s)" % (sa.name(), reason))
         else:
             self.log("ike: old IKE SA %s removed (%s)" % (sa.name(), reason))
-        if sa.initiator and self.cfg.initiator and self.cfg.reinitiate_ms is not None and sa.successor is None and reason not in ("shutdown", "initial_contact"):
+        # reinitiate_s: an initiator brings the tunnel back when it was lost
+        # (timeout, QCD verdict, the peer's Delete), not when we ended it
+        if sa.initiator and self.cfg.initiator and self.cfg.reinitiate_ms is not None and sa.successor is None and reason != "deleted by us":
             if not [s for s in self.sas.values() if s.up() or s.state in (state.INIT_SENT, state.AUTH_SENT)]:
                 self._start_at = now + self.cfg.reinitiate_ms
 
