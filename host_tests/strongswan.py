@@ -23,6 +23,7 @@
 # (nsenter). charon is driven with the PyPI `vici` package over its Unix
 # socket and stopped with SIGTERM by pid; the namespaces go with the processes.
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,17 +64,20 @@ CONF = """charon {
 
 
 def missing_reason():
-    """None when charon can run here, else why not (with the fix)."""
+    """None when charon can run here, else (what is missing, how to get it)."""
     if not os.path.exists(CHARON):
-        return "strongSwan's charon (%s)" % INSTALL
+        return "strongSwan's charon " + CHARON, INSTALL
     if os.geteuid() != 0:
-        return "root (charon needs it to create its TUN device)"
+        return "root", "run as root: charon creates a TUN device and namespaces"
     try:
         import vici  # noqa: F401
     except ImportError:
-        return "the vici package (make venv)"
+        return "the vici package", "make venv"
+    for tool, pkg in (("unshare", "util-linux"), ("nsenter", "util-linux"), ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            return tool, "apt-get install " + pkg
     if subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True).returncode != 0:
-        return "unshare --net --mount (util-linux, and root)"
+        return "unshare --net --mount", "root with CAP_SYS_ADMIN (a container may forbid it)"
     return None
 
 

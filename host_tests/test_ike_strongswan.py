@@ -19,7 +19,7 @@ CONN = "dev"
 def charon_ok():
     why = strongswan.missing_reason()
     if why:
-        missing(why, strongswan.INSTALL)
+        missing(*why)
 
 
 def our_cfg(role, tmp, **kw):
