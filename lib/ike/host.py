@@ -69,10 +69,12 @@ class HostShell:
     control     path of a Unix datagram socket for commands, or None
     log         callable(line) for the shell's own lines
     status      callable() -> dict merged into the "status" answer (the hook's)
+    commands    {name: callable(words) -> dict}: more control commands
     """
 
-    def __init__(self, engine, pcap=None, control=None, log=None, status=None, quiet_stop=False):
+    def __init__(self, engine, pcap=None, control=None, log=None, status=None, quiet_stop=False, commands=None):
         self.eng = engine
+        self.commands = commands or {}
         self.log = log or (lambda line: None)
         self.status_extra = status
         self.pcap = Pcap(pcap) if pcap else None
@@ -195,6 +197,8 @@ class HostShell:
         elif cmd == "stop":
             self.stop()
             ok = True
+        elif cmd in self.commands:
+            return self.commands[cmd](words)
         else:
             return {"ok": False, "error": "unknown command %r" % cmd}
         self._flush()
