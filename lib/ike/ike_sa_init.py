@@ -208,7 +208,8 @@ def _answer(eng, m, src, natt, ntype, data=b""):
 
 def on_request(eng, m, src, natt, now):
     cfg = eng.cfg
-    if m.msg_id != 0:
+    # §3.1: the initiator's SPI is never zero; IKE_SA_INIT is Message ID 0
+    if m.msg_id != 0 or m.spi_i == ZERO_SPI:
         eng.count("dropped_unexpected")
         return
     key = (m.spi_i, src[0], src[1])
