@@ -12,9 +12,12 @@ MPRUN  := $(NODE) $(MPWASM)/run.mjs
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := $(MPWASM)/node_modules/.installed
 PORTABLE_PATHS := --path lib:/lib --path host_tests/portable:/tests
+PORTABLE_PATHS += --path tools/flashemu.py:/lib/flashemu.py
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean interop
+.PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
+.PHONY: torture
+.PHONY: interop
 
 help: ## this list
 	@echo "qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints"
@@ -52,6 +55,9 @@ interop: setup ## only the strongSwan interop tests (charon in private namespace
 
 fuzz: setup ## long fuzz run of the unprotected entry points (QCD_FUZZ_N datagrams, default 2000000)
 	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q host_tests/test_fuzz_hook.py
+
+torture: setup ## power-cut torture of the flash store (QCD_TORTURE_CUTS cuts, default 100000, all cores)
+	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s host_tests/test_store_torture.py
 
 mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size report
 	$(PY) tools/mpy_build.py

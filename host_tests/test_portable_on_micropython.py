@@ -12,7 +12,9 @@ PORTABLE = os.path.join(ROOT, "host_tests", "portable")
 def test_portable_suite_passes_on_micropython():
     p = run_micropython(
         os.path.join(PORTABLE, "run.py"),
-        paths=[(os.path.join(ROOT, "lib"), "/lib"), (PORTABLE, "/tests")],
+        paths=[(os.path.join(ROOT, "lib"), "/lib"), (PORTABLE, "/tests"),
+               # the flash emulator the store tests run on
+               (os.path.join(ROOT, "tools", "flashemu.py"), "/lib/flashemu.py")],
         timeout=1800,
     )
     out = p.stdout + p.stderr

@@ -6,6 +6,7 @@
 #   qcd.taker      the token taker: stored tokens and verification
 #   qcd.ratelimit  token bucket for unprotected answers (§9)
 #   qcd.keys       key source interface and an in-RAM implementation
+#   qcd.store      the `qcd` flash partition: the key source that survives reboots
 #   qcd.hook       QcdHook: all of it behind the IKE engine's notify hook
 #   qcd.names      names of IKE numbers and a message decoder (tools, diagnostics)
 #   qcd.diag       REPL diagnostics

@@ -1,0 +1,294 @@
+# Power-cut torture for qcd.store on tools/flashemu (CPython and MicroPython).
+#
+# One sweep: a partition is written to a random state (the warm-up, no cuts),
+# a random workload of map updates, secret rollovers and retirements and
+# reboots is drawn, run once without a cut to count its flash operations, and
+# then run again from the same starting image once per cut point, the power
+# cut at that program or erase operation (the emulator tears it). After each
+# cut the device reboots (a new emulator on the same image, a new mount) and
+# we check what issue 3 asks:
+#   - the secrets are exactly those acknowledged before the interrupted
+#     operation, or (if that operation was a rollover or retirement) exactly
+#     those after it: the secret is never lost and changes only by rollover;
+#   - the Child SPI map likewise: every acknowledged update is there, the
+#     interrupted one wholly there or wholly absent, nothing else;
+#   - the boot counter went up by one (or two, if the cut hit a mount after
+#     its boot record landed);
+#   - the store stays writable: a few more updates and a reboot, checked again;
+#   - the emulator saw no NOR or flash-encryption violation.
+# A failure raises TortureFailure naming the seed and cut, so it can be re-run.
+
+import hashlib
+
+import flashemu
+from qcd.store import BLOCK_SIZE, MAX_GENERATIONS, Store
+from qcd.tokens import fingerprint
+
+
+class TortureFailure(AssertionError):
+    pass
+
+
+class Rand:
+    # Independent streams: a label and a number name one.
+    def __init__(self, label, n=0):
+        self.r = flashemu._Rand(int.from_bytes(hashlib.sha256(label + b"/%d" % n).digest()[:6], "big"))
+
+    def below(self, n):
+        return self.r.below(n)
+
+    def bytes(self, n):
+        return self.r.bytes(n)
+
+
+def det_rng(seed):
+    r = flashemu._Rand(seed + 99991)
+    return r.bytes
+
+
+class Oracle:
+    __slots__ = ("secrets", "children", "boot")
+
+    def __init__(self, secrets=(), children=None, boot=0):
+        self.secrets = list(secrets)
+        self.children = dict(children or {})
+        self.boot = boot
+
+    def copy(self):
+        return Oracle(self.secrets, self.children, self.boot)
+
+    def apply(self, op):
+        k = op[0]
+        if k == "put":
+            self.children[op[1]] = (op[2], op[3], op[4], op[5])
+        elif k == "drop":
+            self.children.pop(op[1], None)
+        elif k == "roll":
+            self.secrets.insert(0, op[1])
+        elif k == "retire":
+            for i in range(1, len(self.secrets)):
+                if fingerprint(self.secrets[i]) == op[1]:
+                    del self.secrets[i]
+                    break
+        elif k == "reboot":
+            self.boot += 1
+
+
+def do(store, op, emu_factory, cap=None):
+    """Run one workload operation; returns the (possibly new) store."""
+    k = op[0]
+    if k == "put":
+        store.child_put(op[1], op[2], op[3], op[4], op[5])
+    elif k == "drop":
+        store.child_drop(op[1])
+    elif k == "roll":
+        store.rollover(op[1])
+    elif k == "retire":
+        store.retire(op[1])
+    elif k == "reboot":
+        store = Store(emu_factory(), det_rng(0), max_children=cap or 64)
+    return store
+
+
+def reconcile(o, op, store, cap):
+    """After a put at the cap the store evicted the entry written longest
+    ago: check it dropped exactly one other entry, and follow it. Returns the
+    evicted Child SPI or None."""
+    if len(o.children) <= cap:
+        return None
+    got = dict(store.children())
+    gone = [spi for spi in o.children if spi not in got]
+    if len(gone) != 1 or gone[0] == op[1]:
+        raise TortureFailure("at the cap, a put of %08x evicted %s" % (op[1], gone))
+    del o.children[gone[0]]
+    return gone[0]
+
+
+def _ike(r, n_ike):
+    i = r.below(n_ike)
+    h = hashlib.sha256(b"ike %d" % i).digest()
+    ip = h[16:20] if i % 3 else h[16:32]
+    return h[0:8], h[8:16], bool(i & 1), ip
+
+
+def make_ops(label, seed, oracle, n, cap, reboots=True, evict=False):
+    """n workload operations drawn for the state `oracle` (not changed).
+    evict: new Child SAs also at the cap (the store then evicts)."""
+    r = Rand(label, seed)
+    o = oracle.copy()
+    ops = []
+    n_ike = 3 + r.below(6)
+    while len(ops) < n:
+        x = r.below(100)
+        live = sorted(o.children)
+        if x < 40 and (evict or len(live) < cap - 6):
+            spi_i, spi_r, init, ip = _ike(r, n_ike)
+            op = ("put", 0x1000 + r.below(0xFFFFF000), spi_i, spi_r, init, ip)
+        elif x < 55 and live:
+            # a Child SA moves to another IKE SA (an IKE SA rekey), or is re-put unchanged
+            spi = live[r.below(len(live))]
+            spi_i, spi_r, init, ip = _ike(r, n_ike)
+            op = ("put", spi, spi_i, spi_r, init, ip)
+        elif x < 85 and live:
+            op = ("drop", live[r.below(len(live))])
+        elif x < 89 and len(o.secrets) < MAX_GENERATIONS - 1:
+            op = ("roll", r.bytes(32))
+        elif x < 93 and len(o.secrets) > 1:
+            op = ("retire", fingerprint(o.secrets[1 + r.below(len(o.secrets) - 1)]))
+        elif x < 97 and reboots:
+            op = ("reboot",)
+        else:
+            continue
+        ops.append(op)
+        o.apply(op)
+    return ops
+
+
+def check(store, want, label, alt=None):
+    """The store holds exactly `want` (or `alt`); returns the one it holds."""
+    got_s = list(store.secrets())
+    got_c = dict(store.children())
+    for o in (want, alt):
+        if o is not None and got_s == o.secrets and got_c == o.children:
+            return o
+    def diff(o):
+        extra = [s for s in got_c if s not in o.children or got_c[s] != o.children[s]]
+        miss = [s for s in o.children if s not in got_c]
+        return "secrets %s vs %s; map extra/changed %s missing %s" % (
+            [fingerprint(s) for s in got_s], [fingerprint(s) for s in o.secrets], extra[:4], miss[:4])
+    raise TortureFailure("%s: store state matches neither; before: %s; after: %s; status: %s" % (
+        label, diff(want), diff(alt) if alt is not None else "-", store.status()["damage"]))
+
+
+def warm(seed, blocks, encrypted, ops=None, cap=None):
+    """A partition written into a random state. Returns (backing, oracle, cap)."""
+    r = Rand(b"warm", seed)
+    backing = flashemu.MemoryBacking(blocks * BLOCK_SIZE)
+    emu = flashemu.FlashEmu(backing, encrypted=encrypted, seed=seed)
+    store = Store(emu, det_rng(seed), max_children=cap or 64)
+    o = Oracle(store.secrets(), {}, store.boot_count)
+    cap = store.max_children
+    # Fill at least a few blocks, then stop somewhere in the head's last few
+    # hundred bytes, so that the workload crosses into a new block (and,
+    # once the log is long enough, a compaction).
+    if ops is None:
+        ops = blocks * 150 + r.below(blocks * 100)
+    stop = BLOCK_SIZE - 16 - r.below(400)
+    i = 0
+    while i < ops or store._pos < stop:
+        for op in make_ops(b"warm-op %d" % seed, i, o, 1, cap, reboots=False):
+            store = do(store, op, None)
+            o.apply(op)
+        i += 1
+        if i > ops + 2000:
+            break
+    return backing, o, cap
+
+
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
+    """Run ops on a copy of backing, cutting power at global flash operation
+    `cut` (None: never). Returns (backing, ops done, total flash ops, result)
+    where result is None or (index of the interrupted op, oracle before it).
+    victims: a dict that gets, per op index, the entry evicted at the cap."""
+    b = backing.copy()
+    o = oracle.copy()
+    total = [0]
+    emus = []
+
+    def factory():
+        if emus:
+            total[0] += emus[-1].ops
+        c = None
+        if cut is not None:
+            c = cut - total[0]
+            if c <= 0:
+                c = None
+        e = flashemu.FlashEmu(b, encrypted=encrypted, cut_at=c, seed=seed)
+        emus.append(e)
+        return e
+
+    store = None
+    for i in range(len(ops)):
+        op = ops[i]
+        before = o.copy()
+        try:
+            if store is None and op[0] != "reboot":
+                raise TortureFailure("workload must start with a reboot")
+            store = do(store, op, factory, cap)
+        except flashemu.PowerCut:
+            return b, i, total[0] + emus[-1].ops, (i, before)
+        for e in emus:
+            if e.violations:
+                raise TortureFailure("flash violation: %s" % e.last_violation)
+        o.apply(op)
+        v = reconcile(o, op, store, cap)
+        if v is not None and victims is not None:
+            victims[i] = v
+    return b, len(ops), total[0] + (emus[-1].ops if emus else 0), None
+
+
+def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False, cap=None):
+    """One torture sweep. Returns the number of cuts made. worn: one free
+    block of the warmed partition gets bits stuck at 0 from its next erase.
+    cap: a small Child SPI map cap, and a workload that runs into it."""
+    backing, o0, cap_ = warm(seed, blocks, encrypted, cap=cap)
+    evict = cap is not None
+    cap = cap_
+    if worn:
+        e = flashemu.FlashEmu(backing)
+        st = Store(e, det_rng(seed), count_boot=False, readonly=True)
+        for b in range(blocks):
+            if st.block_info(b)[0] != "live":
+                e.readonly = False
+                e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
+                break
+    ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict)
+    # Dry run: how many flash operations the workload takes, and which
+    # entries the store evicts at the cap.
+    victims = {}
+    _, _, k, res = run(backing, ops, o0, None, seed, encrypted, cap, victims)
+    if res is not None:
+        raise TortureFailure("seed %d: dry run was cut" % seed)
+    points = cuts if cuts is not None else range(1 + (seed % stride), k + 1, stride)
+    made = 0
+    for c in points:
+        label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap)
+        if res is None:
+            continue  # the cut point was past the end of this run
+        made += 1
+        idx, before = res
+        after = before.copy()
+        after.apply(ops[idx])
+        if idx in victims:
+            # the same entry goes whether the store or the next mount evicts it
+            del after.children[victims[idx]]
+        emu = flashemu.FlashEmu(b)
+        try:
+            store = Store(emu, det_rng(seed), max_children=cap)
+        except Exception as e:
+            raise TortureFailure("%s: mount after the cut raised %r" % (label, e))
+        held = check(store, before, label + " (op %d %s)" % (idx, ops[idx][0]), after)
+        want_boot = before.boot + 1
+        if ops[idx][0] == "reboot":
+            ok = store.boot_count in (want_boot, want_boot + 1)
+        else:
+            ok = store.boot_count == want_boot
+        if not ok:
+            raise TortureFailure("%s: boot count %d, expected %d" % (label, store.boot_count, want_boot))
+        if store.readonly_reason and store.readonly_reason != "no":
+            raise TortureFailure("%s: store came up read-only: %s" % (label, store.readonly_reason))
+        # Still writable, and what it writes survives the next reboot.
+        o = held.copy()
+        o.boot = store.boot_count
+        more = make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False, evict=evict)
+        for op in more:
+            store = do(store, op, None, cap)
+            o.apply(op)
+            reconcile(o, op, store, cap)
+        emu2 = flashemu.FlashEmu(b)
+        store = Store(emu2, det_rng(seed), max_children=cap)
+        check(store, o, label + " (after more writes and a reboot)")
+        if emu.violations or emu2.violations:
+            raise TortureFailure("%s: flash violation: %s" % (label, emu.last_violation or emu2.last_violation))
+    return made

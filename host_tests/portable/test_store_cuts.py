@@ -1,0 +1,62 @@
+# qcd.store under power cuts, on CPython and MicroPython: a workload is run
+# once per cut point (every program and erase operation), the power cut
+# there, and after the reboot the store must hold exactly what it had
+# acknowledged (store_torture.py says what is checked). The long runs are
+# host_tests/test_store_torture.py and `make torture`.
+import unittest
+
+from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
+from portable_util import det_bytes
+from qcd.store import Store
+from store_torture import det_rng, sweep
+
+
+class TestPowerCuts(unittest.TestCase):
+    def test_every_cut_of_a_workload_recovers_plain_flash(self):
+        made = sweep(11, blocks=4, encrypted=False, n_ops=40)
+        self.assertTrue(made >= 40)
+
+    def test_every_cut_of_a_workload_recovers_encrypted_flash(self):
+        made = sweep(12, blocks=5, encrypted=True, n_ops=40)
+        self.assertTrue(made >= 40)
+
+    def test_cuts_next_to_a_worn_block(self):
+        made = sweep(13, blocks=5, encrypted=False, n_ops=40, worn=True, stride=2)
+        self.assertTrue(made >= 20)
+
+
+    def test_cuts_while_the_map_is_at_its_cap(self):
+        # A put at the cap also evicts the oldest entry: wholly, with the put.
+        made = sweep(14, blocks=4, encrypted=True, n_ops=40, cap=7, stride=2)
+        self.assertTrue(made >= 20)
+
+    def test_cuts_during_the_first_boot_of_a_blank_or_garbage_partition(self):
+        # The first mount formats: erase, header, secret, boot record. A cut
+        # anywhere in it must leave a partition that mounts with exactly one
+        # secret, which then stays.
+        for enc in (False, True):
+            for start in (None, det_bytes(21, 4 * BLOCK_SIZE)):
+                cut = 1
+                while True:
+                    b = MemoryBacking(4 * BLOCK_SIZE, data=start)
+                    e = FlashEmu(b, encrypted=enc, cut_at=cut, seed=cut)
+                    try:
+                        Store(e, det_rng(cut))
+                    except PowerCut:
+                        pass
+                    else:
+                        break  # the mount finished before the cut point
+                    s = Store(FlashEmu(b), det_rng(1000 + cut))
+                    self.assertEqual(len(s.secrets()), 1)
+                    sec = s.secrets()[0]
+                    s.child_put(5, bytes(8), bytes(8), True, bytes(4))
+                    s2 = Store(FlashEmu(b), det_rng(2000 + cut))
+                    self.assertEqual(s2.secrets(), [sec])
+                    self.assertEqual(s2.child_count(), 1)
+                    self.assertEqual(e.violations, 0)
+                    cut += 1
+                self.assertTrue(cut >= 4)
+
+
+if __name__ == "__main__":
+    unittest.main()

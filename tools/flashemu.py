@@ -1,0 +1,597 @@
+# flashemu: an ESP32 flash partition, emulated, for the host and for the
+# WebAssembly MicroPython (this module is portable: CPython and MicroPython).
+#
+# It speaks the esp32.Partition block protocol exactly as MicroPython exposes
+# it (ports/esp32/esp32_partition.c; ../shared/docs/micropython-esp32-reference.md
+# sections 1 and 2):
+#
+#   readblocks(n, buf[, off])    read len(buf) bytes at n*4096 (+off)
+#   writeblocks(n, buf, off)     program len(buf) bytes at n*4096+off (no erase)
+#   writeblocks(n, buf)          erase len(buf) bytes at n*4096 (a multiple of
+#                                4096, else ESP_ERR_INVALID_SIZE), then program
+#   ioctl(1|2|3, _) -> 0         init, deinit, sync
+#   ioctl(4, _) -> block count   ioctl(5, _) -> 4096
+#   ioctl(6, blk) -> 0           erase one 4096-byte block
+#   ioctl(other) -> None
+#
+# Errors are what ESP-IDF returns through MicroPython's check_esp_err: an
+# OSError whose errno is the NEGATED ESP-IDF code (ERR_INVALID_ARG -258,
+# ERR_INVALID_SIZE -260, ERR_NOT_ALLOWED -269, ERR_FLASH_OP_FAIL -24577).
+#
+# What it enforces, loudly (FlashViolation, which is NOT an OSError, so a
+# store that catches OSError cannot swallow it; `violations` counts them too):
+#   NOR rules: erased bytes are 0xFF, a program can only clear bits (an
+#     attempt to set one is a violation), erase is per 4096-byte block.
+#   Flash-encryption mode (a partition flagged `encrypted`, ESP-IDF): offset
+#     and length of a program 16-byte aligned (else -258 / -260, as
+#     esp_flash_write_encrypted returns), each 16-byte chunk programmed at most
+#     once per erase (a second program is a violation), and erased areas read
+#     back through the decrypting readblocks as pseudo-random bytes, not 0xFF.
+#
+# The encryption model. Real chips encrypt with AES (ESP32: AES-256 with the
+# key tweaked per 32-byte row; S2/S3/C3: XTS-AES); this model uses
+#     physical = plaintext XOR keystream(address)
+#     keystream(row) = SHA-256(device key | row address, 4 bytes LE), 32-byte rows
+# It keeps the properties a store can observe through readblocks: ciphertext
+# depends on the address and a per-device key; the image holds only
+# ciphertext; erased flash (physical 0xFF) decrypts to a fixed pseudo-random
+# pattern per address; NOR rules act on the physical (cipher) bits, so
+# re-programming a chunk ANDs two unrelated ciphertexts. It is not a cipher
+# anyone should use (XOR with a fixed per-address keystream), and it does not
+# model the ESP32's 32-byte read-modify-write rows or XTS's 64-byte rows.
+#
+# Power cuts. `cut_at = N` tears the Nth program or erase operation of this
+# emulator instance (counting from 1; a simple writeblocks is an erase per
+# block and then one program): none or all of it, a random prefix of its
+# bytes, a random subset of its bit clears, or a half-finished erase (a
+# random subset of the bits set) reaches the flash, PowerCut is raised, and
+# every later call raises PowerCut until "reboot": a new FlashEmu on the same
+# backing. PowerCut
+# derives from BaseException so that `except Exception` in the code under
+# test does not swallow it.
+#
+# Wear. Every block has an erase counter (kept in the backing's sidecar, so
+# it survives reboots). A block can be made worn with wear_out(): after a set
+# number of erases it either fails to erase (OSError ERR_FLASH_OP_FAIL, the
+# block is left half-erased) or erases with some bits stuck at 0 (a program
+# then reads back wrong; that is the flash's fault, not a violation).
+#
+# Backing interface (implement it to put the emulator over other storage;
+# the virtual board does so with a JS module under Node):
+#   backing.size               bytes of the partition (a multiple of 4096)
+#   backing.read(off, n)       -> n bytes of PHYSICAL flash at off
+#   backing.write(off, data)   store physical bytes at off
+#   backing.flush()            make the above durable (may do nothing)
+#   backing.load_meta()        -> the sidecar dict, or None if there is none
+#   backing.save_meta(meta)    store the sidecar dict (JSON-serialisable:
+#                              str keys, ints, strs, bools, lists, dicts)
+# The sidecar holds what the flash chip itself would keep but an image file
+# cannot: {"flashemu": 1, "encrypted": bool, "key": hex of the 32-byte
+# device key, "erases": [per-block counts], "worn": {"blk": [after, mode]},
+# "seed": int}. The emulator writes it after every erase and on changes.
+# MemoryBacking (a bytearray) and FileBacking (an image file IMAGE plus
+# IMAGE.emu.json) are here; FileBacking uses only open/seek/read/write and
+# json, which MicroPython has too.
+
+import hashlib
+import json
+
+BLOCK_SIZE = 4096
+CHUNK = 16  # flash-encryption block: alignment and program-once unit
+_ROW = 32  # keystream row of the encryption model
+
+# ESP-IDF error codes (components/esp_common/include/esp_err.h), negated the
+# way MicroPython's check_esp_err raises them.
+ESP_ERR_INVALID_ARG = 0x102
+ESP_ERR_INVALID_SIZE = 0x104
+ESP_ERR_NOT_ALLOWED = 0x10D
+ESP_ERR_FLASH_OP_FAIL = 0x6001  # ESP_ERR_FLASH_BASE (0x6000) + 1
+_ERR_NAMES = {
+    ESP_ERR_INVALID_ARG: "ESP_ERR_INVALID_ARG",
+    ESP_ERR_INVALID_SIZE: "ESP_ERR_INVALID_SIZE",
+    ESP_ERR_NOT_ALLOWED: "ESP_ERR_NOT_ALLOWED",
+    ESP_ERR_FLASH_OP_FAIL: "ESP_ERR_FLASH_OP_FAIL",
+}
+
+# Block-device ioctl numbers (extmod/vfs.h).
+IOCTL_INIT = 1
+IOCTL_DEINIT = 2
+IOCTL_SYNC = 3
+IOCTL_BLOCK_COUNT = 4
+IOCTL_BLOCK_SIZE = 5
+IOCTL_BLOCK_ERASE = 6
+
+# Wear modes for wear_out().
+ERASE_FAILS = "erase-fails"
+STUCK_BITS = "stuck-bits"
+
+META_SUFFIX = ".emu.json"
+
+# Keystreams of the last device key used, shared by the emulators of one
+# image (a reboot is a new FlashEmu): [key, [block keystream or None, ...]].
+_ks_shared = [None, None]
+
+
+class PowerCut(BaseException):
+    """Power was cut: raised by the torn operation and every call after it."""
+
+
+class FlashViolation(Exception):
+    """A write that real flash would silently corrupt: the caller's bug."""
+
+
+def esp_error(code):
+    return OSError(-code, _ERR_NAMES.get(code, "ESP_FAIL"))
+
+
+class _Rand:
+    # A small deterministic generator (SHA-256 in counter mode), the same on
+    # CPython and MicroPython, so a cut is reproducible from its seed.
+    def __init__(self, seed):
+        self.seed = b"flashemu/%d/" % seed
+        self.n = 0
+        self.pool = b""
+
+    def bytes(self, k):
+        out = b""
+        while len(out) < k:
+            if not self.pool:
+                self.pool = hashlib.sha256(self.seed + b"%d" % self.n).digest()
+                self.n += 1
+            take = min(k - len(out), len(self.pool))
+            out += self.pool[:take]
+            self.pool = self.pool[take:]
+        return out
+
+    def below(self, k):
+        return int.from_bytes(self.bytes(4), "big") % k
+
+
+def _int(b):
+    return int.from_bytes(b, "big")
+
+
+def _bytes(v, n):
+    return v.to_bytes(n, "big")
+
+
+class MemoryBacking:
+    """The partition in a bytearray; the sidecar in a dict. A copy() of it is
+    a snapshot: tests reboot by building a new FlashEmu on the same object."""
+
+    def __init__(self, size=None, data=None, meta=None):
+        if data is None:
+            if size is None or size % BLOCK_SIZE:
+                raise ValueError("size must be a multiple of %d" % BLOCK_SIZE)
+            data = b"\xff" * size
+        self.data = bytearray(data)
+        self.size = len(self.data)
+        self.meta = meta
+
+    def read(self, off, n):
+        return bytes(self.data[off : off + n])
+
+    def write(self, off, data):
+        self.data[off : off + len(data)] = data
+
+    def flush(self):
+        pass
+
+    def load_meta(self):
+        return self.meta
+
+    def save_meta(self, meta):
+        self.meta = meta
+
+    def copy(self):
+        return MemoryBacking(data=self.data, meta=json.loads(json.dumps(self.meta)) if self.meta is not None else None)
+
+
+class FileBacking:
+    """An image file (raw physical bytes: what `esptool read_flash` gives for
+    the partition) plus a JSON sidecar IMAGE.emu.json."""
+
+    def __init__(self, path, readonly=False):
+        self.path = path
+        self.meta_path = path + META_SUFFIX
+        self.f = open(path, "rb" if readonly else "r+b")
+        self.f.seek(0, 2)
+        self.size = self.f.tell()
+        self.readonly = readonly
+
+    def read(self, off, n):
+        self.f.seek(off)
+        return self.f.read(n)
+
+    def write(self, off, data):
+        # Handed to the OS at once: a process killed right after an
+        # acknowledged write (a power cut from outside) still has it.
+        self.f.seek(off)
+        self.f.write(data)
+        self.f.flush()
+
+    def flush(self):
+        self.f.flush()
+
+    def load_meta(self):
+        try:
+            with open(self.meta_path) as f:
+                return json.loads(f.read())
+        except OSError:
+            return None
+
+    def save_meta(self, meta):
+        if self.readonly:
+            return
+        import os
+
+        # Replaced whole (write, then rename), so a kill never leaves half a sidecar.
+        tmp = self.meta_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(meta))
+        os.rename(tmp, self.meta_path)
+
+    def close(self):
+        self.f.close()
+
+
+def create_image(path, blocks, encrypted=False, key=None):
+    """Write an erased partition image (all 0xFF) of `blocks` blocks and its
+    sidecar. `key`: the 32-byte device key of the encryption model (random
+    from os.urandom when not given)."""
+    with open(path, "wb") as f:
+        for _ in range(blocks):
+            f.write(b"\xff" * BLOCK_SIZE)
+    b = FileBacking(path)
+    b.save_meta(new_meta(blocks, encrypted, key))
+    b.close()
+
+
+def new_meta(blocks, encrypted=False, key=None, seed=0):
+    if encrypted and key is None:
+        import os
+
+        key = os.urandom(32)
+    return {
+        "flashemu": 1,
+        "encrypted": bool(encrypted),
+        "key": bytes(key).hex() if key is not None else "",
+        "erases": [0] * blocks,
+        "worn": {},
+        "seed": seed,
+    }
+
+
+class FlashEmu:
+    """An esp32.Partition over a backing (see the module header).
+
+    backing    MemoryBacking, FileBacking or anything with that interface
+    encrypted, key   only used when the backing has no sidecar yet (a raw
+               image): the mode and device key to record for it
+    cut_at     tear the Nth program/erase operation (None: never)
+    seed       seeds the tearing pattern (reproducible cuts)
+    readonly   refuse writes and erases with ESP_ERR_NOT_ALLOWED (a partition
+               flagged readonly; also what tools use to inspect an image)
+    """
+
+    def __init__(self, backing, encrypted=False, key=None, cut_at=None, seed=0, readonly=False):
+        if backing.size % BLOCK_SIZE or backing.size == 0:
+            raise ValueError("partition size %d is not a positive multiple of %d" % (backing.size, BLOCK_SIZE))
+        self.backing = backing
+        self.size = backing.size
+        self.blocks = backing.size // BLOCK_SIZE
+        meta = backing.load_meta()
+        self.meta_from_sidecar = meta is not None
+        if meta is None:
+            meta = new_meta(self.blocks, encrypted, key if key is not None else (hashlib.sha256(b"flashemu key %d" % seed).digest() if encrypted else None), seed)
+            if not readonly:
+                backing.save_meta(meta)
+        if len(meta.get("erases", ())) != self.blocks:
+            meta["erases"] = (list(meta.get("erases", ())) + [0] * self.blocks)[: self.blocks]
+        self.meta = meta
+        self.encrypted = bool(meta.get("encrypted"))
+        self.key = bytes.fromhex(meta.get("key") or "")
+        self.erase_counts = meta["erases"]
+        self.readonly = readonly
+        self.cut_at = cut_at
+        self.dead = False
+        self.rand = _Rand(seed)
+        if _ks_shared[0] != self.key or len(_ks_shared[1]) != self.blocks:
+            _ks_shared[0] = self.key
+            _ks_shared[1] = [None] * self.blocks
+        self._ks = _ks_shared[1]  # keystream per block, computed on first use
+        self._stuck = {}
+        # Counters of this instance (a "boot"): operations as the flash sees them.
+        self.ops = 0  # program + erase operations (what cut_at counts)
+        self.reads = 0
+        self.bytes_read = 0
+        self.programs = 0
+        self.bytes_programmed = 0
+        self.erases = 0
+        self.violations = 0
+        self.last_violation = None
+        self.torn = None  # description of the torn operation, after a cut
+
+    # -- the esp32.Partition protocol ------------------------------------------
+
+    def readblocks(self, n, buf, off=0):
+        self._alive()
+        addr = n * BLOCK_SIZE + off
+        ln = len(buf)
+        self._range(addr, ln)
+        self.reads += 1
+        self.bytes_read += ln
+        data = self.backing.read(addr, ln)
+        if self.encrypted:
+            data = self._crypt(addr, data)
+        buf[0:ln] = data
+
+    def writeblocks(self, n, buf, off=None):
+        self._alive()
+        if self.readonly:
+            raise esp_error(ESP_ERR_NOT_ALLOWED)
+        addr = n * BLOCK_SIZE
+        if off is None:
+            # MicroPython's simple form: esp_partition_erase_range(addr,
+            # len(buf)) and then esp_partition_write.
+            ln = len(buf)
+            self._range(addr, ln)
+            if ln % BLOCK_SIZE:
+                raise esp_error(ESP_ERR_INVALID_SIZE)
+            for b in range(n, n + ln // BLOCK_SIZE):
+                self._erase(b)
+        else:
+            addr += off
+        self._program(addr, bytes(buf))
+
+    def ioctl(self, op, arg):
+        if op == IOCTL_INIT or op == IOCTL_DEINIT or op == IOCTL_SYNC:
+            self._alive()
+            return 0
+        if op == IOCTL_BLOCK_COUNT:
+            return self.blocks
+        if op == IOCTL_BLOCK_SIZE:
+            return BLOCK_SIZE
+        if op == IOCTL_BLOCK_ERASE:
+            self._alive()
+            if self.readonly:
+                raise esp_error(ESP_ERR_NOT_ALLOWED)
+            self._range(arg * BLOCK_SIZE, BLOCK_SIZE)
+            self._erase(arg)
+            return 0
+        return None
+
+    # -- wear -------------------------------------------------------------------
+
+    def wear_out(self, block, after, mode=ERASE_FAILS):
+        """From the `after`th erase of `block` on, its erases fail (mode
+        ERASE_FAILS) or leave bits stuck at 0 (STUCK_BITS). Kept in the sidecar."""
+        if mode != ERASE_FAILS and mode != STUCK_BITS:
+            raise ValueError("wear mode must be %r or %r" % (ERASE_FAILS, STUCK_BITS))
+        self.meta["worn"][str(block)] = [after, mode]
+        self._stuck.pop(block, None)
+        self._save_meta()
+
+    def _wear(self, block):
+        w = self.meta.get("worn", {}).get(str(block))
+        if w is None or self.erase_counts[block] < w[0]:
+            return None
+        return w[1]
+
+    def _stuck_mask(self, block):
+        # Bits stuck at 0 in a worn block: about one bit in 256, fixed per block.
+        m = self._stuck.get(block)
+        if m is None:
+            r = _Rand(self.meta.get("seed", 0) * 1000003 + block + 7)
+            raw = r.bytes(BLOCK_SIZE)
+            m = bytearray(BLOCK_SIZE)
+            for i in range(0, BLOCK_SIZE, 32):
+                j = raw[i] % 32
+                m[i + j] = 1 << (raw[i + 1] % 8)
+            m = _int(bytes(m))
+            self._stuck[block] = m
+        return m
+
+    def _stuck_bits(self, addr, ln):
+        # The stuck mask (as an int over `ln` bytes at `addr`), or 0.
+        if not self.meta.get("worn"):
+            return 0
+        out = 0
+        a = addr
+        end = addr + ln
+        while a < end:
+            b = a // BLOCK_SIZE
+            stop = min(end, (b + 1) * BLOCK_SIZE)
+            seg = 0
+            if self._wear(b) == STUCK_BITS:
+                full = self._stuck_mask(b)
+                lo = a - b * BLOCK_SIZE
+                hi = stop - b * BLOCK_SIZE
+                seg = (full >> (8 * (BLOCK_SIZE - hi))) & ((1 << (8 * (hi - lo))) - 1)
+            out = (out << (8 * (stop - a))) | seg
+            a = stop
+        return out
+
+    # -- internals ----------------------------------------------------------------
+
+    def _alive(self):
+        if self.dead:
+            raise PowerCut("the power is off (cut at operation %d); reboot: a new FlashEmu on this backing" % self.cut_at)
+
+    def _range(self, addr, ln):
+        # partition_target.c: start beyond the end is INVALID_ARG, a range
+        # running past the end is INVALID_SIZE.
+        if addr < 0 or addr > self.size:
+            raise esp_error(ESP_ERR_INVALID_ARG)
+        if addr + ln > self.size:
+            raise esp_error(ESP_ERR_INVALID_SIZE)
+
+    def _save_meta(self):
+        if not self.readonly:
+            self.backing.save_meta(self.meta)
+
+    def _keystream(self, addr, ln):
+        out = b""
+        a = addr
+        end = addr + ln
+        while a < end:
+            b = a // BLOCK_SIZE
+            ks = self._ks[b]
+            if ks is None:
+                parts = []
+                base = b * BLOCK_SIZE
+                for r in range(base, base + BLOCK_SIZE, _ROW):
+                    parts.append(hashlib.sha256(self.key + r.to_bytes(4, "little")).digest())
+                ks = b"".join(parts)
+                self._ks[b] = ks
+            stop = min(end, (b + 1) * BLOCK_SIZE)
+            out += ks[a - b * BLOCK_SIZE : stop - b * BLOCK_SIZE]
+            a = stop
+        return out
+
+    def _crypt(self, addr, data):
+        ln = len(data)
+        if not ln:
+            return data
+        return _bytes(_int(data) ^ _int(self._keystream(addr, ln)), ln)
+
+    def _tick(self):
+        # Count one program/erase operation; True when this one is torn.
+        self.ops += 1
+        return self.cut_at is not None and self.ops == self.cut_at
+
+    def _violation(self, msg):
+        self.violations += 1
+        self.last_violation = msg
+        raise FlashViolation(msg)
+
+    def _program(self, addr, data):
+        ln = len(data)
+        if self.encrypted:
+            # esp_flash_write_encrypted: 16-byte aligned address and length.
+            if addr % CHUNK:
+                raise esp_error(ESP_ERR_INVALID_ARG)
+            if ln % CHUNK:
+                raise esp_error(ESP_ERR_INVALID_SIZE)
+        self._range(addr, ln)
+        if not ln:
+            return
+        old = self.backing.read(addr, ln)
+        stuck = self._stuck_bits(addr, ln)
+        full = (1 << (8 * ln)) - 1
+        o = _int(old) | stuck  # stuck cells count as erased: not the writer's fault
+        if self.encrypted:
+            ff = b"\xff" * CHUNK
+            ob = _bytes(o, ln)
+            for i in range(0, ln, CHUNK):
+                if ob[i : i + CHUNK] != ff:
+                    self._violation(
+                        "flash encryption: 16-byte chunk at 0x%x programmed twice since its last erase" % (addr + i)
+                    )
+            phys = _int(self._crypt(addr, data))
+        else:
+            phys = _int(data)
+            if (phys | o) != o:
+                bad = (phys | o) ^ o
+                first = ln - 1 - (len(bin(bad)) - 3) // 8
+                self._violation("NOR flash: program at 0x%x would set bits that are 0 (an erase is needed)" % (addr + first))
+        if self._tick():
+            phys = self._tear_program(phys, ln, full)
+            self.backing.write(addr, _bytes(_int(old) & phys & (full ^ stuck), ln))
+            self.backing.flush()
+            self._cut()
+        self.backing.write(addr, _bytes(_int(old) & phys & (full ^ stuck), ln))
+        self.programs += 1
+        self.bytes_programmed += ln
+
+    def _tear_program(self, phys, ln, full):
+        # What reaches the cells when power fails mid-program: bits of `phys`
+        # that are 0 are the clears; keep only some of them.
+        mode = self.rand.below(5)
+        if mode == 0:
+            # the cut came before the cells were touched
+            keep = 0
+            self.torn = "program: none of %d bytes" % ln
+        elif mode == 1:
+            # the cut came just after the program finished
+            keep = full
+            self.torn = "program: all %d bytes (but not acknowledged)" % ln
+        elif mode == 2:
+            # a prefix of the bytes
+            k = self.rand.below(ln + 1)
+            keep = ((1 << (8 * k)) - 1) << (8 * (ln - k))
+            self.torn = "program: first %d of %d bytes" % (k, ln)
+        elif mode == 3:
+            # a random subset of the bit clears
+            keep = _int(self.rand.bytes(ln))
+            self.torn = "program: a random half of the bit clears of %d bytes" % ln
+        else:
+            # a prefix, then one byte half done
+            k = self.rand.below(ln)
+            keep = ((1 << (8 * k)) - 1) << (8 * (ln - k))
+            keep |= self.rand.bytes(1)[0] << (8 * (ln - k - 1))
+            self.torn = "program: first %d of %d bytes and part of the next" % (k, ln)
+        # A clear happens only where keep has a 1.
+        return phys | (full ^ keep)
+
+    def _erase(self, block):
+        torn = self._tick()
+        mode = self._wear(block)
+        self.erases += 1
+        self.erase_counts[block] += 1
+        addr = block * BLOCK_SIZE
+        full = (1 << (8 * BLOCK_SIZE)) - 1
+        if torn or mode == ERASE_FAILS:
+            # Half-finished: a random subset of the bits go back to 1.
+            old = _int(self.backing.read(addr, BLOCK_SIZE))
+            how = self.rand.below(4)
+            if how == 0:
+                setmask = 0
+            elif how == 3:
+                setmask = full
+            else:
+                # each bit set with probability 1/4 or 3/4
+                a = _int(self.rand.bytes(BLOCK_SIZE))
+                b = _int(self.rand.bytes(BLOCK_SIZE))
+                setmask = (a & b) if how == 1 else (a | b)
+            if mode == STUCK_BITS:
+                setmask &= full ^ self._stuck_mask(block)
+            self.backing.write(addr, _bytes(old | setmask, BLOCK_SIZE))
+            self.backing.flush()
+            self._save_meta()
+            if torn:
+                self.torn = "erase of block %d: %s" % (block, ("nothing", "a quarter of the bits", "three quarters of the bits", "all bits")[how])
+                self._cut()
+            raise esp_error(ESP_ERR_FLASH_OP_FAIL)
+        value = full
+        if mode == STUCK_BITS:
+            value = full ^ self._stuck_mask(block)
+        self.backing.write(addr, _bytes(value, BLOCK_SIZE) if value != full else b"\xff" * BLOCK_SIZE)
+        self._save_meta()
+
+    def _cut(self):
+        self.dead = True
+        raise PowerCut("power cut during operation %d (%s)" % (self.ops, self.torn))
+
+    # -- for tests and tools -----------------------------------------------------
+
+    def reboot(self, cut_at=None, seed=0):
+        """A new emulator on the same backing: what the flash holds after the
+        power comes back. Counters of this instance are not carried over."""
+        self.backing.flush()
+        return FlashEmu(self.backing, cut_at=cut_at, seed=seed, readonly=self.readonly)
+
+    def stats(self):
+        return {
+            "ops": self.ops,
+            "reads": self.reads,
+            "bytes_read": self.bytes_read,
+            "programs": self.programs,
+            "bytes_programmed": self.bytes_programmed,
+            "erases": self.erases,
+            "violations": self.violations,
+        }
+
+    def physical(self, addr, n):
+        """Raw physical bytes (what esptool read_flash would dump)."""
+        return self.backing.read(addr, n)
