@@ -33,7 +33,7 @@ def our_cfg(role, tmp, **kw):
         "ts_local": ["10.2.0.0/24"],
         "ts_peer": ["10.1.0.0/16"],
         "dpd_s": 0,
-        "qcd": {"role": "maker", "secret_file": str(tmp / "secret.bin"), "rate": 100, "burst": 100},
+        "qcd": {"role": "maker", "image": str(tmp / "qcd.img"), "rate": 100, "burst": 100},
     }
     d.update(kw)
     return d

@@ -1,8 +1,10 @@
 # QCD end to end: two tools/qcd-peer processes over real UDP sockets on
 # loopback. The device is the token maker (IKE initiator, behind a forced
-# NAT so IKE and ESP run on the NAT-T port), the gateway the token taker
-# (responder). The device is killed with SIGKILL (a power cut) and started
-# again on the same ports and key source.
+# NAT so IKE and ESP run on the NAT-T port) with its secret in qcd.store on
+# an emulated flash image; the gateway is the token taker (responder). The
+# device is killed with SIGKILL (a power cut) and started again on the same
+# ports and image. test_qcd_reboot.py has the flash-specific cases (RFC 6290
+# §8.2 ESP, writes torn by a power cut).
 import os
 import socket
 import struct
@@ -32,7 +34,7 @@ def gw_cfg():
     }
 
 
-def dev_cfg(gw_ports, secret_file):
+def dev_cfg(gw_ports, image):
     return {
         "role": "initiator",
         "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
@@ -44,14 +46,14 @@ def dev_cfg(gw_ports, secret_file):
         "ts_peer": ["10.1.0.0/16"],
         "nat_t": "force",
         "dpd_s": 0,
-        "qcd": {"role": "maker", "secret_file": secret_file, "rate": 100, "burst": 100},
+        "qcd": {"role": "maker", "image": image, "rate": 100, "burst": 100},
     }
 
 
 @pytest.fixture
 def pair(tmp_path):
     gw = Peer(str(tmp_path), "gw", gw_cfg()).start()
-    secret = str(tmp_path / "secret.bin")
+    secret = str(tmp_path / "qcd.img")
     dev = Peer(str(tmp_path), "dev", dev_cfg(gw.ports(), secret)).start()
     gw.wait(one_up, what="IKE SA and Child SA up")
     dev.wait(one_up, what="IKE SA and Child SA up")
@@ -69,9 +71,18 @@ def the_sa(peer):
     return bytes.fromhex(sas[0]["spi_i"]), bytes.fromhex(sas[0]["spi_r"])
 
 
-def read_secret(path):
-    with open(path, "rb") as f:
-        return f.read()
+def read_secret(image):
+    """The device's current secret, read from its flash image without
+    writing to it (what `qcdtool token --image` does)."""
+    from flashemu import FileBacking, FlashEmu
+
+    from qcd import store
+
+    emu = FlashEmu(FileBacking(image, readonly=True), readonly=True)
+    try:
+        return store.mount(emu, readonly=True, count_boot=False).secrets()[0]
+    finally:
+        emu.backing.close()
 
 
 def third_party(addr="127.0.0.3"):
