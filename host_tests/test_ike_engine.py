@@ -249,7 +249,7 @@ def test_initiator_gives_up_on_strongswans_default_schedule():
         if len(p.wire) > n:
             sent.append(p.now - start)
     # RFC 7296 §2.4 + strongSwan's defaults: retransmit after 4, 4*1.8, ...
-    # 5 retransmissions, give up after 4 * (1 + 1.8 + ... + 1.8^5) = 165.2 s
+    # 5 retransmissions, give up after 4 * (1 + 1.8 + ... + 1.8^5) = 165.1 s
     assert sent == [4000, 11200, 24200, 47500, 89500]
     assert p.sa("dev") is None and 165100 <= p.now - start <= 165300
     down = [e for e in p.events["dev"] if e[0] == "ike_down"][0][1]
