@@ -15,7 +15,6 @@ from ike.const import (
     FLAG_I,
     FLAG_R,
     IKE_AUTH,
-    IKE_SA_INIT,
     INFORMATIONAL,
     INVALID_KE_PAYLOAD,
     MODP_2048,

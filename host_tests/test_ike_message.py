@@ -22,7 +22,6 @@ from ike.const import (
     PT_NONCE,
     PT_SA,
     PT_SK,
-    PT_TSI,
     TS_IPV4_ADDR_RANGE,
 )
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import strongswan
-from peers import Peer, one_up
+from peers import Peer
 from support import missing
 
 PSK = "a-long-pre-shared-key"
