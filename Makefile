@@ -18,6 +18,7 @@ PORTABLE_PATHS += --path tools/flashemu.py:/lib/flashemu.py
 .PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
 .PHONY: vboard table flash deploy diag dump firmware
 .PHONY: torture
+.PHONY: interop
 
 help: ## this list
 	@echo "qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints"
@@ -49,6 +50,9 @@ test: setup ## run every test (pytest on CPython, the portable suite on MicroPyt
 
 test-mpy: node ## run the portable suite on the WebAssembly MicroPython
 	$(MPRUN) $(PORTABLE_PATHS) host_tests/portable/run.py
+
+interop: setup ## only the strongSwan interop tests (charon in private namespaces; needs root and strongswan-charon)
+	$(PY) -m pytest -q host_tests/test_ike_strongswan.py
 
 fuzz: setup ## long fuzz run of the unprotected entry points (QCD_FUZZ_N datagrams, default 2000000)
 	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q host_tests/test_fuzz_hook.py

@@ -9,7 +9,8 @@
 // `--path lib/qcd:/lib/qcd` makes `import qcd` work. sys.argv is FILE, ARGS.
 // The port has no os.urandom; a JS module `jsrandom` (Node's crypto) is
 // registered so portable code can inject randomness: jsrandom.bytes(n)
-// returns a list of n ints.
+// returns a list of n ints. Nor has it cryptolib or hashlib.sha1: `jscrypto`
+// (below) supplies AES-CBC and SHA-1 for lib/ike's tests.
 // Garbage collection: this port cannot scan the C stack, so gc.collect()
 // inside a running script only marks a collection as pending; it happens
 // when control is back at the top level (ports/webassembly/main.c). A long
@@ -21,7 +22,7 @@
 // Exit status: 0 when the script finished, 1 on an uncaught exception (its
 // traceback on stderr), or the code given to sys.exit().
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
-import { randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
@@ -90,6 +91,20 @@ for (const [host, dest] of paths) {
   }
 }
 mp.registerJsModule("jsrandom", { bytes: (n) => Array.from(randomBytes(n)) });
+// The port has no cryptolib and its hashlib no sha1: `jscrypto` gives both
+// from Node's crypto, hex in and hex out (what crosses the JS proxy
+// cleanly), so lib/ike's crypto adapter can be completed in tests with
+// ike.crypto.install(). Firmware has cryptolib and hashlib.sha1 itself.
+mp.registerJsModule("jscrypto", {
+  aes_cbc: (keyHex, ivHex, dataHex, encrypt) => {
+    const key = Buffer.from(keyHex, "hex");
+    const algo = `aes-${key.length * 8}-cbc`;
+    const c = encrypt ? createCipheriv(algo, key, Buffer.from(ivHex, "hex")) : createDecipheriv(algo, key, Buffer.from(ivHex, "hex"));
+    c.setAutoPadding(false);
+    return Buffer.concat([c.update(Buffer.from(dataHex, "hex")), c.final()]).toString("hex");
+  },
+  sha1: (dataHex) => createHash("sha1").update(Buffer.from(dataHex, "hex")).digest("hex"),
+});
 
 const argv = [file, ...args].map((a) => JSON.stringify(a)).join(", ");
 let code = 0;

@@ -1,0 +1,116 @@
+# tools/qcd-peer processes for end-to-end tests and benchmarks: start one
+# from a configuration dict, talk to its control socket, wait for a state,
+# kill it like a power cut.
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from support import LIB, ROOT
+
+sys.path.insert(0, LIB)
+from ike.host import control  # noqa: E402
+
+QCD_PEER = os.path.join(ROOT, "tools", "qcd-peer")
+
+
+class Peer:
+    def __init__(self, directory, name, config, prefix=(), pcap=True):
+        self.dir = directory
+        self.name = name
+        self.config = dict(config)
+        self.prefix = list(prefix)  # e.g. nsenter into a network namespace
+        self.want_pcap = pcap
+        self.proc = None
+        self.ctl_path = os.path.join(directory, name + ".ctl")
+        self.log_path = os.path.join(directory, name + ".log")
+        self.pcap_path = os.path.join(directory, name + ".pcap")
+        self.runs = 0
+
+    def start(self, wait=True, **changes):
+        self.config.update(changes)
+        self.runs += 1
+        cfg = os.path.join(self.dir, "%s.%d.json" % (self.name, self.runs))
+        with open(cfg, "w") as f:
+            json.dump(self.config, f)
+        if os.path.exists(self.ctl_path):
+            os.unlink(self.ctl_path)
+        cmd = self.prefix + [sys.executable, QCD_PEER, "run", cfg, "--control", self.ctl_path]
+        if self.want_pcap:
+            cmd += ["--pcap", "%s.%d" % (self.pcap_path, self.runs)]
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait(lambda st: True, what="control socket")
+        return self
+
+    def ctl(self, command, timeout=20.0):
+        return control(self.ctl_path, command, timeout=timeout)
+
+    def status(self):
+        return self.ctl("status")
+
+    def wait(self, pred, timeout=60.0, what="condition"):
+        """Poll status until pred(status) is true; generous timeouts, since
+        the machine is shared and loaded."""
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("%s exited (%s) waiting for %s:\n%s" % (self.name, self.proc.returncode, what, self.log()[-3000:]))
+            if os.path.exists(self.ctl_path):
+                try:
+                    last = self.status()
+                    if pred(last):
+                        return last
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("%s: timed out waiting for %s; last status %s\n%s" % (self.name, what, last, self.log()[-3000:]))
+
+    def wait_log(self, text, timeout=60.0, start=0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            log = self.log()
+            if text in log[start:]:
+                return log
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("%s: %r not in log:\n%s" % (self.name, text, self.log()[-3000:]))
+
+    def up_sas(self):
+        st = self.status()
+        return [s for s in st["ike_sas"] if s["state"] in ("ESTABLISHED", "REKEYING")]
+
+    def ports(self):
+        return self.status()["ports"]
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def kill(self):
+        """A power cut: SIGKILL, no Delete, no flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout=15.0):
+        """A clean stop: SIGTERM, which sends Deletes first."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+
+def one_up(st):
+    return len([s for s in st["ike_sas"] if s["state"] in ("ESTABLISHED", "REKEYING") and s["children"]]) == 1

@@ -1,0 +1,706 @@
+# ike.engine, sans-I/O: two engines on a simulated network (ike_util.Pair)
+# with a simulated clock. Exchanges, retransmission and give-up, Message ID
+# windows, collisions, NAT-T, the hook's points, and bad input.
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ike_util import Pair, dev_config, gw_config
+
+from ike import message, payloads, state
+from ike.const import (
+    AUTHENTICATION_FAILED,
+    COOKIE,
+    FLAG_I,
+    FLAG_R,
+    IKE_AUTH,
+    INFORMATIONAL,
+    INVALID_KE_PAYLOAD,
+    MODP_2048,
+    MODP_3072,
+    PT_N,
+    PT_V,
+    UNSUPPORTED_CRITICAL_PAYLOAD,
+)
+from ike.engine import NON_ESP_MARKER, Engine
+
+
+def notifies_in(data):
+    """Notify types of an unprotected datagram (marker stripped)."""
+    if data[:4] == NON_ESP_MARKER:
+        data = data[4:]
+    m = message.parse(data)
+    return [n[0] for n in payloads.notifies(m.payloads)]
+
+
+def snapshot(eng):
+    """Everything a datagram must not change when it is to be ignored."""
+    out = []
+    for spi, sa in sorted(eng.sas.items()):
+        out.append((spi, sa.spi_i, sa.spi_r, sa.state, sa.my_msg_id, sa.peer_msg_id, sa.peer, sa.request and sa.request.msg_id, [(c.spi_in, c.state, c.replay.top if c.replay else None) for c in sa.children]))
+    return out
+
+
+class Recorder:
+    """A notify hook that records every call and answers as told."""
+
+    def __init__(self, unknown_answer=None, verdict=False, esp_answer=None, raise_all=False):
+        self.calls = []
+        self.unknown_answer = unknown_answer
+        self.verdict = verdict
+        self.esp_answer = esp_answer
+        self.raise_all = raise_all
+
+    def _rec(self, *a):
+        self.calls.append(a)
+        if self.raise_all:
+            raise RuntimeError("hook bug")
+
+    def notifies_for(self, moment, spi_i, spi_r, initiator, peer):
+        self._rec("notifies_for", moment, spi_i, spi_r, initiator, peer)
+        return [(16419, 1, b"T" * 32)] if moment in ("auth_request", "auth_response", "rekey_response", "rekey_initiated") else []
+
+    def protected(self, exchange, spi_i, spi_r, notifies, now):
+        self._rec("protected", exchange, spi_i, spi_r, notifies)
+
+    def unknown_ike_spi(self, msg, src, now):
+        self._rec("unknown_ike_spi", msg, src)
+        return self.unknown_answer
+
+    def unprotected(self, msg, src, peer, now):
+        self._rec("unprotected", msg, src, peer)
+        return self.verdict
+
+    def unknown_esp_spi(self, packet, src, now):
+        self._rec("unknown_esp_spi", packet, src)
+        return self.esp_answer
+
+    def ike_sa_event(self, event, spi_i, spi_r, initiator, peer, now, old=None):
+        self._rec("ike_sa_event", event, spi_i, spi_r, initiator, old)
+
+    def child_sa_event(self, event, spi_in, spi_i, spi_r, initiator, peer, now):
+        self._rec("child_sa_event", event, spi_in, spi_i, spi_r)
+
+    def named(self, name):
+        return [c for c in self.calls if c[0] == name]
+
+
+def no_bugs(p):
+    for e in (p.dev, p.gw):
+        assert e.counters["internal_errors"] == 0
+
+
+# -- establishing ------------------------------------------------------------------
+
+
+def test_handshake_gives_both_ends_the_same_sa_and_mirrored_child_keys():
+    p = Pair()
+    d, g = p.up()
+    assert d.state == g.state == state.ESTABLISHED
+    assert d.spis() == g.spis() and d.initiator and not g.initiator
+    assert [x[0] for x in p.wire] == ["dev", "gw", "dev", "gw"]
+    dc, gc = d.children[0], g.children[0]
+    assert (dc.spi_in, dc.spi_out) == (gc.spi_out, gc.spi_in)
+    assert dc.keys[0:2] == gc.keys[2:4] and dc.keys[2:4] == gc.keys[0:2]
+    assert len(set(dc.keys)) == 4
+    assert p.names("dev")[-2:] == ["ike_up", "child_up"] and p.names("gw") == ["ike_up", "child_up"]
+    up = [e for e in p.events["dev"] if e[0] == "child_up"][0][1]
+    assert up["keys"] == dc.keys  # handed to whoever installs the Child SA
+    no_bugs(p)
+
+
+def test_without_nat_everything_stays_on_the_ike_port():
+    p = Pair()
+    p.up()
+    assert not [w for w in p.wire if w[3]]
+
+
+def test_forced_nat_t_moves_ike_auth_to_the_natt_port_with_the_marker():
+    p = Pair(dev_config(nat_t="force"))
+    d, g = p.up()
+    assert [w[3] for w in p.wire] == [False, False, True, True]
+    assert all(w[1][:4] == NON_ESP_MARKER for w in p.wire[2:])
+    assert d.natt and g.natt and d.nat_detected and g.nat_detected
+
+
+def test_nat_t_always_starts_on_the_natt_port():
+    p = Pair(dev_config(nat_t="always"))
+    p.up()
+    assert all(w[3] for w in p.wire)
+
+
+def test_responder_demands_a_cookie_when_busy_and_keeps_no_state():
+    p = Pair(gw=gw_config(cookie_threshold=0))
+    d, g = p.up()
+    assert d is not None and g is not None
+    first_answer = p.wire[1]
+    assert notifies_in(first_answer[1]) == [COOKIE]
+    retry = message.parse(p.wire[2][1])
+    assert retry.payloads[0][0] == PT_N and payloads.decode_notify(retry.payloads[0][2])[0] == COOKIE
+    assert len(p.gw.sas) == 1
+
+
+def test_wrong_cookie_gets_another_cookie_answer_not_state():
+    p = Pair(gw=gw_config(cookie_threshold=0))
+    p.dev.initiate(0)
+    req = p.dev.take_datagrams()[0][0]
+    p.gw.receive(req, ("192.0.2.2", 500), False, 0)
+    ans = p.gw.take_datagrams()[0][0]
+    assert notifies_in(ans) == [COOKIE] and not p.gw.sas
+
+
+def test_invalid_ke_payload_makes_the_initiator_retry_with_the_chosen_group():
+    p = Pair(dev_config(dh_groups=[MODP_3072, MODP_2048]), gw_config(dh_groups=[MODP_2048]))
+    d, g = p.up()
+    assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
+    assert d.group == g.group == MODP_2048
+    assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).payloads, 34))[0] == MODP_2048
+
+
+def test_no_common_group_fails_cleanly():
+    p = Pair(dev_config(dh_groups=[MODP_2048]), gw_config(dh_groups=[MODP_3072]))
+    d, g = p.up()
+    assert d is None and g is None and not p.dev.sas and not p.gw.sas
+    assert "ike_failed" in p.names("dev")
+    no_bugs(p)
+
+
+def test_wrong_psk_fails_on_both_sides():
+    p = Pair(gw=gw_config(psk="another-pre-shared-key"))
+    d, g = p.up()
+    assert d is None and g is None and not p.dev.sas and not p.gw.sas
+    dev_failed = [e for e in p.events["dev"] if e[0] == "ike_failed"][0][1]
+    assert "AUTHENTICATION_FAILED" in dev_failed["reason"]
+
+
+def test_unexpected_peer_identity_is_refused():
+    p = Pair(gw=gw_config(id_peer="other.example"))
+    assert p.up() == (None, None)
+
+
+def test_responder_identity_is_checked_by_the_initiator():
+    p = Pair(dev_config(id_peer="other.example"))
+    d, g = p.up()
+    assert d is None and not p.dev.sas
+    assert "authentication of the peer failed" in [e for e in p.events["dev"] if e[0] == "ike_failed"][0][1]["reason"]
+
+
+def test_disjoint_traffic_selectors_give_an_ike_sa_without_child():
+    p = Pair(gw=gw_config(ts_peer=["10.9.0.0/24"]))
+    d, g = p.up()
+    assert d and g and not d.children and not g.children
+    assert "child_failed" in p.names("dev")
+
+
+def test_responder_narrows_traffic_selectors():
+    p = Pair(dev_config(ts_local=["10.2.0.0/16"]))
+    d, g = p.up()
+    assert d.children[0].ts_local == g.children[0].ts_peer
+    assert d.children[0].ts_local[0][4:] == (bytes([10, 2, 0, 0]), bytes([10, 2, 0, 255]))
+
+
+def test_retransmitted_ike_sa_init_gets_the_same_response():
+    p = Pair()
+    p.dev.initiate(0)
+    req = p.dev.take_datagrams()[0][0]
+    p.gw.receive(req, ("192.0.2.2", 500), False, 0)
+    p.gw.receive(req, ("192.0.2.2", 500), False, 10)
+    a, b = p.gw.take_datagrams()
+    assert a[0] == b[0] and len(p.gw.sas) == 1
+
+
+# -- retransmission ----------------------------------------------------------------
+
+
+def test_lost_messages_are_retransmitted_and_answered_from_the_cache():
+    p = Pair()
+    lost = []
+
+    def drop(data, who):
+        # the first IKE_AUTH request and the first IKE_AUTH response are lost
+        m = message.parse(data)
+        if m is not None and m.exchange == IKE_AUTH and (who, m.is_response()) not in lost:
+            lost.append((who, m.is_response()))
+            return True
+        return False
+
+    p.drop = drop
+    p.dev.initiate(0)
+    p.pump()
+    p.advance(20000)
+    assert p.sa("dev") and p.sa("gw")
+    assert p.dev.counters["retransmitted"] == 2
+    assert p.gw.counters["answered_retransmit"] == 1
+
+
+def test_initiator_gives_up_on_strongswans_default_schedule():
+    p = Pair()
+    p.up()
+    p.drop = lambda data, who: True  # the gateway is gone
+    p.dev.liveness(p.now)
+    p.pump()
+    sent = []
+    start = p.now
+    while p.sa("dev") is not None and p.now - start < 400000:
+        n = len(p.wire)
+        p.advance(100)
+        if len(p.wire) > n:
+            sent.append(p.now - start)
+    # RFC 7296 §2.4 + strongSwan's defaults: retransmit after 4, 4*1.8, ...
+    # 5 retransmissions, give up after 4 * (1 + 1.8 + ... + 1.8^5) = 165.1 s
+    assert sent == [4000, 11200, 24200, 47500, 89500]
+    assert p.sa("dev") is None and 165100 <= p.now - start <= 165300
+    down = [e for e in p.events["dev"] if e[0] == "ike_down"][0][1]
+    assert "did not answer" in down["reason"]
+
+
+def test_retransmission_settings_come_from_the_config():
+    p = Pair(dev_config(retransmit={"timeout_s": 0.5, "base": 2, "tries": 2}))
+    p.drop = lambda data, who: True
+    p.dev.initiate(0)
+    p.pump()
+    p.advance(10000)
+    assert len(p.wire) == 3  # request + 2 retransmissions
+    assert not p.dev.sas and "ike_failed" in p.names("dev")
+
+
+def test_reinitiate_after_the_sa_is_lost():
+    p = Pair(dev_config(reinitiate_s=5, retransmit={"timeout_s": 1, "base": 1, "tries": 1}))
+    p.up()
+    blackhole = [True]
+    p.drop = lambda data, who: blackhole[0]
+    p.dev.liveness(p.now)
+    p.pump()
+    p.advance(2500)
+    assert p.sa("dev") is None
+    blackhole[0] = False
+    p.advance(6000)
+    assert p.sa("dev") is not None
+
+
+# -- Message IDs -------------------------------------------------------------------
+
+
+def test_a_retransmitted_request_gets_the_identical_response():
+    p = Pair()
+    p.up()
+    p.dev.liveness(p.now)
+    req = p.dev.take_datagrams()[0][0]
+    p.gw.receive(req, ("192.0.2.2", 500), False, p.now)
+    p.gw.receive(req, ("192.0.2.2", 500), False, p.now)
+    a, b = p.gw.take_datagrams()
+    assert a[0] == b[0]
+
+
+def test_old_requests_and_unexpected_responses_are_dropped():
+    p = Pair()
+    p.up()
+    p.dev.liveness(p.now)
+    p.pump()
+    first_liveness = [w[1] for w in p.wire if w[0] == "dev"][-1]
+    p.dev.liveness(p.now)
+    p.pump()
+    before = snapshot(p.gw), snapshot(p.dev)
+    p.gw.receive(first_liveness, ("192.0.2.2", 500), False, p.now)  # replay, older than the window
+    resp = [w[1] for w in p.wire if w[0] == "gw"][-1]
+    p.dev.receive(resp, ("192.0.2.1", 500), False, p.now)  # a response nobody waits for
+    assert p.gw.take_datagrams() == [] and p.dev.take_datagrams() == []
+    assert (snapshot(p.gw), snapshot(p.dev)) == before
+    assert p.gw.counters["dropped_msg_id"] == 1 and p.dev.counters["dropped_unexpected"] == 1
+
+
+# -- INFORMATIONAL -----------------------------------------------------------------
+
+
+def test_liveness_checks_both_ways():
+    p = Pair()
+    p.up()
+    assert p.dev.liveness(p.now) and p.gw.liveness(p.now)
+    p.pump()
+    assert "liveness" in p.names("dev") and "liveness" in p.names("gw")
+
+
+def test_dpd_timer_checks_an_idle_peer():
+    p = Pair(gw=gw_config(dpd_s=10))
+    p.up()
+    n = len(p.wire)
+    p.advance(9000)
+    assert len(p.wire) == n
+    p.advance(2000)
+    assert [w[0] for w in p.wire[n:]] == ["gw", "dev"]
+
+
+def test_deletes_from_either_side():
+    p = Pair()
+    p.up()
+    assert p.dev.delete_child(p.now)
+    p.pump()
+    assert not p.sa("dev").children and not p.sa("gw").children
+    assert p.gw.delete_ike(p.now)
+    p.pump()
+    assert not p.dev.sas and not p.gw.sas
+    assert "ike_down" in p.names("dev") and "child_down" in p.names("gw")
+
+
+def test_simultaneous_ike_deletes_end_both():
+    p = Pair()
+    p.up()
+    p.dev.delete_ike(p.now)
+    p.gw.delete_ike(p.now)
+    p.pump()
+    assert not p.dev.sas and not p.gw.sas
+    no_bugs(p)
+
+
+# -- CREATE_CHILD_SA -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["dev", "gw"])
+def test_child_sa_rekey_by_either_side(who):
+    p = Pair()
+    d, g = p.up()
+    old = d.children[0].spi_in
+    assert p.engine(who).rekey_child(p.now)
+    p.pump()
+    assert len(d.children) == 1 and len(g.children) == 1
+    assert d.children[0].spi_in != old and d.children[0].spi_out == g.children[0].spi_in
+    assert old not in p.dev.children
+
+
+@pytest.mark.parametrize("who", ["dev", "gw"])
+def test_ike_sa_rekey_by_either_side_moves_the_child(who):
+    p = Pair()
+    d, g = p.up()
+    child = d.children[0]
+    assert p.engine(who).rekey_ike(p.now)
+    p.pump()
+    d2, g2 = p.sa("dev"), p.sa("gw")
+    assert d2.spis() == g2.spis() != d.spis()
+    assert len(p.dev.sas) == len(p.gw.sas) == 1
+    assert d2.children == [child]
+    assert d2.initiator == (who == "dev") and g2.initiator == (who == "gw")
+    # the new SA works: a liveness check both ways
+    p.dev.liveness(p.now)
+    p.gw.liveness(p.now)
+    p.pump()
+    assert p.names("dev").count("liveness") == 1 and p.names("gw").count("liveness") == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simultaneous_child_rekeys_leave_one_child_sa(seed):
+    p = Pair(seed=seed)
+    d, g = p.up()
+    p.dev.rekey_child(p.now)
+    p.gw.rekey_child(p.now)
+    p.pump()
+    assert len(d.children) == 1 and len(g.children) == 1
+    assert d.children[0].spi_out == g.children[0].spi_in and d.children[0].spi_in == g.children[0].spi_out
+    assert d.children[0].keys[0:2] == g.children[0].keys[2:4]
+    assert d.children[0].state == g.children[0].state == state.INSTALLED
+    assert len(p.dev.children) == len(p.gw.children) == 1
+    no_bugs(p)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simultaneous_ike_rekeys_leave_one_ike_sa(seed):
+    p = Pair(seed=seed)
+    p.up()
+    p.dev.rekey_ike(p.now)
+    p.gw.rekey_ike(p.now)
+    p.pump()
+    assert len(p.dev.sas) == len(p.gw.sas) == 1
+    d, g = p.sa("dev"), p.sa("gw")
+    assert d.spis() == g.spis() and len(d.children) == len(g.children) == 1
+    p.dev.liveness(p.now)
+    p.pump()
+    assert "liveness" in p.names("dev")
+    no_bugs(p)
+
+
+def test_request_for_an_additional_child_sa_is_declined():
+    p = Pair()
+    d, g = p.up()
+    from ike import proposals
+    from ike.const import CREATE_CHILD_SA, NO_ADDITIONAL_SAS, PT_NONCE, PT_SA
+
+    pls = [(PT_SA, payloads.encode_sa(proposals.esp_offer(b"\x00\x00\x10\x00"))), (PT_NONCE, b"n" * 32)]
+    p.dev.send_request(d, "probe", CREATE_CHILD_SA, pls, None, p.now)
+    out = p.dev.take_datagrams()[0][0]
+    p.gw.receive(out, ("192.0.2.2", 500), False, p.now)
+    resp = message.parse(p.gw.take_datagrams()[0][0])
+    inner = message.decrypt_sk(resp, *d.keys.inbound(True))
+    assert [n[0] for n in payloads.notifies(inner)] == [NO_ADDITIONAL_SAS]
+
+
+# -- the hook ----------------------------------------------------------------------
+
+
+def test_hook_moments_and_events_in_order():
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    assert dh.named("notifies_for")[0][1:] == ("auth_request", d.spi_i, d.spi_r, True, ("192.0.2.1", 500))
+    assert gh.named("notifies_for")[0][1] == "auth_response"
+    # the token notify went through SK and reached the other hook
+    assert gh.named("protected")[0][1] == IKE_AUTH and (16419, 1, b"T" * 32) in gh.named("protected")[0][4]
+    assert dh.named("ike_sa_event")[0][1] == "established"
+    assert dh.named("child_sa_event")[0][1:3] == ("established", d.children[0].spi_in)
+    p.gw.rekey_ike(p.now)
+    p.pump()
+    new = p.sa("gw")
+    resp = [c for c in gh.calls if c[0] == "notifies_for" and c[1] == "rekey_initiated"]
+    assert resp and resp[0][2:4] == (new.spi_i, new.spi_r)
+    ev = [c for c in dh.named("ike_sa_event") if c[1] == "rekeyed"][0]
+    assert ev[2:4] == (new.spi_i, new.spi_r) and ev[5] == (d.spi_i, d.spi_r)
+    # the device (rekey responder) put its notifies in the CREATE_CHILD_SA response
+    assert [c for c in dh.named("notifies_for") if c[1] == "rekey_response"][0][2:4] == (new.spi_i, new.spi_r)
+    assert [c for c in gh.named("protected") if c[1] == 36 and c[2:4] == (new.spi_i, new.spi_r)]
+    moved = [c for c in dh.named("child_sa_event") if c[3:5] == (new.spi_i, new.spi_r)]
+    assert moved and moved[0][1] == "established"
+
+
+def test_unknown_spis_go_to_the_hook_and_its_answer_goes_back():
+    answer = b"A" * 40
+    gh = Recorder(unknown_answer=answer)
+    p = Pair(gw_hook=gh)
+    p.up()
+    stale = message.build_sk(b"s" * 8, b"t" * 8, INFORMATIONAL, 0, 5, [], os.urandom(32), os.urandom(32), os.urandom(16))
+    p.gw.receive(NON_ESP_MARKER + stale, ("192.0.2.9", 4500), True, p.now)
+    assert gh.named("unknown_ike_spi")[0][1:] == (stale, ("192.0.2.9", 4500))
+    assert p.gw.take_datagrams() == [(NON_ESP_MARKER + answer, ("192.0.2.9", 4500), True)]
+
+
+def test_unknown_spis_without_a_hook_answer_get_silence():
+    p = Pair()
+    p.up()
+    stale = message.build_sk(b"s" * 8, b"t" * 8, INFORMATIONAL, 0, 5, [], os.urandom(32), os.urandom(32), os.urandom(16))
+    p.gw.receive(stale, ("192.0.2.9", 500), False, p.now)
+    assert p.gw.take_datagrams() == [] and p.gw.counters["dropped_unknown_spi"] == 1
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_unprotected_message_for_a_known_sa_is_judged_by_the_hook(verdict):
+    gh = Recorder(verdict=verdict)
+    p = Pair(gw_hook=gh)
+    d, g = p.up()
+    msg = message.build(d.spi_i, d.spi_r, INFORMATIONAL, FLAG_I | FLAG_R, 0, [(PT_N, payloads.encode_notify(4))])
+    before = snapshot(p.gw)
+    p.gw.receive(msg, ("192.0.2.77", 500), False, p.now)
+    assert gh.named("unprotected")[0][1:] == (msg, ("192.0.2.77", 500), ("192.0.2.2", 500))
+    assert p.gw.take_datagrams() == []  # never answered
+    if verdict:
+        assert not p.gw.sas
+        assert "ike_down" in [e[0] for e in p.gw.take_events()]
+        assert [c for c in gh.named("ike_sa_event") if c[1] == "deleted"]
+    else:
+        assert snapshot(p.gw) == before
+
+
+def test_esp_with_an_unknown_spi_goes_to_the_hook():
+    gh = Recorder(esp_answer=b"E" * 40)
+    p = Pair(dev_config(nat_t="force"), gw_hook=gh)
+    p.up()
+    pkt = b"\x12\x34\x56\x78" + os.urandom(60)
+    p.gw.receive(pkt, ("192.0.2.2", 4500), True, p.now)
+    assert gh.named("unknown_esp_spi")[0][1:] == (pkt, ("192.0.2.2", 4500))
+    assert p.gw.take_datagrams() == [(NON_ESP_MARKER + b"E" * 40, ("192.0.2.2", 4500), True)]
+
+
+def test_esp_round_trip_replay_and_forgery():
+    p = Pair(dev_config(nat_t="force"))
+    d, g = p.up()
+    pkt = p.gw.send_esp(p.now)
+    p.pump()
+    assert d.children[0].packets_in == 1
+    ev = [e for e in p.events["dev"] if e[0] == "esp"][0][1]
+    assert ev["payload"][9] == 1 and ev["payload"][12:16] == bytes([10, 1, 0, 1])  # ICMP from the gateway side
+    p.dev.receive(pkt, ("192.0.2.1", 4500), True, p.now)  # replayed
+    bad = bytearray(pkt)
+    bad[20] ^= 1
+    p.dev.receive(bytes(bad), ("192.0.2.1", 4500), True, p.now)  # forged
+    assert d.children[0].packets_in == 1 and p.dev.counters["dropped_esp"] == 2
+    assert p.dev.take_datagrams() == []
+
+
+def test_esp_needs_udp_encapsulation():
+    p = Pair()
+    p.up()
+    assert p.dev.send_esp(p.now) is None
+
+
+def test_nat_keepalive_and_short_datagrams_are_ignored():
+    p = Pair(dev_config(nat_t="force"))
+    p.up()
+    before = snapshot(p.gw)
+    for junk in (b"\xff", b"", b"\x00\x00", b"\x00\x00\x00\x00"):
+        p.gw.receive(junk, ("192.0.2.2", 4500), True, p.now)
+    assert p.gw.take_datagrams() == [] and snapshot(p.gw) == before
+
+
+def test_a_hook_that_raises_never_breaks_the_engine():
+    dh, gh = Recorder(raise_all=True), Recorder(raise_all=True)
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    assert d and g
+    p.dev.rekey_ike(p.now)
+    p.pump()
+    assert p.sa("dev") and p.dev.counters["hook_errors"] > 0
+    no_bugs(p)
+
+
+def test_initial_contact_replaces_the_sa_of_a_restarted_peer():
+    p = Pair()
+    d, g = p.up()
+    p.dev = Engine(p.dev.cfg, None, p.dev.rng, None)  # the device restarted
+    d2, g2 = p.up()
+    assert g2.spis() != g.spis() and len(p.gw.sas) == 1
+    assert [e for e in p.events["gw"] if e[0] == "ike_down" and "INITIAL_CONTACT" in e[1]["reason"]]
+
+
+def test_half_open_sas_expire():
+    p = Pair()
+    p.dev.initiate(0)
+    req = p.dev.take_datagrams()[0][0]
+    p.gw.receive(req, ("192.0.2.2", 500), False, 0)
+    assert len(p.gw.sas) == 1 and len(p.gw.take_datagrams()) == 1
+    p.gw.tick(29999)
+    assert len(p.gw.sas) == 1
+    p.gw.tick(30000)
+    assert not p.gw.sas and [e[0] for e in p.gw.take_events()] == ["ike_failed"]
+    assert p.gw.take_datagrams() == []  # dropped without a word
+
+
+def test_rekey_timers():
+    p = Pair(dev_config(rekey_s=100, child_rekey_s=50))
+    d, g = p.up()
+    spis, child = d.spis(), d.children[0].spi_in
+    p.advance(60000)
+    assert p.sa("dev").children[0].spi_in != child and p.sa("dev").spis() == spis
+    p.advance(50000)
+    assert p.sa("dev").spis() != spis
+
+
+# -- bad input ---------------------------------------------------------------------
+
+
+def test_unsupported_critical_payload_is_refused_with_its_notify():
+    p = Pair()
+    d, g = p.up()
+    from ike.const import GEN_HDR_LEN
+
+    pls = [(PT_V, b"vendor")]
+    data = bytearray(p.dev.protect(d, INFORMATIONAL, FLAG_I, d.my_msg_id, []))
+    # Build the inner chain by hand with the critical bit set on an unknown type 99
+    inner = bytes([0, 0x80, 0, GEN_HDR_LEN + 3]) + b"abc"
+    pad = (16 - (len(inner) + 1) % 16) % 16
+    from ike import crypto
+
+    ek, ik = d.keys.outbound(True)
+    iv = os.urandom(16)
+    ct = crypto.aes_cbc_encrypt(ek, iv, inner + bytes(pad) + bytes((pad,)))
+    total = 28 + 4 + 16 + len(ct) + 16
+    hdr = d.spi_i + d.spi_r + bytes([46, 0x20, INFORMATIONAL, FLAG_I]) + d.my_msg_id.to_bytes(4, "big") + total.to_bytes(4, "big")
+    sk = bytes([99, 0]) + (total - 28).to_bytes(2, "big")
+    signed = hdr + sk + iv + ct
+    data = signed + crypto.hmac_sha256(ik, signed)[:16]
+    assert pls  # (a Vendor ID is known and would be ignored)
+    p.gw.receive(data, ("192.0.2.2", 500), False, p.now)
+    resp = message.parse(p.gw.take_datagrams()[0][0])
+    inner = message.decrypt_sk(resp, *d.keys.inbound(True))
+    assert payloads.notifies(inner)[0][0] == UNSUPPORTED_CRITICAL_PAYLOAD and payloads.notifies(inner)[0][3] == b"\x63"
+
+
+@pytest.fixture(scope="module")
+def live_pair():
+    p = Pair(dev_config(nat_t="force"))
+    p.up()
+    return p
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300), st.booleans(), st.booleans())
+def test_garbage_gets_no_answer_and_changes_nothing(live_pair, junk, natt, to_dev):
+    p = live_pair
+    e = p.dev if to_dev else p.gw
+    before = snapshot(e)
+    e.receive(junk, ("192.0.2.66", 4500 if natt else 500), natt, p.now)
+    assert e.take_datagrams() == []
+    assert snapshot(e) == before
+    assert e.counters["internal_errors"] == 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["request", "response"]), st.sampled_from(["dev", "gw"]), st.data())
+def test_tampered_messages_get_no_answer_and_change_nothing(live_pair, which, who, data):
+    # The next real message of the session (a liveness request, or its
+    # response), with one octet changed, delivered before the real one.
+    p = live_pair
+    sender = p.engine(who)
+    receiver = p.gw if who == "dev" else p.dev
+    sender.liveness(p.now)
+    req = sender.take_datagrams()[0]
+    if which == "request":
+        victim, dgram = receiver, req
+    else:
+        receiver.receive(req[0], (p.addr[who], 4500), True, p.now)
+        victim, dgram = sender, receiver.take_datagrams()[0]
+    i = data.draw(st.integers(0, len(dgram[0]) - 1))
+    bad = bytearray(dgram[0])
+    bad[i] ^= data.draw(st.integers(1, 255))
+    before = snapshot(victim)
+    victim.receive(bytes(bad), ("192.0.2.66", 4500), True, p.now)
+    assert victim.take_datagrams() == []
+    assert snapshot(victim) == before
+    assert victim.counters["internal_errors"] == 0
+    # the genuine message still works afterwards
+    if which == "request":
+        receiver.receive(req[0], (p.addr[who], 4500), True, p.now)
+        sender.receive(receiver.take_datagrams()[0][0], (p.addr["gw" if who == "dev" else "dev"], 4500), True, p.now)
+    else:
+        sender.receive(dgram[0], (p.addr["gw" if who == "dev" else "dev"], 4500), True, p.now)
+    assert sender.sa_list()[0].request is None
+    sender.take_events()
+    receiver.take_events()
+
+
+def test_authentication_failed_is_answered_inside_sk():
+    p = Pair(gw=gw_config(psk="another-pre-shared-key"))
+    p.up()
+    resp = [w for w in p.wire if w[0] == "gw"][-1][1]
+    m = message.parse(resp)
+    assert m.is_protected() and m.exchange == IKE_AUTH
+    assert AUTHENTICATION_FAILED not in notifies_in(resp)  # nothing readable outside SK
+
+
+def test_sas_the_peer_never_deletes_after_its_rekey_are_dropped_later():
+    # §2.8: the rekey's initiator deletes the old SA. If that Delete never
+    # comes, the old SAs are not kept for ever.
+    p = Pair()
+    d, g = p.up()
+    lost = [True]
+    p.drop = lambda data, who: who == "gw" and lost[0] and message.parse(data) is not None and message.parse(data).exchange == INFORMATIONAL and not message.parse(data).is_response()
+    p.gw.rekey_child(p.now)
+    p.gw.rekey_ike(p.now)
+    p.pump()
+    assert len(p.dev.sas) == 2 and len(p.sa("dev").children) == 2
+    p.advance(59000)
+    assert len(p.dev.sas) == 2 and len(p.sa("dev").children) == 2
+    p.advance(2000)
+    assert len(p.dev.sas) == 1 and len(p.sa("dev").children) == 1
+    no_bugs(p)
+
+
+def test_no_reinitiation_after_our_own_delete():
+    p = Pair(dev_config(reinitiate_s=1))
+    p.up()
+    p.dev.delete_ike(p.now)
+    p.pump()
+    p.advance(5000)
+    assert not p.dev.sas and not p.gw.sas
+    # but after the peer's Delete, the tunnel comes back
+    p.up()
+    p.gw.delete_ike(p.now)
+    p.pump()
+    p.advance(2000)
+    assert p.sa("dev") is not None

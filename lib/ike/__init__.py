@@ -1,0 +1,25 @@
+# ike: a compact IKEv2 engine (RFC 7296) for MicroPython and CPython.
+#
+# Sans-I/O core (ike.engine) with one module per exchange, a notify hook for
+# extensions (ike.hook; docs/hook.md), and two thin I/O shells:
+#   ike.host     CPython sockets (tools/qcd-peer)
+#   ike.device   MicroPython sockets + select (firmware)
+#
+#   ike.const            RFC 7296 numbers
+#   ike.crypto           the crypto adapter (cryptolib / cryptography)
+#   ike.dh               MODP Diffie-Hellman with pow()
+#   ike.keymat           prf, prf+, SKEYSEED, IKE and Child SA keys, PSK AUTH
+#   ike.message          header, payload chain, SK encryption
+#   ike.payloads         payload bodies (SA, KE, ID, AUTH, N, D, TS, ...)
+#   ike.proposals        the suite we offer and accept
+#   ike.ts               traffic selectors
+#   ike.state            IKE SA and Child SA state tables
+#   ike.sa               what is held per IKE SA and Child SA
+#   ike.ike_sa_init, ike.ike_auth, ike.informational, ike.create_child_sa
+#                        the exchanges
+#   ike.esp              ESP-in-UDP with the Child SA keys
+#   ike.config           the JSON configuration
+#
+# lib/ike never imports qcd (design principle 2).
+
+__version__ = "0.1.0"

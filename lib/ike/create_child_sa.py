@@ -1,0 +1,357 @@
+# CREATE_CHILD_SA (RFC 7296 §1.3): rekeying a Child SA (§1.3.3) and the IKE
+# SA (§1.3.2), either side initiating, with the collision rules of §2.8.1
+# and §2.8.2. New Child SAs beyond the first are not offered; a request for
+# one is answered NO_ADDITIONAL_SAS.
+#
+#   Child SA:  HDR, SK {N(REKEY_SA), SA, Ni, TSi, TSr}  -->
+#                                   <--  HDR, SK {SA, Nr, TSi, TSr}
+#   IKE SA:    HDR, SK {SA, Ni, KEi}  -->
+#                                   <--  HDR, SK {SA, Nr, KEr, [N(hook)...]}
+#
+# Afterwards the rekey's initiator deletes the old SA (§2.8). The hook adds
+# notifies to our response that rekeys the IKE SA ("rekey_response") and, when
+# we initiated that rekey, to an INFORMATIONAL request on the new SA
+# ("rekey_initiated"), as RFC 6290 §4.3 wants for the token.
+
+from ike import dh, keymat, payloads, proposals, state
+from ike import ts as tsmod
+from ike.const import (
+    CHILD_SA_NOT_FOUND,
+    CREATE_CHILD_SA,
+    ERROR_MAX,
+    INVALID_KE_PAYLOAD,
+    NO_ADDITIONAL_SAS,
+    NO_PROPOSAL_CHOSEN,
+    NONCE_MAX,
+    NONCE_MIN,
+    PROTO_ESP,
+    PROTO_IKE,
+    PT_KE,
+    PT_N,
+    PT_NONCE,
+    PT_SA,
+    PT_TSI,
+    PT_TSR,
+    REKEY_SA,
+    TEMPORARY_FAILURE,
+    TS_UNACCEPTABLE,
+    notify_name,
+)
+from ike.hook import DELETED, REKEY_INITIATED, REKEY_RESPONSE, REKEYED
+from ike.sa import ChildSa, IkeSa
+
+
+def _n(ntype, data=b"", proto=0, spi=b""):
+    return (PT_N, payloads.encode_notify(ntype, data, proto, spi))
+
+
+def _nonce_ok(n):
+    return n is not None and NONCE_MIN <= len(n) <= NONCE_MAX
+
+
+def _lowest_in(ours, theirs):
+    """§2.8.1/§2.8.2: "the SA created with the lowest of the four nonces
+    used in the two exchanges SHOULD be closed by the endpoint that created
+    it". True when that lowest nonce belongs to exchange `ours`."""
+    return min(ours) < min(theirs)
+
+
+# -- starting ------------------------------------------------------------------
+
+
+def start(eng, sa, kind, arg, now):
+    if not state.we_may_request(sa.state, "CREATE_CHILD_SA"):
+        return
+    if kind == "rekey_child":
+        child = arg
+        if child not in sa.children or child.state != state.INSTALLED:
+            return
+        child.state = state.child_next(child.state, "rekey_start")
+        spi = eng.new_child_spi()
+        ni = eng.nonce()
+        pls = [
+            # §1.3.3: "The REKEY_SA notification MUST be included ... the SPI
+            # of the SA being rekeyed": the one the peer knows as its
+            # outbound (our inbound; strongSwan does the same).
+            _n(REKEY_SA, b"", PROTO_ESP, child.spi_in.to_bytes(4, "big")),
+            (PT_SA, payloads.encode_sa(proposals.esp_offer(spi.to_bytes(4, "big")))),
+            (PT_NONCE, ni),
+            (PT_TSI, payloads.encode_ts(child.ts_local)),
+            (PT_TSR, payloads.encode_ts(child.ts_peer)),
+        ]
+        eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (child, spi, ni), now)
+    elif kind == "rekey_ike":
+        if sa.state != state.ESTABLISHED:
+            return
+        # §2.25.2 keeps IKE SA rekeys apart from Child SA rekeys in flight
+        for c in sa.children:
+            if c.state == state.REKEYING:
+                return
+        sa.state = state.ike_next(sa.state, "rekey_start")
+        spi = eng.new_spi()
+        ni = eng.nonce()
+        kp = dh.KeyPair(sa.group, eng.rng)
+        pls = [
+            (PT_SA, payloads.encode_sa(proposals.ike_offer([sa.group], spi))),
+            (PT_NONCE, ni),
+            (PT_KE, payloads.encode_ke(sa.group, kp.public)),
+        ]
+        eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (spi, ni, kp), now)
+
+
+# -- our request answered ------------------------------------------------------------
+
+
+def on_response(eng, sa, req, m, inner, now):
+    ns = payloads.notifies(inner) or []
+    errs = [n for n in ns if n[0] <= ERROR_MAX]
+    if req.kind == "rekey_child":
+        _child_answered(eng, sa, req, inner, ns, errs, now)
+    else:
+        _ike_answered(eng, sa, req, inner, ns, errs, now)
+
+
+def _child_answered(eng, sa, req, inner, ns, errs, now):
+    child, spi, ni = req.ctx
+    eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
+    props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
+    nr = payloads.first(inner, PT_NONCE)
+    tsi = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
+    tsr = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
+    spi_out = proposals.check_esp_answer(props) if props is not None else None
+    if errs or spi_out is None or not _nonce_ok(nr) or tsi is None or tsr is None or not tsmod.within(tsi, child.ts_local) or not tsmod.within(tsr, child.ts_peer):
+        why = notify_name(errs[0][0]) if errs else "unacceptable answer"
+        if child.state == state.REKEYING:
+            child.state = state.child_next(child.state, "rekey_abort")
+        eng.event("child_rekey_failed", sa=sa.name(), child=child.name(), reason=why)
+        eng.log("ike: rekey of Child SA %s failed (%s)" % (child.name(), why))
+        return
+    nr = bytes(nr)
+    ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, ni, nr)
+    new = ChildSa(spi, int.from_bytes(spi_out, "big"), (er, ir, ei, ii), tsi, tsr, True, now)
+    new.rekey_of = child
+    eng.install_child(sa, new, now)
+    col = child.collision
+    if col is not None:
+        theirs, tni, tnr = col
+        child.collision = None
+        if _lowest_in((ni, nr), (tni, tnr)):
+            # Our new SA is the redundant one: we close it; the peer, whose
+            # rekey won, deletes the old one.
+            eng.log("ike: Child SA rekey collision: ours (%s) is redundant" % new.name())
+            eng.task(sa, "delete_child", new, now)
+            eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=theirs.name(), collision=True)
+            return
+        eng.log("ike: Child SA rekey collision: ours (%s) wins" % new.name())
+    elif child.state == state.REKEYING:
+        child.state = state.child_next(child.state, "rekey_done")
+    if child in sa.children:
+        eng.task(sa, "delete_child", child, now)
+    eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=col is not None)
+
+
+def _ike_answered(eng, sa, req, inner, ns, errs, now):
+    spi, ni, kp = req.ctx
+    props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
+    nr = payloads.first(inner, PT_NONCE)
+    ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
+    chosen = proposals.check_ike_answer(props, [sa.group], 8) if props is not None else None
+    g_ir = kp.shared(ke[1]) if ke is not None and chosen is not None and ke[0] == sa.group else None
+    if errs or chosen is None or not _nonce_ok(nr) or g_ir is None:
+        why = notify_name(errs[0][0]) if errs else "unacceptable answer"
+        eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
+        eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
+        col = sa.collision
+        sa.collision = None
+        if sa.state == state.REKEYING:
+            sa.state = state.ike_next(sa.state, "rekey_abort")
+        if col is not None:
+            _finish(eng, sa, col[0], False, now)  # the peer's rekey stands
+        else:
+            eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
+        return
+    nr = bytes(nr)
+    new = IkeSa(spi, chosen[0], True, sa.peer, sa.natt, now)
+    _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
+    eng.add_sa(new)
+    # docs/hook.md §2: for a CREATE_CHILD_SA response that rekeys the IKE
+    # SA, the notifies belong to the new SA.
+    eng.hook_protected(CREATE_CHILD_SA, new.spi_i, new.spi_r, ns, now)
+    col = sa.collision
+    sa.collision = None
+    if col is not None:
+        theirs, tni, tnr = col
+        if _lowest_in((ni, nr), (tni, tnr)):
+            # §2.8.2: ours is redundant; we delete it, the peer's stands and
+            # the peer deletes the old SA.
+            eng.log("ike: IKE SA rekey collision: ours (%s) is redundant" % new.name())
+            new.successor = theirs
+            # The peer's rekey response may have handed the hook a token
+            # for it: the hook hears it is gone.
+            eng.hook_ike(DELETED, new, now)
+            eng.task(new, "delete_ike", None, now)
+            _finish(eng, sa, theirs, False, now)
+            return
+        eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
+        # The peer deletes its redundant SA; until then it only waits.
+        theirs.successor = new
+        theirs.state = state.ike_next(theirs.state, "rekeyed_by_peer")
+        theirs.last_recv = now
+    _finish(eng, sa, new, True, now)
+
+
+def _inherit(new, old, ni, nr, seed, now):
+    new.state = state.ESTABLISHED
+    new.group = old.group
+    new.nat_detected = old.nat_detected
+    new.peer_id = old.peer_id
+    new.ni = ni
+    new.nr = nr
+    new.keys = keymat.IkeKeys(seed, ni, nr, new.spi_i, new.spi_r)
+    new.established = now
+
+
+def _finish(eng, old, new, we_initiated, now):
+    """The rekey is decided: `new` replaces `old` (§2.8). Children move,
+    the hook hears "rekeyed" and each Child SA again under the new SPIs."""
+    if old.state == state.REKEYING and we_initiated:
+        old.state = state.ike_next(old.state, "rekey_done")
+    elif old.state in (state.ESTABLISHED, state.REKEYING):
+        old.state = state.ike_next(old.state, "rekeyed_by_peer")
+    old.successor = new
+    old.reported = False
+    old.last_recv = now
+    new.reported = True
+    eng.hook_ike(REKEYED, new, now, (old.spi_i, old.spi_r))
+    eng.move_children(old, new, now)
+    # Queued work moves with the children; the old SA only gets deleted.
+    new.tasks = [t for t in old.tasks if t[0] != "delete_ike"] + new.tasks
+    old.tasks = [t for t in old.tasks if t[0] == "delete_ike"]
+    eng.event("ike_rekeyed", old=old.name(), new=new.name(), initiator=we_initiated)
+    eng.log("ike: IKE SA %s rekeyed to %s (%s)" % (old.name(), new.name(), "by us" if we_initiated else "by peer"))
+    if we_initiated:
+        eng.task(old, "delete_ike", None, now)
+        pls = eng.hook_notifies(REKEY_INITIATED, new.spis(), True, new.peer)
+        if pls:
+            eng.task(new, "notify", pls, now)
+    eng.next_task(new, now)
+
+
+# -- the peer's request ------------------------------------------------------------
+
+
+def on_request(eng, sa, m, inner, now):
+    ns = payloads.notifies(inner) or []
+    eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
+    rekey = [n for n in ns if n[0] == REKEY_SA]
+    props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
+    ni = payloads.first(inner, PT_NONCE)
+    if props is None or not _nonce_ok(ni):
+        eng.respond(sa, m, [_n(7)], now)  # INVALID_SYNTAX
+        return
+    ni = bytes(ni)
+    if rekey:
+        _rekey_child_request(eng, sa, m, inner, rekey[0], props, ni, now)
+    elif props[0][1] == PROTO_IKE:
+        _rekey_ike_request(eng, sa, m, inner, props, ni, now)
+    else:
+        eng.respond(sa, m, [_n(NO_ADDITIONAL_SAS)], now)
+
+
+def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
+    cfg = eng.cfg
+    _t, proto, spi, _d = n
+    child = None
+    if proto == PROTO_ESP and len(spi) == 4:
+        v = int.from_bytes(spi, "big")
+        for c in sa.children:
+            if c.spi_out == v:
+                child = c
+    if child is None or child.state in (state.REKEYED, state.CLOSED):
+        # §3.10.1 CHILD_SA_NOT_FOUND
+        eng.respond(sa, m, [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)], now)
+        return
+    if child.state == state.DELETING or sa.state == state.REKEYING:
+        # §2.25.1 (a Child SA we are deleting), §2.25.2 (while we rekey the
+        # IKE SA): "SHOULD reply with TEMPORARY_FAILURE"
+        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
+        return
+    chosen = proposals.choose_esp(props)
+    tsi_o = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
+    tsr_o = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
+    if chosen is None or payloads.first(inner, PT_KE) is not None:
+        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
+        return
+    tsi = tsmod.narrow(tsi_o or [], cfg.ts_peer)
+    tsr = tsmod.narrow(tsr_o or [], cfg.ts_local)
+    if not tsi or not tsr:
+        eng.respond(sa, m, [_n(TS_UNACCEPTABLE)], now)
+        return
+    num, spi_peer = chosen
+    nr = eng.nonce()
+    our = eng.new_child_spi()
+    ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, ni, nr)
+    new = ChildSa(our, int.from_bytes(spi_peer, "big"), (ei, ii, er, ir), tsr, tsi, False, now)
+    new.rekey_of = child
+    if child.state == state.REKEYING:
+        # §2.8.1: both ends rekey the same Child SA; we answer and decide
+        # when our own exchange completes.
+        child.collision = (new, ni, nr)
+        child.state = state.child_next(child.state, "rekeyed_by_peer")
+        child.rekeyed_at = now
+        eng.log("ike: Child SA rekey collision on %s" % child.name())
+    else:
+        child.state = state.child_next(child.state, "rekeyed_by_peer")
+        child.rekeyed_at = now
+    eng.install_child(sa, new, now)
+    eng.respond(
+        sa,
+        m,
+        [
+            (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, our.to_bytes(4, "big")))),
+            (PT_NONCE, nr),
+            (PT_TSI, payloads.encode_ts(tsi)),
+            (PT_TSR, payloads.encode_ts(tsr)),
+        ],
+        now,
+    )
+    if child.collision is None:
+        eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=False)
+
+
+def _rekey_ike_request(eng, sa, m, inner, props, ni, now):
+    ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
+    chosen = proposals.choose_ike(props, [sa.group], ke[0] if ke else None, 8)
+    if chosen is None or ke is None:
+        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
+        return
+    num, spi_peer, group = chosen
+    if ke[0] != group:
+        eng.respond(sa, m, [_n(INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))], now)
+        return
+    if sa.request is not None and sa.request.kind == "rekey_child":
+        # §2.25.2: not while a Child SA rekey of ours is in flight
+        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
+        return
+    kp = dh.KeyPair(group, eng.rng)
+    g_ir = kp.shared(ke[1])
+    if g_ir is None:
+        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
+        return
+    nr = eng.nonce()
+    new = IkeSa(spi_peer, eng.new_spi(), False, sa.peer, sa.natt, now)
+    _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
+    eng.add_sa(new)
+    pls = [
+        (PT_SA, payloads.encode_sa(proposals.ike_chosen(num, group, new.spi_r))),
+        (PT_NONCE, nr),
+        (PT_KE, payloads.encode_ke(group, kp.public)),
+    ]
+    pls += eng.hook_notifies(REKEY_RESPONSE, new.spis(), False, new.peer)
+    eng.respond(sa, m, pls, now)
+    if sa.state == state.REKEYING:
+        # §2.8.2: simultaneous IKE SA rekeys; decided when ours completes
+        sa.collision = (new, ni, nr)
+        eng.log("ike: IKE SA rekey collision on %s" % sa.name())
+        return
+    _finish(eng, sa, new, False, now)

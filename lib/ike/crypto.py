@@ -1,0 +1,138 @@
+# The crypto adapter: every primitive the engine uses, behind five functions.
+#
+#   aes_cbc_encrypt(key, iv, data) / aes_cbc_decrypt(key, iv, data)
+#   hmac_sha256(key, data)    a NEW hmac object per call
+#   sha1(data), sha256(data)
+#   random_bytes(n)
+#   ct_equal(a, b)            constant-time comparison of MACs
+#
+# Backends, chosen at import:
+#   MicroPython  cryptolib.aes(key, 2, iv) (mode 2 = CBC: the MODE_* names
+#                are absent on stock firmware), hashlib, micropython-lib hmac,
+#                os.urandom
+#   CPython      the `cryptography` package for AES, the standard library for
+#                the rest
+# No AES is written by hand here. Where a backend lacks a primitive (the
+# WebAssembly MicroPython has no cryptolib, no os.urandom and no sha1), a
+# caller installs one with install(); until then using it raises
+# CryptoUnavailable, which the engine turns into "no answer".
+#
+# Traps (micropython-esp32-reference.md §6, §9): built-in hash objects are
+# single-use (digest() finalises), so every MAC is a fresh hmac.new(); an
+# AES object either encrypts or decrypts, and CBC state carries over between
+# calls, so every operation builds its own object; data must be a multiple of
+# 16 octets (callers pad, RFC 7296 §3.14 and RFC 4303 §2.4).
+
+import hashlib
+import hmac
+
+
+class CryptoUnavailable(Exception):
+    pass
+
+
+_aes_cbc = None  # f(key, iv, data, encrypt) -> bytes
+_sha1 = None  # f(data) -> 20 bytes
+_random = None  # f(n) -> n bytes
+
+try:
+    import cryptolib  # MicroPython
+
+    def _aes_cbc_cryptolib(key, iv, data, encrypt):
+        c = cryptolib.aes(bytes(key), 2, bytes(iv))
+        return c.encrypt(bytes(data)) if encrypt else c.decrypt(bytes(data))
+
+    _aes_cbc = _aes_cbc_cryptolib
+except ImportError:
+    try:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # CPython
+
+        def _aes_cbc_cryptography(key, iv, data, encrypt):
+            c = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv)))
+            op = c.encryptor() if encrypt else c.decryptor()
+            return op.update(bytes(data)) + op.finalize()
+
+        _aes_cbc = _aes_cbc_cryptography
+    except ImportError:
+        pass
+
+if hasattr(hashlib, "sha1"):
+
+    def _sha1_hashlib(data):
+        return hashlib.sha1(bytes(data)).digest()
+
+    _sha1 = _sha1_hashlib
+
+try:
+    from os import urandom as _urandom
+
+    _random = _urandom
+except ImportError:
+    pass
+
+
+def install(aes_cbc=None, sha1=None, random=None):
+    """Supply a primitive the platform lacks (tests on the WebAssembly port)."""
+    global _aes_cbc, _sha1, _random
+    if aes_cbc is not None:
+        _aes_cbc = aes_cbc
+    if sha1 is not None:
+        _sha1 = sha1
+    if random is not None:
+        _random = random
+
+
+def available():
+    """Names of the primitives that are still missing (empty when complete)."""
+    out = []
+    if _aes_cbc is None:
+        out.append("aes_cbc")
+    if _sha1 is None:
+        out.append("sha1")
+    if _random is None:
+        out.append("random")
+    return out
+
+
+def aes_cbc_encrypt(key, iv, data):
+    if _aes_cbc is None:
+        raise CryptoUnavailable("no AES-CBC backend")
+    return _aes_cbc(key, iv, data, True)
+
+
+def aes_cbc_decrypt(key, iv, data):
+    if _aes_cbc is None:
+        raise CryptoUnavailable("no AES-CBC backend")
+    return _aes_cbc(key, iv, data, False)
+
+
+def hmac_sha256(key, data):
+    # micropython-lib's hmac wants bytes for the key, never a memoryview.
+    return hmac.new(bytes(key), bytes(data), hashlib.sha256).digest()
+
+
+def sha256(data):
+    return hashlib.sha256(bytes(data)).digest()
+
+
+def sha1(data):
+    if _sha1 is None:
+        raise CryptoUnavailable("no SHA-1 backend")
+    return _sha1(data)
+
+
+def random_bytes(n):
+    if _random is None:
+        raise CryptoUnavailable("no random source")
+    return bytes(_random(n))
+
+
+def ct_equal(a, b):
+    # Touches every octet whatever the first difference (MicroPython's hmac
+    # has no compare_digest).
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0

@@ -1,0 +1,150 @@
+# The MicroPython I/O shell around ike.engine: two UDP sockets (IKE port and
+# NAT-T port), select.poll, and a millisecond clock built from ticks that
+# wrap. One entry point for firmware:
+#
+#   from ike import config, device
+#   cfg = config.load("/ike.json")
+#   device.run(cfg, hook)                 # serves until stop() is True
+#
+# run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None) -> Engine
+#   cfg     ike.config.Config (or a dict, which is checked into one)
+#   hook    the notify hook (e.g. qcd.hook.QcdHook), or None
+#   log     callable(line) for one-line log messages (default: print with
+#           the uptime in ms)
+#   stop    callable() -> True to return (checked at least twice a second)
+#   rng     callable(n) -> n random bytes (default os.urandom)
+#   max_ms  return after this many ms (tests)
+#
+# Device traps this handles (micropython-esp32-reference.md §6, §9):
+# sendto takes a dotted IPv4 string, never a hostname (the config holds
+# addresses, checked by ike.config); ticks_ms wraps every 2^30 ms, so the
+# engine's `now` is accumulated with ticks_diff; poll timeouts are in ms and
+# sockets are non-blocking, so the 100 ms socket-timeout quantum never
+# matters; recvfrom may give a raw sockaddr on some ports (decoded here).
+# Ports must be configured (0 would need getsockname, which the esp32 port
+# lacks).
+
+import select
+import socket
+
+from ike.config import Config
+from ike.engine import Engine
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython, for host tests of this shell
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000) & 0x3FFFFFFF
+
+    def ticks_diff(a, b):
+        d = (a - b) & 0x3FFFFFFF
+        return d - 0x40000000 if d & 0x20000000 else d
+
+
+RECV_MAX = 2048  # our IKE messages stay far below; ESP-in-UDP likewise
+POLL_MAX_MS = 500
+
+
+class Clock:
+    """Milliseconds since start that never wrap: ticks_diff accumulated."""
+
+    def __init__(self):
+        self._last = ticks_ms()
+        self.ms = 0
+
+    def now(self):
+        t = ticks_ms()
+        self.ms += ticks_diff(t, self._last)
+        self._last = t
+        return self.ms
+
+
+def _addr(a):
+    """(ip, port) from what recvfrom returned: a tuple on the esp32 port and
+    CPython, a raw sockaddr_in on ports that do not format it."""
+    if isinstance(a, tuple):
+        return (a[0], a[1])
+    b = bytes(a)
+    return ("%d.%d.%d.%d" % (b[4], b[5], b[6], b[7]), (b[2] << 8) | b[3])
+
+
+def _udp(addr, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except (OSError, AttributeError):
+        pass
+    s.bind(socket.getaddrinfo(addr, port)[0][-1])
+    s.setblocking(False)
+    return s
+
+
+def _port(s, configured):
+    try:
+        return s.getsockname()[1]
+    except (AttributeError, OSError):
+        return configured
+
+
+def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None):
+    if not isinstance(cfg, Config):
+        cfg = Config(cfg)
+    clock = Clock()
+    if log is None:
+
+        def log(line):
+            print("[%9d ms] %s" % (clock.now(), line))
+
+    eng = Engine(cfg, hook, rng, log)
+    ike = _udp(cfg.local_addr, cfg.local_port)
+    natt = _udp(cfg.local_addr, cfg.local_natt_port)
+    eng.bind(cfg.local_addr, _port(ike, cfg.local_port), _port(natt, cfg.local_natt_port))
+    log("ike: listening on %s port %d, NAT-T port %d" % (cfg.local_addr, eng.local_port, eng.local_natt_port))
+    poll = select.poll()
+    poll.register(ike, select.POLLIN)
+    poll.register(natt, select.POLLIN)
+    by_fd = {}
+    for s, is_natt in ((ike, False), (natt, True)):
+        try:
+            by_fd[s.fileno()] = (s, is_natt)
+        except AttributeError:
+            pass
+
+    def flush():
+        for data, dst, is_natt in eng.take_datagrams():
+            try:
+                (natt if is_natt else ike).sendto(data, dst)
+            except OSError as e:
+                log("ike: send to %s:%d failed (%s)" % (dst[0], dst[1], e))
+        eng.take_events()  # the log lines already say what happened
+
+    eng.start(clock.now())
+    try:
+        while True:
+            now = clock.now()
+            if stop is not None and stop():
+                break
+            if max_ms is not None and now >= max_ms:
+                break
+            due = eng.next_due()
+            wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
+            for ev in poll.poll(wait):
+                obj = ev[0]
+                if isinstance(obj, int):  # CPython's poll gives file numbers
+                    s, is_natt = by_fd[obj]
+                else:
+                    s, is_natt = obj, obj is natt
+                try:
+                    data, src = s.recvfrom(RECV_MAX)
+                except OSError:
+                    continue
+                eng.receive(data, _addr(src), is_natt, clock.now())
+                flush()
+            eng.tick(clock.now())
+            flush()
+    finally:
+        ike.close()
+        natt.close()
+    return eng

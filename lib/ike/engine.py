@@ -1,0 +1,746 @@
+# The sans-I/O IKEv2 engine (design principle 1; h11 is the model).
+#
+#   Engine(config, hook).receive(datagram, src, natt, now)   a datagram arrived
+#   Engine.tick(now)                                        timers
+#   Engine.initiate(now), liveness(now), rekey_ike(now), ...  local decisions
+#   Engine.take_datagrams() -> [(bytes, (ip, port), natt)]  what to send
+#   Engine.take_events()    -> [(name, info dict)]          what happened
+#   Engine.next_due()       -> ms at which tick() wants to run, or None
+#
+# It never opens a socket, reads a clock or sleeps; `now` is integer
+# milliseconds from a monotonic clock that does not wrap (the shells in
+# ike.host and ike.device keep it). `natt` says the datagram came in, or
+# must go out, on the NAT-T port (RFC 3948), where IKE carries a four-octet
+# zero non-ESP marker and anything else is ESP; the engine adds and strips
+# the marker itself.
+#
+# Every entry point is a wall (design principle 5): malformed, unexpected,
+# replayed or unauthenticated input changes nothing and gets no answer unless
+# RFC 7296 says to answer; an exception that still escapes the logic is a bug,
+# counted in counters["internal_errors"], never raised to the caller.
+#
+# Per-exchange logic lives in ike.ike_sa_init, ike.ike_auth,
+# ike.informational and ike.create_child_sa; the legal states in ike.state.
+
+from ike import crypto, esp, message, payloads, state
+from ike import create_child_sa, ike_auth, ike_sa_init, informational
+from ike.const import (
+    CREATE_CHILD_SA,
+    FLAG_I,
+    FLAG_R,
+    IKE_SA_INIT,
+    INFORMATIONAL,
+    KNOWN_PAYLOADS,
+    NONCE_LEN,
+    PT_N,
+    UNSUPPORTED_CRITICAL_PAYLOAD,
+    ESP_SPI_MIN,
+    exchange_name,
+    notify_name,
+    PAYLOAD_NAMES,
+)
+from ike.hook import DELETED, ESTABLISHED, NullHook
+from ike.keymat import BLOCK
+from ike.sa import Request
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2
+# Seconds an old IKE SA that was rekeyed may wait for the Delete its peer
+# owes (§2.8) before it is dropped without one.
+REKEYED_LINGER_MS = 60000
+
+COUNTER_NAMES = (
+    "rx",  # datagrams in
+    "tx",  # datagrams out
+    "dropped_malformed",  # not an IKE message / ESP packet we could parse
+    "dropped_unexpected",  # a message this state or window does not accept
+    "dropped_msg_id",  # Message ID outside the window (§2.3)
+    "dropped_integrity",  # ICV did not verify / could not decrypt
+    "dropped_unknown_spi",  # IKE SPIs nobody here holds (hook had no answer)
+    "dropped_unprotected",  # unprotected message for a known SA, hook said keep
+    "dropped_esp",  # ESP that failed ICV, replay or had an unknown SPI
+    "retransmitted",  # our requests sent again
+    "answered_retransmit",  # cached response sent for a retransmitted request
+    "hook_answers",  # unprotected answers the hook produced
+    "hook_errors",  # the hook raised (treated as its default answer)
+    "internal_errors",  # a bug: an exception escaped the engine's logic
+)
+
+
+def _host(sel):
+    """The first host address of a selector (its start + 1 when it is a
+    network), for the test packet send_esp builds."""
+    a = int.from_bytes(sel[4], "big")
+    if sel[5] != sel[4]:
+        a += 1
+    return a.to_bytes(4, "big")
+
+
+class Engine:
+    def __init__(self, config, hook=None, rng=None, log=None):
+        self.cfg = config
+        self.hook = hook if hook is not None else NullHook()
+        self.rng = rng if rng is not None else crypto.random_bytes
+        self._log = log
+        self.local_addr = config.local_addr
+        self.local_port = config.local_port
+        self.local_natt_port = config.local_natt_port
+        self.sas = {}  # our SPI (8 octets) -> IkeSa
+        self.half_open = {}  # (peer SPIi, peer ip, peer port) -> IkeSa (responder, §2.6)
+        self.children = {}  # our inbound ESP SPI (int) -> (ChildSa, IkeSa)
+        self._out = []
+        self._events = []
+        self._start_at = None
+        self._serial = 0
+        self.cookie_secret = self.rng(32)
+        self.counters = {}
+        for n in COUNTER_NAMES:
+            self.counters[n] = 0
+
+    # -- plumbing --------------------------------------------------------------
+
+    def bind(self, addr, port, natt_port):
+        """The shell tells the engine where its sockets really are (port 0 in
+        the configuration means any free port): NAT detection hashes them."""
+        if addr and addr != "0.0.0.0":
+            self.local_addr = addr
+        self.local_port = port
+        self.local_natt_port = natt_port
+
+    def log(self, text):
+        if self._log is not None:
+            try:
+                self._log(text)
+            except Exception:
+                pass
+
+    def event(self, name, **info):
+        self._events.append((name, info))
+
+    def take_datagrams(self):
+        out = self._out
+        self._out = []
+        return out
+
+    def take_events(self):
+        out = self._events
+        self._events = []
+        return out
+
+    def count(self, name):
+        self.counters[name] += 1
+
+    def _bug(self, where, e):
+        self.counters["internal_errors"] += 1
+        self.log("ike: internal error in %s: %s %s" % (where, type(e).__name__, e))
+
+    def emit(self, data, dst, natt):
+        if natt:
+            data = NON_ESP_MARKER + data
+        self._out.append((data, dst, natt))
+        self.counters["tx"] += 1
+
+    # -- identifiers -------------------------------------------------------------
+
+    def new_spi(self):
+        while True:
+            s = self.rng(8)
+            if s != bytes(8) and s not in self.sas:
+                return s
+
+    def new_child_spi(self):
+        while True:
+            v = int.from_bytes(self.rng(4), "big")
+            if v >= ESP_SPI_MIN and v not in self.children:
+                return v
+
+    def nonce(self):
+        return self.rng(NONCE_LEN)
+
+    def serial(self):
+        self._serial += 1
+        return self._serial
+
+    # -- the hook, behind a wall ---------------------------------------------------
+
+    def _hook(self, name, default, *args):
+        f = getattr(self.hook, name, None)
+        if f is None:
+            return default
+        try:
+            return f(*args)
+        except Exception as e:
+            self.counters["hook_errors"] += 1
+            self.log("ike: hook %s raised %s" % (name, type(e).__name__))
+            return default
+
+    def hook_notifies(self, moment, sa_spis, initiator, peer):
+        """Notify payloads (type, body) the hook adds at `moment`."""
+        got = self._hook("notifies_for", [], moment, sa_spis[0], sa_spis[1], initiator, peer)
+        out = []
+        try:
+            for n in got:
+                ntype, proto, data = n[0], n[1], n[-1]
+                out.append((PT_N, payloads.encode_notify(ntype, data, proto)))
+        except Exception:
+            self.counters["hook_errors"] += 1
+            return []
+        return out
+
+    def hook_protected(self, exchange, spi_i, spi_r, notifies, now):
+        ns = [(n[0], n[1], n[3]) for n in notifies]
+        self._hook("protected", None, exchange, spi_i, spi_r, ns, now)
+
+    def hook_ike(self, event, sa, now, old=None):
+        if old is None:
+            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
+        else:
+            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now, old)
+
+    def hook_child(self, event, child, sa, now):
+        self._hook("child_sa_event", None, event, child.spi_in, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
+
+    # -- SA tables -----------------------------------------------------------------
+
+    def add_sa(self, sa):
+        sa.idx = self.serial()
+        self.sas[sa.local_spi] = sa
+
+    def sa_list(self):
+        return list(self.sas.values())
+
+    def established(self, sa, now):
+        """IKE_AUTH completed (both roles): the hook and the caller learn it."""
+        sa.state = state.ike_next(sa.state, "auth_done")
+        sa.established = now
+        sa.reported = True
+        self.hook_ike(ESTABLISHED, sa, now)
+        self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
+        self.log("ike: IKE SA %s established with %s:%d (%s)" % (sa.name(), sa.peer[0], sa.peer[1], "initiator" if sa.initiator else "responder"))
+
+    def install_child(self, sa, child, now):
+        sa.children.append(child)
+        child.replay = esp.ReplayWindow()
+        self.children[child.spi_in] = (child, sa)
+        self.hook_child(ESTABLISHED, child, sa, now)
+        self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
+        self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
+
+    def remove_child(self, sa, child, now, reason):
+        if child in sa.children:
+            sa.children.remove(child)
+        if self.children.get(child.spi_in, (None,))[0] is child:
+            del self.children[child.spi_in]
+        child.state = state.CLOSED
+        self.hook_child(DELETED, child, sa, now)
+        self.event("child_down", sa=sa.name(), child=child.name(), reason=reason)
+        self.log("ike: Child SA %s deleted (%s)" % (child.name(), reason))
+
+    def move_children(self, old, new, now):
+        """An IKE SA rekey moves every Child SA to the new IKE SA (§2.8);
+        the hook sees each again under the new SPIs (docs/hook.md §6)."""
+        for c in old.children:
+            new.children.append(c)
+            self.children[c.spi_in] = (c, new)
+            self.hook_child(ESTABLISHED, c, new, now)
+        old.children = []
+
+    def close(self, sa, reason, now, report=True):
+        """The IKE SA is gone: Delete answered or received, retransmissions
+        gave up, a verified QCD token, INITIAL_CONTACT, a failed handshake.
+        No message is sent here."""
+        if self.sas.get(sa.local_spi) is not sa:
+            return
+        del self.sas[sa.local_spi]
+        for k in list(self.half_open):
+            if self.half_open[k] is sa:
+                del self.half_open[k]
+        was_up = sa.reported
+        for c in list(sa.children):
+            if was_up and report:
+                self.remove_child(sa, c, now, reason)
+            else:
+                if self.children.get(c.spi_in, (None,))[0] is c:
+                    del self.children[c.spi_in]
+        sa.children = []
+        sa.state = state.CLOSED
+        sa.request = None
+        sa.tasks = []
+        if was_up and report:
+            self.hook_ike(DELETED, sa, now)
+            self.event("ike_down", sa=sa.name(), reason=reason, peer=sa.peer)
+            self.log("ike: IKE SA %s deleted (%s)" % (sa.name(), reason))
+        elif not was_up and sa.successor is None:
+            self.event("ike_failed", sa=sa.name(), reason=reason, peer=sa.peer)
+            self.log("ike: IKE SA %s not established (%s)" % (sa.name(), reason))
+        else:
+            self.log("ike: old IKE SA %s removed (%s)" % (sa.name(), reason))
+        # reinitiate_s: an initiator brings the tunnel back when it was lost
+        # (timeout, QCD verdict, the peer's Delete), not when we ended it
+        if sa.initiator and self.cfg.initiator and self.cfg.reinitiate_ms is not None and sa.successor is None and reason != "deleted by us":
+            if not [s for s in self.sas.values() if s.up() or s.state in (state.INIT_SENT, state.AUTH_SENT)]:
+                self._start_at = now + self.cfg.reinitiate_ms
+
+    # -- sending -------------------------------------------------------------------
+
+    def _timeout(self, tries):
+        t = self.cfg.rt_timeout_ms * (self.cfg.rt_base ** tries)
+        if self.cfg.rt_limit_ms and t > self.cfg.rt_limit_ms:
+            t = self.cfg.rt_limit_ms
+        return int(t)
+
+    def _summary(self, pls):
+        out = []
+        for p in pls:
+            t = p[0]
+            if t == PT_N:
+                n = payloads.decode_notify(p[-1])
+                out.append("N(%s)" % (notify_name(n[0]) if n else "?"))
+            else:
+                out.append(PAYLOAD_NAMES.get(t, "P%d" % t))
+        return " ".join(out)
+
+    def log_msg(self, direction, exchange, response, msg_id, pls, peer):
+        self.log(
+            "ike: %s %s %s #%d %s %s:%d [%s]"
+            % (
+                direction,
+                exchange_name(exchange),
+                "response" if response else "request",
+                msg_id,
+                "to" if direction == "out" else "from",
+                peer[0],
+                peer[1],
+                self._summary(pls),
+            )
+        )
+
+    def protect(self, sa, exchange, flags, msg_id, pls):
+        encr, integ = sa.keys.outbound(sa.initiator)
+        return message.build_sk(sa.spi_i, sa.spi_r, exchange, flags, msg_id, pls, encr, integ, self.rng(BLOCK))
+
+    def send_request(self, sa, kind, exchange, pls, ctx, now):
+        """Start a protected request on `sa` (the window must be free)."""
+        msg_id = sa.my_msg_id
+        flags = FLAG_I if sa.initiator else 0
+        data = self.protect(sa, exchange, flags, msg_id, pls)
+        self.log_msg("out", exchange, False, msg_id, pls, sa.peer)
+        self.start_request(sa, kind, exchange, msg_id, data, ctx, now)
+
+    def start_request(self, sa, kind, exchange, msg_id, data, ctx, now):
+        sa.request = Request(kind, exchange, msg_id, data, ctx, now, now + self._timeout(0))
+        self.emit(data, sa.peer, sa.natt)
+
+    def respond(self, sa, m, pls, now):
+        """Answer request `m` on `sa` and keep the answer for retransmissions
+        of that request (§2.1)."""
+        flags = FLAG_R | (FLAG_I if sa.initiator else 0)
+        data = self.protect(sa, m.exchange, flags, m.msg_id, pls)
+        sa.last_response = (m.msg_id, data, crypto.sha256(m.buf))
+        sa.peer_msg_id = m.msg_id + 1
+        self.log_msg("out", m.exchange, True, m.msg_id, pls, sa.peer)
+        self.emit(data, sa.peer, sa.natt)
+
+    def task(self, sa, kind, arg, now):
+        """Queue an exchange; it starts when the window is free (§2.3)."""
+        for t in sa.tasks:
+            if t[0] == kind and t[1] is arg:
+                return
+        sa.tasks.append((kind, arg))
+        self.next_task(sa, now)
+
+    def next_task(self, sa, now):
+        while sa.request is None and sa.tasks and self.sas.get(sa.local_spi) is sa:
+            kind, arg = sa.tasks.pop(0)
+            if kind in ("liveness", "delete_ike", "delete_child", "notify"):
+                informational.start(self, sa, kind, arg, now)
+            elif kind in ("rekey_ike", "rekey_child"):
+                create_child_sa.start(self, sa, kind, arg, now)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def receive(self, data, src, natt, now):
+        """One UDP datagram from `src` ((ip, port)) on the IKE port, or on the
+        NAT-T port when `natt`."""
+        try:
+            self._receive(bytes(data), src, natt, now)
+        except Exception as e:
+            self._bug("receive", e)
+
+    def _receive(self, data, src, natt, now):
+        self.counters["rx"] += 1
+        if natt:
+            # RFC 3948 §2.2/§2.3: a one-octet 0xFF is a NAT-keepalive; four
+            # zero octets mark IKE; any other first word is an ESP SPI.
+            if len(data) < 4:
+                if not (len(data) == 1 and data[0] == 0xFF):
+                    self.count("dropped_malformed")
+                return
+            if data[0:4] != NON_ESP_MARKER:
+                self._esp_in(data, src, now)
+                return
+            data = data[4:]
+        m = message.parse(data)
+        if m is None:
+            self.count("dropped_malformed")
+            return
+        if m.exchange == IKE_SA_INIT and not m.is_protected():
+            if not m.is_response():
+                if m.spi_r == bytes(8) and m.flags & FLAG_I:
+                    ike_sa_init.on_request(self, m, src, natt, now)
+                    return
+            else:
+                sa = self.sas.get(m.spi_i)
+                if sa is not None and sa.initiator and sa.state == state.INIT_SENT:
+                    ike_sa_init.on_response(self, sa, m, src, natt, now)
+                    return
+        sa = self._lookup(m)
+        if sa is None:
+            ans = self._hook("unknown_ike_spi", None, data, src, now)
+            if ans:
+                self.counters["hook_answers"] += 1
+                self.emit(bytes(ans), src, natt)
+            else:
+                self.count("dropped_unknown_spi")
+            return
+        if not m.is_protected():
+            # docs/hook.md §4: the hook judges; True means the peer rebooted
+            # (RFC 6290 §3): delete silently. Never answered (RFC 7296
+            # §2.21.4: MUST NOT change state on an unprotected message alone).
+            if sa.reported and self._hook("unprotected", False, data, src, sa.peer, now) is True:
+                self.close(sa, "peer rebooted (verified QCD token)", now)
+            else:
+                self.count("dropped_unprotected")
+            return
+        self._protected(sa, m, src, natt, now)
+
+    def _lookup(self, m):
+        # The I flag says whether the sender is the original initiator, so
+        # which header SPI is ours (§3.1).
+        local = m.spi_r if m.flags & FLAG_I else m.spi_i
+        sa = self.sas.get(local)
+        if sa is None or sa.spi_i != m.spi_i or sa.spi_r != m.spi_r:
+            return None
+        return sa
+
+    def _protected(self, sa, m, src, natt, now):
+        if sa.keys is None:
+            self.count("dropped_unexpected")
+            return
+        encr, integ = sa.keys.inbound(sa.initiator)
+        if m.is_response():
+            req = sa.request
+            if req is None or m.msg_id != req.msg_id or m.exchange != req.exchange:
+                self.count("dropped_msg_id" if req is not None and m.msg_id != req.msg_id else "dropped_unexpected")
+                return
+            inner = message.decrypt_sk(m, encr, integ)
+            if inner is None:
+                self.count("dropped_integrity")
+                return
+            self._seen(sa, src, natt, now)
+            self.log_msg("in", m.exchange, True, m.msg_id, inner, src)
+            sa.request = None
+            sa.my_msg_id += 1
+            if req.kind == "auth":
+                ike_auth.on_response(self, sa, req, m, inner, now)
+            elif req.exchange == INFORMATIONAL:
+                informational.on_response(self, sa, req, m, inner, now)
+            elif req.exchange == CREATE_CHILD_SA:
+                create_child_sa.on_response(self, sa, req, m, inner, now)
+            self.next_task(sa, now)
+            return
+        # A request. §2.1: a retransmission of the last request we answered
+        # gets the same answer again; anything else outside the window is
+        # dropped (§2.3).
+        if sa.last_response is not None and m.msg_id == sa.last_response[0]:
+            if crypto.sha256(m.buf) == sa.last_response[2]:
+                self.counters["answered_retransmit"] += 1
+                self.emit(sa.last_response[1], sa.peer, sa.natt)
+            else:
+                self.count("dropped_msg_id")
+            return
+        if m.msg_id != sa.peer_msg_id:
+            self.count("dropped_msg_id")
+            return
+        if not state.peer_may_request(sa.state, exchange_name(m.exchange)):
+            self.count("dropped_unexpected")
+            return
+        inner = message.decrypt_sk(m, encr, integ)
+        if inner is None:
+            self.count("dropped_integrity")
+            return
+        self._seen(sa, src, natt, now)
+        self.log_msg("in", m.exchange, False, m.msg_id, inner, src)
+        # §2.5: a critical payload we do not understand rejects the message
+        for p in inner:
+            if p[1] and p[0] not in KNOWN_PAYLOADS:
+                self.respond(sa, m, [(PT_N, payloads.encode_notify(UNSUPPORTED_CRITICAL_PAYLOAD, bytes((p[0],))))], now)
+                return
+        if payloads.notifies(inner) is None:
+            self.respond(sa, m, [(PT_N, payloads.encode_notify(7))], now)  # INVALID_SYNTAX
+            return
+        ex = m.exchange
+        if ex == INFORMATIONAL:
+            informational.on_request(self, sa, m, inner, now)
+        elif ex == CREATE_CHILD_SA:
+            create_child_sa.on_request(self, sa, m, inner, now)
+        else:
+            ike_auth.on_request(self, sa, m, inner, src, natt, now)
+        if self.sas.get(sa.local_spi) is sa:
+            self.next_task(sa, now)
+
+    def _seen(self, sa, src, natt, now):
+        """An authenticated message: the peer is alive; behind a NAT its
+        address may change (§2.23: use the latest authenticated source)."""
+        sa.last_recv = now
+        if (src[0], src[1]) != (sa.peer[0], sa.peer[1]) and (sa.nat_detected or natt):
+            self.log("ike: peer of %s moved to %s:%d" % (sa.name(), src[0], src[1]))
+            sa.peer = (src[0], src[1])
+            sa.natt = natt
+
+    # -- ESP -----------------------------------------------------------------------
+
+    def _esp_in(self, packet, src, now):
+        spi = esp.spi_of(packet)
+        if spi is None or spi < ESP_SPI_MIN:
+            self.count("dropped_malformed")
+            return
+        hit = self.children.get(spi)
+        if hit is None:
+            # docs/hook.md §5 (RFC 6290 §8.2): the hook may answer
+            ans = self._hook("unknown_esp_spi", None, packet, src, now)
+            if ans:
+                self.counters["hook_answers"] += 1
+                self.emit(bytes(ans), src, True)
+            else:
+                self.count("dropped_esp")
+            return
+        child, sa = hit
+        r = esp.decapsulate(packet, child.keys[0], child.keys[1])
+        if r is None or not child.replay.check(r[0]):
+            self.count("dropped_esp")
+            return
+        child.replay.update(r[0])
+        child.packets_in += 1
+        sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+        self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
+        self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
+
+    def send_esp(self, now, payload=None, child=None):
+        """Send one ESP-in-UDP packet (RFC 4303, RFC 3948) into a Child SA:
+        `payload` (an IP packet; default an ICMP echo request from our
+        traffic selector to the peer's). Needs UDP encapsulation (a NAT-T
+        SA). Returns the packet, or None."""
+        try:
+            if child is None:
+                child = self._some_child()
+            if child is None:
+                return None
+            hit = self.children.get(child.spi_in)
+            if hit is None:
+                return None
+            sa = hit[1]
+            if not sa.natt:
+                self.log("ike: ESP needs UDP encapsulation; IKE SA %s is not on the NAT-T port" % sa.name())
+                return None
+            if payload is None:
+                payload = esp.icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
+            child.seq_out += 1
+            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.keys[3], payload, esp.NEXT_IPV4, self.rng(BLOCK))
+            child.packets_out += 1
+            self._out.append((pkt, sa.peer, True))
+            self.counters["tx"] += 1
+            self.log("ike: ESP out on %s seq %d, %d octets" % (child.name(), child.seq_out, len(payload)))
+            return pkt
+        except Exception as e:
+            self._bug("send_esp", e)
+            return None
+
+    def _some_child(self):
+        for sa in self.sas.values():
+            if sa.up():
+                for c in sa.children:
+                    if c.state == state.INSTALLED:
+                        return c
+        return None
+
+    # -- timers --------------------------------------------------------------------
+
+    def start(self, now):
+        """Begin: an initiator schedules its first IKE_SA_INIT after
+        start_delay_s (null: only on an explicit initiate())."""
+        if self.cfg.initiator and self.cfg.start_delay_ms is not None:
+            self._start_at = now + self.cfg.start_delay_ms
+
+    def next_due(self):
+        due = self._start_at
+        cfg = self.cfg
+        for sa in self.sas.values():
+            cands = []
+            if sa.request is not None:
+                cands.append(sa.request.due)
+            if sa.state == state.INIT_DONE:
+                cands.append(sa.created + cfg.half_open_ms)
+            if sa.up() and sa.request is None:
+                if cfg.dpd_ms:
+                    cands.append(sa.last_recv + cfg.dpd_ms)
+                if cfg.rekey_ms and sa.state == state.ESTABLISHED:
+                    cands.append(sa.established + cfg.rekey_ms)
+                if cfg.child_rekey_ms:
+                    for c in sa.children:
+                        if c.state == state.INSTALLED:
+                            cands.append(c.created + cfg.child_rekey_ms)
+            if sa.state == state.REKEYED:
+                cands.append(sa.last_recv + REKEYED_LINGER_MS)
+            for c in sa.children:
+                if c.state == state.REKEYED and c.rekeyed_at is not None:
+                    cands.append(c.rekeyed_at + REKEYED_LINGER_MS)
+            for c in cands:
+                if due is None or c < due:
+                    due = c
+        return due
+
+    def tick(self, now):
+        try:
+            self._tick(now)
+        except Exception as e:
+            self._bug("tick", e)
+
+    def _tick(self, now):
+        cfg = self.cfg
+        if self._start_at is not None and now >= self._start_at:
+            self._start_at = None
+            self._initiate(now)
+        for sa in self.sa_list():
+            if self.sas.get(sa.local_spi) is not sa:
+                continue
+            req = sa.request
+            if req is not None and now >= req.due:
+                if req.tries >= cfg.rt_tries:
+                    # §2.4: "If there has only been outgoing traffic on all of
+                    # the SAs associated with an IKE SA, it is essential to
+                    # confirm liveness ... If no cryptographically protected
+                    # messages have been received ... the IKE SA MUST be
+                    # deleted" -- after the retransmissions gave up.
+                    self.log("ike: %s %s #%d: no answer after %d retransmissions, giving up" % (exchange_name(req.exchange), req.kind, req.msg_id, req.tries))
+                    self.close(sa, "peer did not answer (%s)" % req.kind, now)
+                    continue
+                req.tries += 1
+                req.due = now + self._timeout(req.tries)
+                self.counters["retransmitted"] += 1
+                self.log("ike: retransmit %d of %s #%d to %s:%d" % (req.tries, exchange_name(req.exchange), req.msg_id, sa.peer[0], sa.peer[1]))
+                self.emit(req.data, sa.peer, sa.natt)
+                continue
+            if sa.state == state.INIT_DONE and now - sa.created >= cfg.half_open_ms:
+                self.close(sa, "half-open IKE SA timed out", now)
+                continue
+            if sa.state == state.REKEYED and now - sa.last_recv >= REKEYED_LINGER_MS:
+                self.close(sa, "rekeyed SA never deleted by the peer", now, report=False)
+                continue
+            for c in list(sa.children):
+                # the peer rekeyed it and owes its Delete (§2.8); do not
+                # keep it for ever if that never comes
+                if c.state == state.REKEYED and c.rekeyed_at is not None and now - c.rekeyed_at >= REKEYED_LINGER_MS:
+                    self.remove_child(sa, c, now, "rekeyed Child SA never deleted by the peer")
+            if not sa.up() or sa.request is not None or sa.tasks:
+                continue
+            if cfg.rekey_ms and sa.state == state.ESTABLISHED and now - sa.established >= cfg.rekey_ms:
+                self.task(sa, "rekey_ike", None, now)
+                continue
+            if cfg.child_rekey_ms:
+                for c in sa.children:
+                    if c.state == state.INSTALLED and now - c.created >= cfg.child_rekey_ms:
+                        self.task(sa, "rekey_child", c, now)
+                        break
+                if sa.request is not None:
+                    continue
+            if cfg.dpd_ms and now - sa.last_recv >= cfg.dpd_ms:
+                self.task(sa, "liveness", None, now)
+
+    # -- local decisions -------------------------------------------------------------
+
+    def _current(self):
+        """The IKE SA a command applies to: the newest one that is up."""
+        best = None
+        for sa in self.sas.values():
+            if sa.up() and (best is None or sa.idx > best.idx):
+                best = sa
+        return best
+
+    def _command(self, name, kind, now, sa=None, arg=None):
+        try:
+            sa = sa or self._current()
+            if sa is None:
+                self.log("ike: %s: no IKE SA is up" % name)
+                return False
+            if kind == "rekey_child" or kind == "delete_child":
+                if arg is None:
+                    live = [c for c in sa.children if c.state == state.INSTALLED]
+                    if not live:
+                        self.log("ike: %s: no Child SA" % name)
+                        return False
+                    arg = live[0]
+            self.task(sa, kind, arg, now)
+            return True
+        except Exception as e:
+            self._bug(name, e)
+            return False
+
+    def initiate(self, now):
+        """Start a new IKE SA (and its Child SA) with the configured peer."""
+        try:
+            return self._initiate(now)
+        except Exception as e:
+            self._bug("initiate", e)
+            return False
+
+    def _initiate(self, now):
+        if not self.cfg.initiator and self.cfg.peer_addr == "0.0.0.0":
+            self.log("ike: initiate: no peer address configured")
+            return False
+        ike_sa_init.start(self, now)
+        return True
+
+    def liveness(self, now, sa=None):
+        """An empty protected INFORMATIONAL request (RFC 7296 §2.4)."""
+        return self._command("liveness", "liveness", now, sa)
+
+    def rekey_ike(self, now, sa=None):
+        return self._command("rekey_ike", "rekey_ike", now, sa)
+
+    def rekey_child(self, now, child=None, sa=None):
+        return self._command("rekey_child", "rekey_child", now, sa, child)
+
+    def delete_child(self, now, child=None, sa=None):
+        return self._command("delete_child", "delete_child", now, sa, child)
+
+    def delete_ike(self, now, sa=None):
+        return self._command("delete_ike", "delete_ike", now, sa)
+
+    def shutdown(self, now):
+        """Send a Delete for every IKE SA that is up (a clean stop)."""
+        n = 0
+        for sa in self.sa_list():
+            if sa.up() or sa.state == state.REKEYED:
+                sa.tasks = [t for t in sa.tasks if t[0] == "delete_ike"]
+                self.task(sa, "delete_ike", None, now)
+                n += 1
+        return n
+
+    def status(self):
+        out = []
+        for sa in self.sas.values():
+            out.append(
+                {
+                    "spi_i": sa.spi_i.hex(),
+                    "spi_r": sa.spi_r.hex(),
+                    "state": sa.state,
+                    "initiator": sa.initiator,
+                    "peer": "%s:%d" % (sa.peer[0], sa.peer[1]),
+                    "natt": sa.natt,
+                    "children": [
+                        {"spi_in": "%08x" % c.spi_in, "spi_out": "%08x" % c.spi_out, "state": c.state, "packets_in": c.packets_in, "packets_out": c.packets_out}
+                        for c in sa.children
+                    ],
+                }
+            )
+        return {"ike_sas": out, "counters": dict(self.counters)}

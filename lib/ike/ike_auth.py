@@ -1,0 +1,162 @@
+# IKE_AUTH (RFC 7296 §1.2, §2.15) with a pre-shared key, and the first Child
+# SA (ESP, tunnel mode) with traffic selectors from the configuration.
+#
+#   HDR, SK {IDi, [N(INITIAL_CONTACT)], [IDr], AUTH, SAi2, TSi, TSr, [N(hook)...]} -->
+#                              <--  HDR, SK {IDr, AUTH, SAr2, TSi, TSr, [N(hook)...]}
+#
+# The hook adds its notifies to our first IKE_AUTH request (moment
+# "auth_request") or our IKE_AUTH response ("auth_response"), and sees the
+# notifies of every authenticated IKE_AUTH message (docs/hook.md).
+
+from ike import crypto, keymat, payloads, proposals, state
+from ike import ts as tsmod
+from ike.const import (
+    AUTH_SHARED_KEY_MIC,
+    AUTHENTICATION_FAILED,
+    ERROR_MAX,
+    IKE_AUTH,
+    INITIAL_CONTACT,
+    NO_PROPOSAL_CHOSEN,
+    PT_AUTH,
+    PT_IDI,
+    PT_IDR,
+    PT_N,
+    PT_SA,
+    PT_TSI,
+    PT_TSR,
+    TS_UNACCEPTABLE,
+    notify_name,
+)
+from ike.hook import AUTH_REQUEST, AUTH_RESPONSE
+from ike.sa import ChildSa
+
+
+def _id_body(ident):
+    return payloads.encode_typed(ident[0], ident[1])
+
+
+def _n(ntype, data=b""):
+    return (PT_N, payloads.encode_notify(ntype, data))
+
+
+def send_request(eng, sa, now):
+    cfg = eng.cfg
+    idi = _id_body(cfg.id_local)
+    # §2.15: InitiatorSignedOctets = RealMessage1 | NonceRData | MACedIDForI
+    auth = keymat.psk_auth(cfg.psk, sa.init_req, sa.nr, sa.keys.sk_pi, idi)
+    spi = eng.new_child_spi()
+    pls = [(PT_IDI, idi)]
+    # §2.4: INITIAL_CONTACT "MAY be sent ... when it wants the other side to
+    # delete all other IKE SAs it has with it": when we hold no other SA
+    # with this peer (after a reboot we hold none).
+    others = [s for s in eng.sas.values() if s is not sa and s.up() and s.peer[0] == sa.peer[0]]
+    if cfg.initial_contact and not others:
+        pls.append(_n(INITIAL_CONTACT))
+    pls.append((PT_IDR, _id_body(cfg.id_peer)))
+    pls.append((PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth)))
+    pls.append((PT_SA, payloads.encode_sa(proposals.esp_offer(spi.to_bytes(4, "big")))))
+    pls.append((PT_TSI, payloads.encode_ts(cfg.ts_local)))
+    pls.append((PT_TSR, payloads.encode_ts(cfg.ts_peer)))
+    pls += eng.hook_notifies(AUTH_REQUEST, sa.spis(), True, sa.peer)
+    eng.send_request(sa, "auth", IKE_AUTH, pls, spi, now)
+
+
+def _verify(eng, sa, inner, signed_message, nonce, sk_p, id_kind):
+    """The peer's ID and AUTH payloads against the configuration: the
+    decoded ID, or None when authentication fails."""
+    idb = payloads.first(inner, id_kind)
+    authb = payloads.first(inner, PT_AUTH)
+    if idb is None or authb is None:
+        return None
+    ident = payloads.decode_typed(idb)
+    auth = payloads.decode_typed(authb)
+    if ident is None or auth is None or auth[0] != AUTH_SHARED_KEY_MIC:
+        return None
+    if ident != eng.cfg.id_peer:
+        return None
+    want = keymat.psk_auth(eng.cfg.psk, signed_message, nonce, sk_p, idb)
+    if not crypto.ct_equal(auth[1], want):
+        return None
+    return ident
+
+
+def on_response(eng, sa, req, m, inner, now):
+    cfg = eng.cfg
+    ns = payloads.notifies(inner) or []
+    # §2.15: ResponderSignedOctets = RealMessage2 | NonceIData | MACedIDForR
+    ident = _verify(eng, sa, inner, sa.init_resp, sa.ni, sa.keys.sk_pr, PT_IDR)
+    if ident is None:
+        errs = [n for n in ns if n[0] <= ERROR_MAX]
+        why = ("peer refused IKE_AUTH: %s" % notify_name(errs[0][0])) if errs else "authentication of the peer failed"
+        eng.close(sa, why, now)
+        return
+    sa.peer_id = ident
+    eng.hook_protected(IKE_AUTH, sa.spi_i, sa.spi_r, ns, now)
+    eng.established(sa, now)
+    # The Child SA (§1.2): the responder's choice must be within our offer.
+    props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
+    tsi = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
+    tsr = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
+    spi_out = proposals.check_esp_answer(props) if props is not None else None
+    if spi_out is None or tsi is None or tsr is None or not tsmod.within(tsi, cfg.ts_local) or not tsmod.within(tsr, cfg.ts_peer):
+        errs = [notify_name(n[0]) for n in ns if n[0] <= ERROR_MAX]
+        eng.event("child_failed", sa=sa.name(), reason=",".join(errs) or "unacceptable answer")
+        eng.log("ike: no Child SA under %s (%s)" % (sa.name(), ",".join(errs) or "unacceptable answer"))
+        return
+    # §2.17: the first Child SA is keyed with the IKE_SA_INIT nonces.
+    ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, sa.ni, sa.nr)
+    child = ChildSa(req.ctx, int.from_bytes(spi_out, "big"), (er, ir, ei, ii), tsi, tsr, True, now)
+    eng.install_child(sa, child, now)
+
+
+def on_request(eng, sa, m, inner, src, natt, now):
+    cfg = eng.cfg
+    ns = payloads.notifies(inner) or []
+    ident = _verify(eng, sa, inner, sa.init_req, sa.nr, sa.keys.sk_pi, PT_IDI)
+    if ident is None:
+        # §2.21.2: "If the error occurs on the responder, the notification
+        # is returned in the protected response"; the half-open SA goes.
+        eng.respond(sa, m, [_n(AUTHENTICATION_FAILED)], now)
+        eng.close(sa, "authentication of the peer failed", now)
+        return
+    sa.peer_id = ident
+    if [n for n in ns if n[0] == INITIAL_CONTACT]:
+        # §2.4: "the receiving peer SHOULD delete all other IKE SAs with the
+        # same authenticated identity" (the peer restarted and lost them).
+        for other in eng.sa_list():
+            if other is not sa and other.peer_id == ident and other.state not in (state.INIT_SENT, state.INIT_DONE, state.AUTH_SENT):
+                eng.close(other, "replaced (INITIAL_CONTACT)", now)
+    eng.hook_protected(IKE_AUTH, sa.spi_i, sa.spi_r, ns, now)
+    eng.established(sa, now)
+    child = None
+    child_pls = []
+    props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
+    tsi_o = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
+    tsr_o = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
+    if props is not None and tsi_o is not None and tsr_o is not None:
+        chosen = proposals.choose_esp(props)
+        tsi = tsmod.narrow(tsi_o, cfg.ts_peer)
+        tsr = tsmod.narrow(tsr_o, cfg.ts_local)
+        if chosen is None:
+            child_pls = [_n(NO_PROPOSAL_CHOSEN)]
+        elif not tsi or not tsr:
+            child_pls = [_n(TS_UNACCEPTABLE)]
+        else:
+            num, spi_peer = chosen
+            spi = eng.new_child_spi()
+            ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, sa.ni, sa.nr)
+            child = ChildSa(spi, int.from_bytes(spi_peer, "big"), (ei, ii, er, ir), tsr, tsi, False, now)
+            child_pls = [
+                (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, spi.to_bytes(4, "big")))),
+                (PT_TSI, payloads.encode_ts(tsi)),
+                (PT_TSR, payloads.encode_ts(tsr)),
+            ]
+    if child is not None:
+        eng.install_child(sa, child, now)
+    elif child_pls:
+        eng.event("child_failed", sa=sa.name(), reason=notify_name(payloads.decode_notify(child_pls[0][1])[0]))
+    idr = _id_body(cfg.id_local)
+    auth = keymat.psk_auth(cfg.psk, sa.init_resp, sa.ni, sa.keys.sk_pr, idr)
+    pls = [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + child_pls
+    pls += eng.hook_notifies(AUTH_RESPONSE, sa.spis(), False, sa.peer)
+    eng.respond(sa, m, pls, now)
