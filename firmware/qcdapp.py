@@ -51,7 +51,7 @@ class App:
         self.log_lines = []
 
     def log(self, line):
-        print("qcd: " + line)
+        print(line)
         self.log_lines.append(line)
         del self.log_lines[:-20]
 
@@ -82,6 +82,14 @@ def load_config(path=CONFIG_PATH):
     for sect in ("wifi", "device", "qcd"):
         if not isinstance(cfg.get(sect, {}), dict):
             raise SetupError("%s: %r must be an object" % (path, sect))
+    try:
+        from ike import config as ikeconfig
+    except ImportError:  # no lib/ike on this board: the IKE loop cannot start anyway
+        return cfg
+    try:
+        ikeconfig.Config(cfg)  # every IKE key checked now, before the radio is on
+    except ValueError as e:
+        raise SetupError("%s: %s" % (path, e))
     return cfg
 
 
@@ -133,6 +141,8 @@ def make_hook(cfg, store, boot_ms, log):
     from qcd.tokens import STYLE_ADDR, STYLE_SPIS
 
     q = cfg.get("qcd") or {}
+    if not isinstance(q, dict):
+        raise SetupError("qcd must be an object")
     roles = {"maker": qhook.MAKER, "taker": qhook.TAKER, "both": qhook.MAKER | qhook.TAKER}
     role = roles.get(q.get("role", "maker"))
     if role is None:

@@ -107,11 +107,29 @@ def test_app_without_config_says_how_to_provide_one(tmp_path):
         vb.stop()
 
 
-@pytest.mark.parametrize("bad, expect", [("[1, 2]", "must hold a JSON object"), ("{", "not valid JSON"), ('{"wifi": 3}', "'wifi' must be an object")])
+def example(**changes):
+    with open(os.path.join(FIRMWARE, "qcd.json.example")) as f:
+        cfg = json.load(f)
+    cfg.update(changes)
+    return json.dumps(cfg)
+
+
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        ("[1, 2]", "must hold a JSON object"),
+        ("{", "not valid JSON"),
+        (example(wifi=3), "'wifi' must be an object"),
+        # lib/ike's own check of the IKE keys, before anything else starts.
+        (example(peer={"addr": "gw.example.com"}), "peer"),
+        (example(psk="short"), "pre-shared key must be at least 8 octets"),
+    ],
+)
 def test_app_refuses_a_bad_config(tmp_path, bad, expect):
     sys.path.insert(0, FIRMWARE)
     import qcdapp
 
+    assert qcdapp.load_config(os.path.join(FIRMWARE, "qcd.json.example"))["qcd"]["role"] == "maker"
     p = tmp_path / "qcd.json"
     p.write_text(bad)
     with pytest.raises(qcdapp.SetupError, match=expect):

@@ -1,0 +1,163 @@
+# The firmware app (firmware/qcdapp.py) with the IKE engine's device shell
+# (ike.device: sockets + select.poll, which run on CPython too) against a
+# qcd-peer gateway over loopback: the app's wiring of config, watchdog,
+# partition, store, hook and IKE loop, end to end. The virtual board has no
+# sockets, so this part runs on CPython; the ESP32 modules the app imports
+# are given to it as on the virtual board: esp32.Partition is the flash
+# emulator (tools/flashemu.py) over a partition image file, machine.WDT
+# counts feeds, time gets MicroPython's ticks functions.
+#
+# Run 1: the app boots on a blank partition (creates the secret), brings an
+# IKE SA up with the gateway and hands it a QCD token. Run 2 (a power cycle:
+# same image, no initiation): the gateway's liveness check for the stale SA
+# is answered with INVALID_IKE_SPI + QCD by the app and the gateway deletes
+# the SA at once.
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from peers import Peer, one_up
+from support import LIB, ROOT, TOOLS
+
+PSK = "a-long-pre-shared-key"
+FIRMWARE = os.path.join(ROOT, "firmware")
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time, types
+    sys.path[:0] = [%(lib)r, %(firmware)r, %(tools)r]
+    import flashemu
+
+    class Part(flashemu.FlashEmu):
+        def info(self):
+            return (1, 6, 0x200000, self.size, "qcd", self.encrypted)
+
+    class Partition:
+        TYPE_APP = 0
+        TYPE_DATA = 1
+
+        @staticmethod
+        def find(type=0, subtype=0xFF, label=None, block_size=4096):
+            if type == 1 and label in (None, "qcd"):
+                return [Part(flashemu.FileBacking(%(image)r))]
+            return []
+
+    class WDT:
+        feeds = 0
+        def __init__(self, id=0, timeout=5000):
+            WDT.timeout = timeout
+        def feed(self):
+            WDT.feeds += 1
+
+    esp32 = types.ModuleType("esp32")
+    esp32.Partition = Partition
+    machine = types.ModuleType("machine")
+    machine.WDT = WDT
+    sys.modules.update(esp32=esp32, machine=machine)
+    time.ticks_ms = lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF
+    time.ticks_diff = lambda a, b: ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+    time.sleep_ms = lambda ms: time.sleep(ms / 1000)
+
+    import qcdapp
+
+    t0 = time.monotonic()
+    def stop():
+        qcdapp.APP.feed()
+        return time.monotonic() - t0 > %(run_s)d or %(stop_when)s
+    qcdapp._tick = stop
+    app = qcdapp.main(%(config)r)
+    st = app.hook.status()
+    print("RESULT", app.state, "|", WDT.feeds, WDT.timeout, app.store.boot_count, ",".join(st["secrets"]), st["maker"].get("answered_ike", 0), flush=True)
+    """
+)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run_app(tmp_path, gw_ports, dev_ports, run_s, stop_when, **changes):
+    cfg = json.load(open(os.path.join(FIRMWARE, "qcd.json.example")))
+    cfg.update(
+        {
+            "device": {"watchdog_s": 30, "partition": "qcd"},
+            "local": {"addr": "127.0.0.1", "port": dev_ports[0], "natt_port": dev_ports[1]},
+            "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
+            "psk": PSK,
+            "nat_t": "force",
+            "dpd_s": 0,
+            "qcd": {"role": "maker", "style": "5.1", "rate": 100, "burst": 100},
+        }
+    )
+    cfg.update(changes)
+    path = tmp_path / "qcd.json"
+    path.write_text(json.dumps(cfg))
+    script = DRIVER % {"lib": LIB, "firmware": FIRMWARE, "tools": TOOLS, "image": str(tmp_path / "qcd.img"), "run_s": run_s, "stop_when": stop_when, "config": str(path)}
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def result(proc, timeout=180):
+    out, _ = proc.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, out
+    state, rest = lines[0][len("RESULT ") :].split(" | ")
+    feeds, timeout_ms, boots, secrets, answered = rest.split()
+    return state, int(feeds), int(timeout_ms), int(boots), secrets, int(answered), out
+
+
+def test_firmware_app_runs_ike_with_qcd_and_answers_after_a_power_cycle(tmp_path):
+    subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
+    gw = Peer(
+        str(tmp_path),
+        "gw",
+        {
+            "role": "responder",
+            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
+            "psk": PSK,
+            "id_local": "gw.example",
+            "id_peer": "dev.example",
+            "ts_local": ["10.1.0.0/16"],
+            "ts_peer": ["10.2.0.0/24"],
+            "dpd_s": 0,
+            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
+            "qcd": {"role": "taker"},
+        },
+    ).start()
+    try:
+        gw_ports = gw.ports()
+        dev_ports = (free_port(), free_port())
+        # Run 1: boot, SA up, token handed over; stop once the gateway holds it.
+        flag = tmp_path / "up"
+        app = run_app(tmp_path, gw_ports, dev_ports, 90, "__import__('os').path.exists(%r)" % str(flag))
+        st = gw.wait(one_up, timeout=90, what="SA from the app at the gateway")
+        gw.wait(lambda s: s["hook"]["tokens_held"] == 1, what="token held by the gateway")
+        flag.write_text("")
+        state, feeds, timeout_ms, boots, secrets1, _, out = result(app)
+        assert state == "stopped" and feeds > 0 and timeout_ms == 30000, out
+        assert boots == 1 and len(secrets1.split(",")) == 1
+        assert "qcd: token handed over (auth_request)" in out
+        assert len(st["ike_sas"]) == 1
+        # Run 2: the same image after a power cycle; the app does not
+        # initiate. The gateway's liveness check for its stale SA gets the
+        # QCD answer, and the gateway deletes the SA.
+        app = run_app(tmp_path, gw_ports, dev_ports, 60, "False", start_delay_s=None)
+        gw.wait(lambda s: True, what="gateway alive")
+        import time
+
+        time.sleep(2)  # the app is listening (flash mount and socket bind)
+        assert gw.ctl("liveness")["ok"]
+        gw.wait(lambda s: not s["ike_sas"], timeout=60, what="stale SA deleted by QCD")
+        assert gw.status()["hook"]["taker"]["verified"] == 1
+        app.terminate()
+        out = app.communicate(timeout=60)[0]
+        assert "qcd: answered INVALID_IKE_SPI + QCD to 127.0.0.1:" in out, out
+        assert "store: <qcd.store 16 blocks, secrets=%s, children=1, boot 2>" % secrets1 in out, out
+    finally:
+        gw.kill()
