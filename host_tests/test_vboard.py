@@ -200,6 +200,8 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
         "print(h.status()['role'], qcd.__file__)"
     )
     assert out.strip() == "maker+taker /lib/qcd/__init__.py"
+    # The IKE engine deployed beside it imports there too.
+    assert vb.exec("import ike.engine, ike.config\nprint(ike.engine.Engine.__name__)").strip() == "Engine"
     # A second deploy finds every file up to date (mpremote compares sha256).
     r = vb.qcdboard("deploy", "--port", vb.tty)
     assert r.returncode == 0, r.stdout + r.stderr
