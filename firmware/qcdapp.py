@@ -14,12 +14,13 @@
 #      with it, feeding the watchdog from the loop.
 #
 # Everything it holds stays in qcdapp.APP, so an operator at the REPL (and
-# `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state.
+# `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state, and
+# APP.engine, which resume() continues with after a Ctrl-C.
 #
-# On a board without a network module or sockets (the virtual board,
-# tools/vboard, is the WebAssembly port: neither exists), steps 3 and 5 are
-# skipped with a message; the store is mounted and the hook built all the
-# same, so everything up to the network runs there.
+# Without a network module, step 3 is skipped with a message; without
+# sockets, step 5 too (the store is mounted and the hook built all the same).
+# The virtual board (tools/vboard) has no network module; with --net it has
+# sockets on the host's network, and the IKE loop runs there.
 import json
 import sys
 
@@ -213,15 +214,19 @@ def _run(app):
         return app
     from ike import device
 
+    if app.engine is None:
+        # Kept in APP, so an interruption costs no IKE SA: resume() goes on
+        # with the same engine (SAs, timers, clock).
+        app.engine = device.new_engine(app.config, app.hook, log=app.log)
     app.state = "running"
     try:
-        app.engine = device.run(app.config, app.hook, log=app.log, stop=_tick)
+        device.run(app.config, app.hook, log=app.log, stop=_tick, engine=app.engine)
         app.state = "stopped"
     except KeyboardInterrupt:
-        # mpremote (qcdboard diag, deploy) interrupts with Ctrl-C. The hook
-        # and store stay in APP; resume() starts the loop again.
+        # mpremote (qcdboard diag, deploy) interrupts with Ctrl-C. The
+        # engine, hook and store stay in APP; resume() continues the loop.
         app.state = "stopped by diag"
-        app.log("stopped (Ctrl-C); qcdapp.resume() continues; the watchdog keeps running")
+        app.log("stopped (Ctrl-C); qcdapp.resume() continues with the same IKE SAs; the watchdog keeps running")
     except Exception as e:
         app.state = "failed: %s: %s" % (type(e).__name__, e)
         app.log(app.state)
@@ -239,7 +244,9 @@ def _tick():
 
 
 def resume():
-    """Start the IKE loop again after an interruption (same hook and store)."""
+    """Continue the IKE loop after an interruption: same engine (its IKE SAs
+    and Child SAs go on), hook and store; the sockets are bound again on the
+    same ports."""
     if APP is None or APP.hook is None:
         return main()
     return _run(APP)

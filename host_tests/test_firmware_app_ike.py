@@ -1,17 +1,19 @@
 # The firmware app (firmware/qcdapp.py) with the IKE engine's device shell
 # (ike.device: sockets + select.poll, which run on CPython too) against a
 # qcd-peer gateway over loopback: the app's wiring of config, watchdog,
-# partition, store, hook and IKE loop, end to end. The virtual board has no
-# sockets, so this part runs on CPython; the ESP32 modules the app imports
-# are given to it as on the virtual board: esp32.Partition is the flash
-# emulator (tools/flashemu.py) over a partition image file, machine.WDT
-# counts feeds, time gets MicroPython's ticks functions.
+# partition, store, hook and IKE loop, end to end, here on CPython
+# (test_vboard_net.py runs the same on MicroPython, the virtual board with
+# --net); the ESP32 modules the app imports are given to it as on the
+# virtual board: esp32.Partition is the flash emulator (tools/flashemu.py)
+# over a partition image file, machine.WDT counts feeds, time gets
+# MicroPython's ticks functions.
 #
 # Run 1: the app boots on a blank partition (creates the secret), brings an
 # IKE SA up with the gateway and hands it a QCD token. Run 2 (a power cycle:
 # same image, no initiation): the gateway's liveness check for the stale SA
 # is answered with INVALID_IKE_SPI + QCD by the app and the gateway deletes
-# the SA at once.
+# the SA at once. And a Ctrl-C (KeyboardInterrupt in the loop, as mpremote
+# sends it) followed by qcdapp.resume() keeps the engine and its SA.
 import json
 import os
 import socket
@@ -159,5 +161,85 @@ def test_firmware_app_runs_ike_with_qcd_and_answers_after_a_power_cycle(tmp_path
         out = app.communicate(timeout=60)[0]
         assert "qcd: answered INVALID_IKE_SPI + QCD to 127.0.0.1:" in out, out
         assert "store: <qcd.store 16 blocks, secrets=%s, children=1, boot 2>" % secrets1 in out, out
+    finally:
+        gw.kill()
+
+
+RESUME_DRIVER = DRIVER.split("import qcdapp\n")[0] + textwrap.dedent(
+    """
+    import os
+    import qcdapp
+
+    interrupted = []
+    def tick():
+        qcdapp.APP.feed()
+        if not interrupted and os.path.exists(%(ctrl_c)r):
+            interrupted.append(1)
+            raise KeyboardInterrupt  # what mpremote's Ctrl-C does to the loop
+        return os.path.exists(%(stop)r)
+    qcdapp._tick = tick
+    app = qcdapp.main(%(config)r)
+    engine = app.engine
+    print("FIRST", app.state, "|", len(engine.sas), flush=True)
+    open(%(marker)r, "w").close()
+    app = qcdapp.resume()
+    print("RESULT", app.state, "|", app.engine is engine, len(engine.sas), engine.counters["internal_errors"], flush=True)
+    """
+)
+
+
+def test_firmware_app_resume_after_ctrl_c_continues_with_the_same_ike_sa(tmp_path):
+    subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
+    gw = Peer(
+        str(tmp_path),
+        "gw",
+        {
+            "role": "responder",
+            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
+            "psk": PSK,
+            "id_local": "gw.example",
+            "id_peer": "dev.example",
+            "ts_local": ["10.1.0.0/16"],
+            "ts_peer": ["10.2.0.0/24"],
+            "dpd_s": 0,
+            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
+            "qcd": {"role": "taker"},
+        },
+    ).start()
+    try:
+        gw_ports = gw.ports()
+        cfg = json.load(open(os.path.join(FIRMWARE, "qcd.json.example")))
+        cfg.update(
+            {
+                "device": {"watchdog_s": 30, "partition": "qcd"},
+                "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
+                "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
+                "psk": PSK,
+                "nat_t": "force",
+                "dpd_s": 0,
+            }
+        )
+        (tmp_path / "qcd.json").write_text(json.dumps(cfg))
+        files = {k: str(tmp_path / k) for k in ("ctrl_c", "stop", "marker")}
+        script = RESUME_DRIVER % dict(lib=LIB, firmware=FIRMWARE, tools=TOOLS, image=str(tmp_path / "qcd.img"), config=str(tmp_path / "qcd.json"), **files)
+        app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        gw.wait(one_up, timeout=90, what="SA from the app")
+        open(files["ctrl_c"], "w").close()
+        import time
+
+        end = time.monotonic() + 60
+        while not os.path.exists(files["marker"]) and time.monotonic() < end and app.poll() is None:
+            time.sleep(0.05)
+        mark = len(gw.log())
+        assert gw.ctl("liveness")["ok"]
+        gw.wait_log("liveness check of", start=mark, timeout=60)  # answered by the resumed loop
+        open(files["stop"], "w").close()
+        out = app.communicate(timeout=60)[0]
+        assert "FIRST stopped by diag | 1" in out, out
+        assert "RESULT stopped | True 1 0" in out, out
+        assert "qcdapp.resume() continues with the same IKE SAs" in out
+        assert "ike: continuing on 127.0.0.1 port %d" % cfg["local"]["port"] in out
+        st = gw.status()
+        assert len(st["ike_sas"]) == 1 and gw.log().count("in IKE_SA_INIT") == 1  # the diag cost no SA
     finally:
         gw.kill()

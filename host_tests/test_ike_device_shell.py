@@ -82,3 +82,89 @@ def test_device_shell_establishes_an_sa_with_a_gateway(tmp_path):
         assert st["ike_sas"][0]["natt"]
     finally:
         gw.kill()
+
+
+def test_run_continues_an_interrupted_engine_with_its_sa_on_the_same_ports(tmp_path):
+    # mpremote's Ctrl-C lands in the loop as KeyboardInterrupt: run() closes
+    # its sockets and the exception goes up. run(engine=...) then continues
+    # with the same Engine (SA, timers, clock) on sockets bound again to the
+    # same ports; a request queued while it was stopped goes out first.
+    gw = Peer(
+        str(tmp_path),
+        "gw",
+        {
+            "role": "responder",
+            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
+            "psk": PSK,
+            "id_local": "gw.example",
+            "id_peer": "dev.example",
+            "ts_local": ["10.1.0.0/16"],
+            "ts_peer": ["10.2.0.0/24"],
+            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
+        },
+    ).start()
+    try:
+        port, natt = gw.ports()
+        script = textwrap.dedent(
+            """
+            import socket, sys
+            sys.path.insert(0, %r)
+            from ike import device
+            def free():
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", 0))
+                p = s.getsockname()[1]
+                s.close()
+                return p
+            cfg = {"role": "initiator", "local": {"addr": "127.0.0.1", "port": free(), "natt_port": free()},
+                   "peer": {"addr": "127.0.0.1", "port": %d, "natt_port": %d}, "psk": %r,
+                   "id_local": "dev.example", "id_peer": "gw.example",
+                   "ts_local": ["10.2.0.0/24"], "ts_peer": ["10.1.0.0/16"], "nat_t": "force"}
+            lines = []
+            def log(line):
+                print(line, flush=True)
+                lines.append(line)
+            def ctrl_c():
+                if any(" up under " in l for l in lines):
+                    raise KeyboardInterrupt
+                return False
+            eng = device.new_engine(cfg, log=log)
+            try:
+                device.run(cfg, log=log, stop=ctrl_c, engine=eng, max_ms=60000)
+                print("NOT INTERRUPTED")
+            except KeyboardInterrupt:
+                print("INTERRUPTED")
+            spis = sorted(eng.sas)
+            ms = eng.device_clock.now()
+            eng.liveness(ms)  # queued while the loop is stopped
+            n = len(lines)
+            def answered():
+                return any("liveness check of" in l for l in lines[n:])
+            again = device.run({"unused": True}, log=log, stop=answered, engine=eng, max_ms=60000)
+            print("SAME", again is eng, sorted(eng.sas) == spis, len(spis), eng.device_clock.now() >= ms, eng.counters["internal_errors"])
+            """
+            % (LIB, port, natt, PSK)
+        )
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "INTERRUPTED" in p.stdout and "NOT INTERRUPTED" not in p.stdout, p.stdout
+        assert "SAME True True 1 True 0" in p.stdout, p.stdout
+        assert "ike: continuing on 127.0.0.1 port" in p.stdout and "with 1 IKE SA(s)" in p.stdout
+        assert p.stdout.count("IKE_SA_INIT request") == 1  # no new SA
+        st = gw.status()
+        assert len(st["ike_sas"]) == 1
+    finally:
+        gw.kill()
+
+
+def test_run_refuses_an_engine_it_did_not_make():
+    from ike.config import Config
+    from ike.engine import Engine
+
+    cfg = Config({"role": "responder", "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0}, "psk": PSK, "id_local": "a", "id_peer": "b", "ts_local": ["10.1.0.0/16"], "ts_peer": ["10.2.0.0/24"]})
+    try:
+        device.run(cfg, engine=Engine(cfg))
+    except ValueError as e:
+        assert "new_engine" in str(e)
+    else:
+        raise AssertionError("run() took an engine without a device clock")

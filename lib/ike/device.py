@@ -6,14 +6,30 @@
 #   cfg = config.load("/ike.json")
 #   device.run(cfg, hook)                 # serves until stop() is True
 #
-# run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None) -> Engine
+# run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None,
+#     engine=None) -> Engine
 #   cfg     ike.config.Config (or a dict, which is checked into one)
 #   hook    the notify hook (e.g. qcd.hook.QcdHook), or None
 #   log     callable(line) for one-line log messages (default: print with
 #           the uptime in ms)
 #   stop    callable() -> True to return (checked at least twice a second)
 #   rng     callable(n) -> n random bytes (default os.urandom)
-#   max_ms  return after this many ms (tests)
+#   max_ms  return after this many ms of this run (tests)
+#   engine  an Engine to continue with: one from new_engine(), or one an
+#           earlier run() served before it returned or was interrupted
+#           (KeyboardInterrupt: mpremote's Ctrl-C). Its IKE SAs, timers and
+#           clock go on; the sockets are bound again on the same ports (they
+#           were closed when the loop ended); a datagram the engine had
+#           produced but not yet sent goes out first. cfg, hook and rng are
+#           the engine's then.
+#
+# new_engine(cfg, hook=None, log=None, rng=None) -> Engine
+#   the Engine run() would make, with its clock, for a caller that keeps it
+#   across interruptions (firmware/qcdapp.py: APP.engine, so `qcdboard
+#   diag`, which interrupts the loop, costs no IKE SA). An interrupt lands
+#   between two bytecodes; if it hits the engine in the middle of a
+#   datagram, that exchange may be left half-done and is recovered as a lost
+#   datagram would be (retransmission, or the peer's).
 #
 # Device traps this handles (micropython-esp32-reference.md §6, §9):
 # sendto takes a dotted IPv4 string, never a hostname (the config holds
@@ -88,7 +104,10 @@ def _port(s, configured):
         return configured
 
 
-def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None):
+def new_engine(cfg, hook=None, log=None, rng=None):
+    """A new Engine for run(engine=...), carrying the clock run() drives it
+    with (ms from ticks, never wrapping), so that a later run() continues on
+    the same time line."""
     if not isinstance(cfg, Config):
         cfg = Config(cfg)
     clock = Clock()
@@ -98,10 +117,33 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None):
             print("[%9d ms] %s" % (clock.now(), line))
 
     eng = Engine(cfg, hook, rng, log)
+    eng.device_clock = clock
+    eng.device_started = False
+    return eng
+
+
+def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None):
+    if engine is None:
+        eng = new_engine(cfg, hook, log, rng)
+    else:
+        eng = engine
+        if getattr(eng, "device_clock", None) is None:
+            raise ValueError("engine= takes an Engine from device.new_engine() or an earlier run()")
+    if log is None:
+        log = eng.log
+    clock = eng.device_clock
+    cfg = eng.cfg
     ike = _udp(cfg.local_addr, cfg.local_port)
-    natt = _udp(cfg.local_addr, cfg.local_natt_port)
+    try:
+        natt = _udp(cfg.local_addr, cfg.local_natt_port)
+    except BaseException:
+        ike.close()
+        raise
     eng.bind(cfg.local_addr, _port(ike, cfg.local_port), _port(natt, cfg.local_natt_port))
-    log("ike: listening on %s port %d, NAT-T port %d" % (cfg.local_addr, eng.local_port, eng.local_natt_port))
+    if eng.device_started:
+        log("ike: continuing on %s port %d, NAT-T port %d with %d IKE SA(s)" % (cfg.local_addr, eng.local_port, eng.local_natt_port, len(eng.sas)))
+    else:
+        log("ike: listening on %s port %d, NAT-T port %d" % (cfg.local_addr, eng.local_port, eng.local_natt_port))
     poll = select.poll()
     poll.register(ike, select.POLLIN)
     poll.register(natt, select.POLLIN)
@@ -120,13 +162,17 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None):
                 log("ike: send to %s:%d failed (%s)" % (dst[0], dst[1], e))
         eng.take_events()  # the log lines already say what happened
 
-    eng.start(clock.now())
+    if not eng.device_started:
+        eng.start(clock.now())
+        eng.device_started = True
+    t0 = clock.now()
     try:
+        flush()  # what an interrupted run left unsent
         while True:
             now = clock.now()
             if stop is not None and stop():
                 break
-            if max_ms is not None and now >= max_ms:
+            if max_ms is not None and now - t0 >= max_ms:
                 break
             due = eng.next_due()
             wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
