@@ -81,6 +81,8 @@ def giveup_s(sched):
 class Proc:
     """A child process whose stdout lines are kept with their arrival time."""
 
+    all = []  # every one started, so that any exit of the demo stops them
+
     def __init__(self, name, cmd, log_path, env=None):
         self.name = name
         self.lines = []  # (demo time, text)
@@ -89,6 +91,7 @@ class Proc:
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env, start_new_session=True)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
+        Proc.all.append(self)
 
     def _read(self):
         for line in self.p.stdout:
@@ -431,15 +434,16 @@ class Demo:
         t_gone = ts()
         # Exact times from the gateway's own log (ms resolution).
         gw_lines = [l for _, l in gw.lines]
-        del_wall = [wall_of(l) for l in gw_lines if "IKE SA" in l and "deleted" in l and wall_of(l) and wall_of(l) > wall_cut]
+        stale_names = ["IKE SA %s/%s deleted" % sp for sp in stale]
+        del_lines = [l for l in gw_lines if any(n in l for n in stale_names) and wall_of(l) and wall_of(l) > wall_cut]
+        del_wall = [wall_of(l) for l in del_lines]
         how = "?"
-        for l in gw_lines:
-            if "IKE SA" in l and "deleted" in l and wall_of(l) and wall_of(l) > wall_cut:
-                how = l.split("deleted", 1)[1].strip()
-                if how.startswith("(") and how.endswith(")"):
-                    how = how[1:-1]
-                break
-        detect_s = (min(del_wall) - wall_cut) if del_wall else (t_gone - t_cut)
+        if del_lines:
+            how = del_lines[0].split("deleted", 1)[1].strip()
+            if how.startswith("(") and how.endswith(")"):
+                how = how[1:-1]
+        # All stale SAs gone: the last deletion counts.
+        detect_s = (max(del_wall) - wall_cut) if del_wall else (t_gone - t_cut)
         mark("stale SA deleted", t_cut + detect_s)
         # The packet that gave it away: the last one the gateway sent before the delete.
         trigger = None
@@ -448,15 +452,29 @@ class Demo:
             if w and w > wall_cut and del_wall and w <= min(del_wall) and (" out " in l or "retransmit" in l):
                 trigger = (w, l)
         rtt_ms = (min(del_wall) - trigger[0]) * 1000 if trigger and del_wall else None
-        say("gateway", "stale IKE SA deleted %.3f s after the power cut (%s)" % (detect_s, how))
+        say("gateway", "%s deleted %.3f s after the power cut (%s)" % ("stale IKE SA" if len(stale) == 1 else "all %d stale IKE SAs" % len(stale), detect_s, how))
         if qcd and rtt_ms is not None:
             say("gateway", "that is %.1f ms after its first packet to reach the rebooted device: one round trip" % rtt_ms)
 
-        self.wait([dev, gw], lambda: len(self.up_sas(run)[0]) >= 1 and not ({(s["spi_i"], s["spi_r"]) for s in self.up_sas(run)[0]} & set(stale)), 60, lambda: "waiting for the new tunnel")
-        up_wall = [wall_of(l) for l in [x for _, x in gw.lines] if "Child SA" in l and "up under" in l and wall_of(l) and wall_of(l) > wall_cut]
-        recover_s = (min(up_wall) - wall_cut) if up_wall else ts() - t_cut
+        def fresh():
+            cur = {(s["spi_i"], s["spi_r"]) for s in self.up_sas(run)[0]}
+            return len(cur - set(stale)) >= a.sas
+
+        def fresh_count():
+            cur = {(s["spi_i"], s["spi_r"]) for s in self.up_sas(run)[0]}
+            return len(cur - set(stale))
+
+        self.wait([dev, gw], lambda: fresh_count() >= 1, 60, lambda: "waiting for the new tunnel")
+        # The engine brings one IKE SA back by itself (reinitiate_s); the
+        # others are started the way they were at first.
+        for k in range(fresh_count(), a.sas):
+            self.ctl(run, "initiate")
+            self.wait([dev, gw], lambda: fresh_count() >= k + 1, 60)
+        self.wait([dev, gw], fresh, 60, lambda: "waiting for the new tunnels")
+        up_wall = sorted(wall_of(l) for l in [x for _, x in gw.lines] if "Child SA" in l and "up under" in l and wall_of(l) and wall_of(l) > wall_cut)
+        recover_s = (up_wall[a.sas - 1] - wall_cut) if len(up_wall) >= a.sas else ts() - t_cut
         mark("new tunnel up", t_cut + recover_s)
-        say("gateway", "new IKE SA and Child SA up %.3f s after the power cut" % recover_s)
+        say("gateway", "%s up %.3f s after the power cut" % ("new IKE SA and Child SA" if a.sas == 1 else "%d new IKE SAs and Child SAs" % a.sas, recover_s))
         st = self.ctl(run, "status")
         self.pump([dev, gw])
         gw.stop()
@@ -760,7 +778,15 @@ def main(argv=None):
     a = p.parse_args(argv)
     if not 1 <= a.sas <= 20:
         p.error("--sas must be 1 to 20")
-    return Demo(a).main()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return Demo(a).main()
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in Proc.all:
+            p.kill()
 
 
 if __name__ == "__main__":
