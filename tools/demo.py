@@ -284,8 +284,10 @@ class Demo:
         d = run["dir"]
         log = os.path.join(d, "device.log")
         if self.device_kind == "wasm":
-            cmd = ["node", os.path.join(HERE, "mpwasm", "vboard.mjs"), "--headless", "--net",
-                   "--image", run["flash"], "--fs", run["fsdir"], "--flash-encryption"]
+            # tools/vboard execs the board (node), so the pid is the board's;
+            # --app puts the firmware app, lib/ and the config into its fs/.
+            cmd = [PY, os.path.join(HERE, "vboard"), "--dir", run["dir"], "--headless", "--net",
+                   "--flash-encryption", "--app", run["dev_cfg"]]
         else:
             cmd = [PY, HOSTBOARD, "--image", run["image"], "--config", run["dev_cfg"], "--encrypted"]
         say("device", "power on (boot %d)" % boot)
