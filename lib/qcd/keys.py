@@ -16,14 +16,7 @@
 # 8-byte SPIs, initiator True when we are the IKE SA's original initiator, and
 # peer_ip_bytes the taker's address as 4 or 16 bytes.
 
-from qcd.tokens import SECRET_LEN, fingerprint
-
-
-def check_secret(s):
-    if not isinstance(s, (bytes, bytearray)) or len(s) != SECRET_LEN:
-        # The message names the rule, never the value.
-        raise ValueError("a QCD secret must be %d bytes" % SECRET_LEN)
-    return bytes(s)
+from qcd.tokens import check_secret, fingerprint
 
 
 class MemoryKeys:
