@@ -2,7 +2,8 @@
 # RFC 6290 §8.2 Child SPI map. Two implementations share this interface:
 #
 #   MemoryKeys    (here) in RAM: for a gateway that is only a taker, for tests,
-#                 and for hosts that keep the secret elsewhere;
+#                 and for hosts that keep the secret elsewhere (host only: a
+#                 device uses qcd.store, so this module is not put on one);
 #   qcd.store     the raw `qcd` flash partition of the device, which survives
 #                 reboots (that is the point of RFC 6290 §5).
 #
