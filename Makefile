@@ -42,8 +42,8 @@ venv: $(VENV_STAMP) ## create .venv with the pinned Python packages
 node: $(NODE_STAMP) ## install the MicroPython WebAssembly port from npm
 setup: venv node ## both of the above
 
-demo: setup ## run the demo: a device reboots, the gateway notices in one round trip
-	$(PY) tools/demo.py
+demo: setup ## run the demo: a device reboots, the gateway notices in one round trip (DEMO_ARGS="--peer strongswan --sas 3 --style 5.2")
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: setup ## run every test (pytest on CPython, the portable suite on MicroPython, interop, wire checks)
 	$(PY) -m pytest host_tests

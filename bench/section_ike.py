@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "ike_bench.py")
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools")]
 
 REPS = 5
 PSK = "a-long-pre-shared-key"

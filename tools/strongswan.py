@@ -1,4 +1,4 @@
-# A private strongSwan charon for interop tests and benchmarks
+# A private strongSwan charon for interop tests, benchmarks and the demo
 # (../shared/docs/strongswan-here.md).
 #
 # Each Charon runs /usr/lib/ipsec/charon as root with STRONGSWAN_CONF in its
