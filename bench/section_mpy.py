@@ -16,8 +16,9 @@ def run(bench):
     lines = [
         "## Size on the device: lib/ as .mpy",
         "",
-        "`python tools/mpy_build.py` (%s). Bytes of .mpy per module; the"
-        " architectures differ only where a module has native code." % mpy_build.mpy_cross_version(),
+        "`python tools/mpy_build.py` (%s, -O0: line numbers kept). Bytes of .mpy per module; the"
+        " architectures differ only where a module has native code. The target is for lib/qcd's"
+        " device set, what goes onto a board; host-only modules are counted apart." % mpy_build.mpy_cross_version(),
         "",
         mpy_build.report(sizes, markdown=True),
     ]

@@ -11,7 +11,13 @@ include("$(PORT_DIR)/boards/manifest.py")
 require("hmac")
 
 # The product: QCD (lib/qcd) and the IKEv2 engine that calls it (lib/ike).
-package("qcd", base_path="../lib")
+# lib/qcd's device set, file by file: names.py and keys.py are host-only
+# (tools/board/remote.py HOST_ONLY; a test checks this list against it).
+package(
+    "qcd",
+    files=["__init__.py", "diag.py", "hook.py", "maker.py", "ratelimit.py", "store.py", "taker.py", "tokens.py", "wire.py"],
+    base_path="../lib",
+)
 package("ike", base_path="../lib")
 
 # The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the

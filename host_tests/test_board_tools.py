@@ -11,7 +11,7 @@ import pytest
 from support import ROOT, TOOLS
 
 sys.path.insert(0, TOOLS)
-from board import boards, esptool_cmd, image, partitions  # noqa: E402
+from board import boards, esptool_cmd, image, partitions, remote  # noqa: E402
 from board.boards import PARTITION_TABLE_OFFSET  # noqa: E402
 
 QCDBOARD = os.path.join(TOOLS, "qcdboard")
@@ -119,7 +119,7 @@ def test_table_command_writes_the_binary(tmp_path):
     assert out.read_bytes() == partitions.to_binary(partitions.load(boards.get("QCD_ESP32_S3").csv))
 
 
-def test_package_json_is_current_and_lists_every_module():
+def test_package_json_is_current_and_lists_every_device_module():
     r = subprocess.run([sys.executable, os.path.join(TOOLS, "package_json.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(ROOT, "package.json")) as f:
@@ -130,7 +130,9 @@ def test_package_json_is_current_and_lists_every_module():
         for d, dirs, files in os.walk(os.path.join(ROOT, "lib", top)):
             dirs[:] = [x for x in dirs if x != "__pycache__"]
             srcs |= {os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")}
-    assert {src for _, src in pkg["urls"]} == srcs
+    host_only = {"lib/" + p for p in remote.HOST_ONLY}
+    assert host_only == {"lib/qcd/keys.py", "lib/qcd/names.py"} and host_only <= srcs
+    assert {src for _, src in pkg["urls"]} == srcs - host_only
     for dest, src in pkg["urls"]:
         assert src == "lib/" + dest and os.path.isfile(os.path.join(ROOT, src))
 
@@ -143,4 +145,10 @@ def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):
         assert "hook.mpy" in mpys
         # mpy v6: byte 0 'M', byte 1 version 6.
         assert (tmp_path / arch / "qcd" / "hook.mpy").read_bytes()[:2] == b"M\x06"
-    assert "qcd  TOTAL" in r.stdout and "target < 12288 B" in r.stdout
+    # The target is for the device set; host-only modules are reported apart.
+    lines = r.stdout.splitlines()
+    device = [x for x in lines if x.split()[:2] == ["qcd", "DEVICE"]]
+    assert len(device) == 1 and "target < 12288 B" in device[0]
+    assert any(x.split()[:3] == ["qcd", "names", "(host"] for x in lines)
+    assert any(x.split()[:3] == ["qcd", "keys", "(host"] for x in lines)
+    assert "qcd  TOTAL" in r.stdout

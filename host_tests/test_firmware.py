@@ -16,7 +16,7 @@ from support import ROOT, TOOLS
 from vboard_util import VBoard
 
 sys.path.insert(0, TOOLS)
-from board import boards, esptool_cmd  # noqa: E402
+from board import boards, esptool_cmd, remote  # noqa: E402
 from esp_idf_defs.partitions import PartitionTable  # noqa: E402
 
 FIRMWARE = os.path.join(ROOT, "firmware")
@@ -48,6 +48,14 @@ def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
     for name, path in packages.items():
         assert path == os.path.join(ROOT, "lib", name)
     assert os.path.isfile(os.path.join(packages["qcd"], "__init__.py"))
+    # lib/qcd is frozen file by file: its device set, without the host-only
+    # modules, and every listed file exists.
+    qcd_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "qcd"][0]
+    device = sorted(dev[len("lib/qcd/"):] for _, dev in remote.package_files(("qcd",)))
+    assert sorted(qcd_files) == device
+    assert not set("qcd/" + f for f in qcd_files) & set(remote.HOST_ONLY)
+    for f in qcd_files:
+        assert os.path.isfile(os.path.join(packages["qcd"], f))
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
     assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
 

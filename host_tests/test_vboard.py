@@ -12,7 +12,7 @@ from vboard_util import VBoard
 from support import ROOT, TOOLS
 
 sys.path.insert(0, TOOLS)
-from board.remote import package_files  # noqa: E402
+from board.remote import HOST_ONLY, package_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -191,15 +191,22 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
     assert r.returncode == 0, r.stdout + r.stderr
     for name in os.listdir(os.path.join(ROOT, "lib", "qcd")):
         if name.endswith(".py"):
-            with open(os.path.join(ROOT, "lib", "qcd", name), "rb") as a, open(os.path.join(vb.fs, "lib", "qcd", name), "rb") as b:
+            on_board = os.path.join(vb.fs, "lib", "qcd", name)
+            if "qcd/" + name in HOST_ONLY:
+                assert not os.path.exists(on_board), name  # host-only: not deployed
+                continue
+            with open(os.path.join(ROOT, "lib", "qcd", name), "rb") as a, open(on_board, "rb") as b:
                 assert a.read() == b.read(), name
     assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "__pycache__"))
     out = vb.exec(
-        "import qcd.hook, qcd.keys, os\n"
-        "h = qcd.hook.QcdHook(keys=qcd.keys.MemoryKeys([os.urandom(32)]))\n"
-        "print(h.status()['role'], qcd.__file__)"
+        "import qcd.hook\n"
+        "class Keys:\n"
+        "    def secrets(self):\n"
+        "        return [b'k' * 32]\n"
+        "h = qcd.hook.QcdHook(keys=Keys())\n"
+        "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )
-    assert out.strip() == "maker+taker /lib/qcd/__init__.py"
+    assert out.strip() == "maker+taker True /lib/qcd/__init__.py"
     # The IKE engine deployed beside it imports there too.
     assert vb.exec("import ike.engine, ike.config\nprint(ike.engine.Engine.__name__)").strip() == "Engine"
     # A second deploy finds every file up to date (mpremote compares sha256).

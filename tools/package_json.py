@@ -7,8 +7,9 @@
 mip (mpremote mip install github:OWNER/REPO, or a local path to the file)
 reads "urls": [device path under the install target, source], with sources
 relative to package.json; and "deps": micropython-lib packages by name.
-Every .py of lib/qcd and lib/ike is listed, so the list is generated, not
-kept by hand. The qcd core needs micropython-lib's hmac (qcd/tokens.py);
+Every .py of lib/qcd and lib/ike that a device uses is listed (not the
+host-only modules, board/remote.py HOST_ONLY), so the list is generated,
+not kept by hand. The qcd core needs micropython-lib's hmac (qcd/tokens.py);
 firmware builds freeze it instead (firmware/manifest.py).
 """
 import json

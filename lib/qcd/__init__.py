@@ -5,12 +5,14 @@
 #   qcd.maker      the token maker: hand-over and unprotected answers
 #   qcd.taker      the token taker: stored tokens and verification
 #   qcd.ratelimit  token bucket for unprotected answers (§9)
-#   qcd.keys       key source interface and an in-RAM implementation
+#   qcd.keys       key source interface and an in-RAM implementation (host only)
 #   qcd.store      the `qcd` flash partition: the key source that survives reboots
 #   qcd.hook       QcdHook: all of it behind the IKE engine's notify hook
-#   qcd.names      names of IKE numbers and a message decoder (tools, diagnostics)
+#   qcd.names      names of IKE numbers and a message decoder (tools; host only)
 #   qcd.diag       REPL diagnostics
 #
 # Modules are imported on demand: `import qcd` costs almost nothing on a device.
+# "host only": no device code imports it, so it is not deployed, installed by
+# mip or frozen (tools/board/remote.py HOST_ONLY).
 
 __version__ = "0.1.0"

@@ -99,15 +99,20 @@ class QcdHook:
         (notify type, protocol id, data); the engine encrypts them in SK."""
         try:
             m = self.maker
-            if m is None:
-                return []
-            if moment == AUTH_REQUEST and not initiator:
-                return []
-            if moment == AUTH_RESPONSE and initiator:
-                return []
-            if moment == ADDRESS_CHANGED and m.style == STYLE_SPIS:
-                return []  # §4.4: a §5.1 token does not depend on addresses
-            if moment not in (AUTH_REQUEST, AUTH_RESPONSE, REKEY_RESPONSE, REKEY_INITIATED, ADDRESS_CHANGED):
+            # §4.2-4.4: the first IKE_AUTH request if we initiate, the last
+            # response if we respond, the exchange that completes an IKE SA
+            # rekey, and an address change only for a §5.2 token (a §5.1
+            # token does not depend on addresses).
+            if m is None or not (
+                moment == AUTH_REQUEST
+                and initiator
+                or moment == AUTH_RESPONSE
+                and not initiator
+                or moment == REKEY_RESPONSE
+                or moment == REKEY_INITIATED
+                or moment == ADDRESS_CHANGED
+                and m.style != STYLE_SPIS
+            ):
                 return []
             out = m.handover(bytes(spi_i), bytes(spi_r), _ip(peer))
             if out:
@@ -203,22 +208,17 @@ class QcdHook:
         try:
             key = bytes(spi_i) + bytes(spi_r)
             m = self.maker
-            if event == ESTABLISHED or event == REKEYED:
+            if m is not None and (event == ESTABLISHED or event == REKEYED):
+                m.live.add(key)
+                if event == ESTABLISHED:
+                    self._prune_children(_ip(peer))
+            # The SA that is gone: a deleted one, or the one a rekey replaced.
+            gone = key if event == DELETED else bytes(old[0]) + bytes(old[1]) if event == REKEYED and old is not None else None
+            if gone is not None:
                 if m is not None:
-                    m.live.add(key)
-                    if event == ESTABLISHED:
-                        self._prune_children(_ip(peer))
-            if event == REKEYED and old is not None:
-                okey = bytes(old[0]) + bytes(old[1])
-                if m is not None:
-                    m.live.discard(okey)
+                    m.live.discard(gone)
                 if self.taker is not None:
-                    self.taker.forget(okey[0:8], okey[8:16])
-            if event == DELETED:
-                if m is not None:
-                    m.live.discard(key)
-                if self.taker is not None:
-                    self.taker.forget(key[0:8], key[8:16])
+                    self.taker.forget(gone[0:8], gone[8:16])
         except Exception as e:
             self._bug("ike_sa_event", e)
 
@@ -260,8 +260,7 @@ class QcdHook:
 
     def status(self):
         """A dict of what this hook holds and did; never a secret or token."""
-        st = {"role": ("maker" if self.role & MAKER else "") + ("+" if self.role == MAKER | TAKER else "") + ("taker" if self.role & TAKER else "")}
-        st["internal_errors"] = self.internal_errors
+        st = {"role": ("", "maker", "taker", "maker+taker")[self.role & (MAKER | TAKER)], "internal_errors": self.internal_errors}
         if self.maker is not None:
             st["style"] = "5.1" if self.maker.style == STYLE_SPIS else "5.2"
             st["secrets"] = [fingerprint(s) for s in self.keys.secrets()]

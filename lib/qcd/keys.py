@@ -2,7 +2,8 @@
 # RFC 6290 §8.2 Child SPI map. Two implementations share this interface:
 #
 #   MemoryKeys    (here) in RAM: for a gateway that is only a taker, for tests,
-#                 and for hosts that keep the secret elsewhere;
+#                 and for hosts that keep the secret elsewhere (host only: a
+#                 device uses qcd.store, so this module is not put on one);
 #   qcd.store     the raw `qcd` flash partition of the device, which survives
 #                 reboots (that is the point of RFC 6290 §5).
 #
@@ -16,14 +17,7 @@
 # 8-byte SPIs, initiator True when we are the IKE SA's original initiator, and
 # peer_ip_bytes the taker's address as 4 or 16 bytes.
 
-from qcd.tokens import SECRET_LEN, fingerprint
-
-
-def check_secret(s):
-    if not isinstance(s, (bytes, bytearray)) or len(s) != SECRET_LEN:
-        # The message names the rule, never the value.
-        raise ValueError("a QCD secret must be %d bytes" % SECRET_LEN)
-    return bytes(s)
+from qcd.tokens import check_secret, fingerprint
 
 
 class MemoryKeys:

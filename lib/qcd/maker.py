@@ -65,9 +65,7 @@ class Maker:
         self.window_ms = window_ms
         self.boot_ms = boot_ms
         self.live = set()  # SPI-I|SPI-R of the IKE SAs this node holds
-        self.counters = {}
-        for name in COUNTER_NAMES:
-            self.counters[name] = 0
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
 
     def _count(self, name):
         self.counters[name] += 1
@@ -96,7 +94,7 @@ class Maker:
             self._count("refused_no_secret")
             return []
         tok = make_token(secrets[0], spi_i, spi_r, self._taker_addr(taker_ip))
-        self.counters["handed_over"] += 1
+        self._count("handed_over")
         return [(wire.QUICK_CRASH_DETECTION, self.protocol_id, tok)]
 
     def _may_answer(self, now):
@@ -131,7 +129,7 @@ class Maker:
         if self._may_answer(now) is None:
             return None
         out = wire.answer_invalid_ike_spi(m, self.tokens(m.spi_i, m.spi_r, src_ip), self.protocol_id)
-        self.counters["answered_ike"] += 1
+        self._count("answered_ike")
         return out
 
     def answer_esp(self, packet, now):
@@ -152,7 +150,6 @@ class Maker:
             return self._count("refused_known_sa")
         if self._may_answer(now) is None:
             return None
-        toks = self.tokens(spi_i, spi_r, peer_ip)
-        out = wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, toks, self.protocol_id)
-        self.counters["answered_esp"] += 1
+        out = wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, self.tokens(spi_i, spi_r, peer_ip), self.protocol_id)
+        self._count("answered_esp")
         return out

@@ -20,7 +20,7 @@
 # mount, if the bytes after the last valid record of a block no longer match
 # that CRC, a write was cut short there and the block is never appended to
 # again. When a block is full the store opens the free block with the fewest
-# erases; if fewer than RESERVE free blocks would remain, the oldest log
+# erases; if fewer than _RESERVE free blocks would remain, the oldest log
 # block's live records are copied into the new block before its header is
 # written, and the header (written last, so an interrupted compaction is
 # simply rolled back) declares the old block dead. Erases therefore go round
@@ -30,10 +30,10 @@
 # (Child SPI -> IKE SA id), the IKE SA table, at most MAX_GENERATIONS secrets,
 # and a few per-block integers. Mount reads each block at most once.
 
-import binascii
 import struct
+from binascii import crc32  # the CRC-32 of FORMAT.md (unsigned on CPython and MicroPython)
 
-from qcd.tokens import SECRET_LEN, fingerprint
+from qcd.tokens import SECRET_LEN, check_secret, fingerprint
 
 try:
     from micropython import const
@@ -43,17 +43,10 @@ except ImportError:
         return x
 
 
+# Public: tools and tests size partitions and caps with these.
 BLOCK_SIZE = const(4096)
-HEADER_LEN = const(32)
-CHUNK = const(16)  # flash-encryption block: every record is a multiple of it
-WINDOW = const(48)  # forward-CRC window: the longest record, so a torn write lies inside it
-MAGIC = b"QCDP"
-VERSION = const(1)
 MIN_BLOCKS = const(4)
 MAX_BLOCKS = const(255)
-# Free blocks kept in hand besides the one being opened: one to open next,
-# and one more so that a block whose erase fails does not stop the store.
-RESERVE = const(2)
 MAX_GENERATIONS = const(4)
 # The Child SPI map cap. A device holds few Child SAs (one IKE SA with a
 # handful of Child SAs, twice that during rekeys); 64 leaves room. It is
@@ -64,21 +57,30 @@ MAX_GENERATIONS = const(4)
 # INVALID_SPI, and the peer's liveness check brings the IKE-level QCD answer
 # (RFC 6290 §4.5) one round trip later, so nothing breaks, it is only slower.
 DEFAULT_MAX_CHILDREN = const(64)
+
+# Private (folded by the compiler; docs/FORMAT.md gives each its meaning).
+_HEADER_LEN = const(32)
+_CHUNK = const(16)  # flash-encryption block: every record is a multiple of it
+_WINDOW = const(48)  # forward-CRC window: the longest record, so a torn write lies inside it
+_MAGIC = const(b"QCDP")
+_VERSION = const(1)
+# Free blocks kept in hand besides the one being opened: one to open next,
+# and one more so that a block whose erase fails does not stop the store.
+_RESERVE = const(2)
 _MAX_DAMAGE = const(16)  # damage lines kept for status(); more are counted
 
 # Record types. Tag byte: bits 7-6 = length / 16 - 1, bits 5-0 = type.
-T_BOOT = const(0x01)  # 16: boot counter
-T_SECRET = const(0x02)  # 48: secret generation
-T_RETIRE = const(0x03)  # 16: a generation retired
-T_CHILD = const(0x04)  # 16: Child SPI -> known IKE SA id
-T_DROP = const(0x05)  # 16: Child SPI removed
-T_CHILD_NEW = const(0x06)  # 48: IKE SA id defined, and a Child SPI on it
-_LENGTHS = {T_BOOT: 16, T_SECRET: 48, T_RETIRE: 16, T_CHILD: 16, T_DROP: 16, T_CHILD_NEW: 48}
-_TYPE_NAMES = {T_BOOT: "boot", T_SECRET: "secret", T_RETIRE: "retire", T_CHILD: "child", T_DROP: "drop", T_CHILD_NEW: "child+ike"}
-F_INITIATOR = const(0x01)
-F_IPV6 = const(0x02)
+_T_BOOT = const(0x01)  # 16: boot counter
+_T_SECRET = const(0x02)  # 48: secret generation
+_T_RETIRE = const(0x03)  # 16: a generation retired
+_T_CHILD = const(0x04)  # 16: Child SPI -> known IKE SA id
+_T_DROP = const(0x05)  # 16: Child SPI removed
+_T_CHILD_NEW = const(0x06)  # 48: IKE SA id defined, and a Child SPI on it
+_LENGTHS = {_T_BOOT: 16, _T_SECRET: 48, _T_RETIRE: 16, _T_CHILD: 16, _T_DROP: 16, _T_CHILD_NEW: 48}
+_F_INITIATOR = const(0x01)
+_F_IPV6 = const(0x02)
 
-# Block states (status() and qcdtool inspect).
+# Block states (status(), block_info() and qcdtool inspect).
 S_BLANK = "blank"  # no valid header: erased, never used, or damaged
 S_LIVE = "live"  # in the log
 S_STALE = "stale"  # a valid header older than the log's base: free, awaiting reuse
@@ -86,28 +88,36 @@ S_ORPHAN = "orphan"  # valid header not on the log's chain (an interrupted open)
 S_FOREIGN = "foreign"  # our magic, another format version: left alone, never written
 S_BAD = "bad"  # an erase or a verified write failed this boot: not used until reboot
 
-_EROFS = 30
-_ENOSPC = 28
-_EIO = 5
+_EROFS = const(30)
+_ENOSPC = const(28)
+_EIO = const(5)
 
 
 def _u32(b, off):
     return struct.unpack_from("<I", b, off)[0]
 
 
-def _crc(data, value=0):
-    return binascii.crc32(data, value) & 0xFFFFFFFF
+def _seed(seq):
+    # Records' CRCs start from the CRC of their block's seq (FORMAT.md).
+    return crc32(seq.to_bytes(4, "little"))
 
 
-def _tag(t):
-    return ((_LENGTHS[t] // 16 - 1) << 6) | t
+def _rec(t, v, body=b"", b1=0, ike=0):
+    # A record of type t, unsealed. Every record starts with the same frame:
+    # tag, byte 1 (CHILD_NEW flags), u16 at 2 (IKE SA id), u32 v at 4 (boot
+    # count, generation or Child SPI); any body follows at 8.
+    rec = bytearray(_LENGTHS[t])
+    struct.pack_into("<BBHI", rec, 0, ((len(rec) // 16 - 1) << 6) | t, b1, ike, v)
+    rec[8 : 8 + len(body)] = body
+    return rec
 
 
-def _entry(d):
-    # IKE SA definition bytes -> the keys.py map entry
-    flags = d[0]
-    ip = d[17:33] if flags & F_IPV6 else d[17:21]
-    return (d[1:9], d[9:17], bool(flags & F_INITIATOR), ip)
+def _child_rec(spi, ike, d=None):
+    # CHILD_NEW (with the IKE SA definition d: flags | SPI-I | SPI-R | address)
+    # or, when the IKE SA is already on flash, the 16-byte CHILD.
+    if d is None:
+        return _rec(_T_CHILD, spi, b"", 0, ike)
+    return _rec(_T_CHILD_NEW, spi, d[1:33], d[0], ike)
 
 
 class Store:
@@ -138,7 +148,7 @@ class Store:
         self.blocks = n
         self._rng = rng
         self.readonly = bool(readonly)
-        fit = (n - 1 - RESERVE) * (BLOCK_SIZE - HEADER_LEN) // 2 // 48
+        fit = (n - 1 - _RESERVE) * (BLOCK_SIZE - _HEADER_LEN) // 2 // 48
         self.max_children = max(1, min(int(max_children), fit))
         # RAM state
         self._children = {}  # spi -> ike_id << 16 | block << 8 | offset / 16 of its latest record
@@ -160,20 +170,14 @@ class Store:
         self._pos = 0
         self._head_seed = 0
         self._last_slot = 0
-        self._win = bytearray(WINDOW)
+        self._win = bytearray(_WINDOW)
         self._chk = bytearray(48)
         # diagnostics
         self.damage = []
-        self.damage_count = 0
         self.fresh_secret = ""  # why this boot created a secret ("" if it did not)
         self.readonly_reason = "opened read-only" if readonly else ""
-        self.evicted = 0
-        self.writes = 0
-        self.bytes_written = 0
-        self.erases = 0
-        self.compactions = 0
-        self.write_errors = 0
-        self.mount_read_bytes = 0
+        self.damage_count = self.evicted = self.writes = self.bytes_written = self.erases = 0
+        self.compactions = self.write_errors = self.mount_read_bytes = 0
         self._mount(initial_secret, count_boot)
 
     # -- the keys.py interface ------------------------------------------------------
@@ -185,7 +189,9 @@ class Store:
         v = self._children.get(spi)
         if v is None:
             return None
-        return _entry(self._ike[v >> 16][0])
+        # the IKE SA definition -> the keys.py map entry
+        d = self._ike[v >> 16][0]
+        return (d[1:9], d[9:17], bool(d[0] & _F_INITIATOR), d[17:33] if d[0] & _F_IPV6 else d[17:21])
 
     def child_put(self, spi, spi_i, spi_r, initiator, peer_ip):
         """Persist Child SPI -> (parent IKE SA, our role, peer address).
@@ -196,7 +202,7 @@ class Store:
             raise ValueError("IKE SPIs are 8 bytes")
         if len(peer_ip) != 4 and len(peer_ip) != 16:
             raise ValueError("a peer address is 4 or 16 bytes")
-        flags = (F_INITIATOR if initiator else 0) | (F_IPV6 if len(peer_ip) == 16 else 0)
+        flags = (_F_INITIATOR if initiator else 0) | (_F_IPV6 if len(peer_ip) == 16 else 0)
         d = bytes([flags]) + bytes(spi_i) + bytes(spi_r) + bytes(peer_ip) + bytes(16 - len(peer_ip))
         cur = self._children.get(spi)
         ike = self._ike_by_def.get(d)
@@ -207,17 +213,11 @@ class Store:
             ike = 0
             while ike in self._ike:
                 ike += 1
-            rec = self._rec(T_CHILD_NEW)
-            rec[1] = flags
-            struct.pack_into("<HI", rec, 2, ike, spi)
-            rec[8:40] = d[1:33]
-            blk = self._append(rec)
+            blk = self._append(_child_rec(spi, ike, d))
             self._ike[ike] = [d, 0, blk]
             self._ike_by_def[d] = ike
         else:
-            rec = self._rec(T_CHILD)
-            struct.pack_into("<HI", rec, 2, ike, spi)
-            blk = self._append(rec)
+            blk = self._append(_child_rec(spi, ike))
         self._child_set(spi, ike, blk, self._last_slot)
         self._prune_ike()
         # At the cap, the entry written longest ago goes, after the new one
@@ -234,11 +234,7 @@ class Store:
         if spi not in self._children:
             return
         self._writable()
-        rec = self._rec(T_DROP)
-        struct.pack_into("<I", rec, 4, spi)
-        self._append(rec)
-        self._child_del(spi)
-        self._prune_ike()
+        self._drop(spi)
 
     def children(self):
         """(spi, entry) pairs of the Child SPI map (a snapshot list)."""
@@ -253,10 +249,7 @@ class Store:
         """Add a new current secret (from the RNG unless given); older ones
         stay until retired (RFC 6290 §5: tokens of SAs made with them must
         stay valid). Returns its fingerprint."""
-        if secret is None:
-            secret = self._random_secret()
-        else:
-            secret = _check_secret(secret)
+        secret = self._random_secret() if secret is None else check_secret(secret)
         for g in self._secrets:
             if self._secrets[g][0] == secret:
                 raise ValueError("that secret is already held (%s)" % fingerprint(secret))
@@ -272,9 +265,7 @@ class Store:
         for g in self._secrets:
             if g != cur and fingerprint(self._secrets[g][0]) == fp:
                 self._writable()
-                rec = self._rec(T_RETIRE)
-                struct.pack_into("<I", rec, 4, g)
-                self._append(rec)
+                self._append(_rec(_T_RETIRE, g))
                 del self._secrets[g]
                 self._sort_secrets()
                 return True
@@ -285,10 +276,21 @@ class Store:
     def status(self):
         """What the partition holds and what happened to it; never a secret."""
         gens = sorted(self._secrets, reverse=True)
-        st = {
-            "format": VERSION,
+        blocks = {}
+        for b in range(self.blocks):
+            st, seq, er, used = self.block_info(b)
+            s = st + (" (head)" if b == self._head else "")
+            if seq >= 0:
+                s += ", seq %d" % seq
+            s += ", erases ~%s" % (er if er >= 0 else "?")
+            if st == S_LIVE:
+                s += ", %d of %d bytes used" % (used, BLOCK_SIZE - _HEADER_LEN)
+            blocks[b] = s
+        more = self.damage_count - len(self.damage)
+        return {
+            "format": _VERSION,
             "blocks": self.blocks,
-            "generations": ["gen %d %s%s" % (g, fingerprint(self._secrets[g][0]), " (current)" if i == 0 else "") for i, g in enumerate(gens)],
+            "generations": ["gen %d %s%s" % (g, fingerprint(self._secrets[g][0]), " (current)" if g == gens[0] else "") for g in gens],
             "secrets": [fingerprint(s) for s in self._secret_list],
             "boot_count": self.boot_count,
             "child_map": len(self._children),
@@ -296,9 +298,9 @@ class Store:
             "ike_sas": len(self._ike),
             "evicted": self.evicted,
             "fresh_secret": self.fresh_secret or "no",
-            "damage": self.damage + (["... and %d more" % (self.damage_count - len(self.damage))] if self.damage_count > len(self.damage) else []),
+            "damage": self.damage + (["... and %d more" % more] if more > 0 else []),
             "damage_count": self.damage_count,
-            "block_state": self._block_lines(),
+            "block_state": blocks,
             "head": ("block %d offset %d" % (self._head, self._pos)) if self._head >= 0 else "none (the next write opens a block)",
             "mount_read_bytes": self.mount_read_bytes,
             "writes": self.writes,
@@ -308,27 +310,10 @@ class Store:
             "write_errors": self.write_errors,
             "readonly": self.readonly_reason or "no",
         }
-        return st
 
     def block_info(self, b):
         """(state, seq or -1, erase estimate or -1, bytes used) of block b."""
         return (self._state[b], self._seq[b], self._erase_est[b], self._used[b])
-
-    def _block_lines(self):
-        d = {}
-        for b in range(self.blocks):
-            d[b] = self._block_line(b)
-        return d
-
-    def _block_line(self, b):
-        st, seq, er, used = self.block_info(b)
-        s = st + (" (head)" if b == self._head else "")
-        if seq >= 0:
-            s += ", seq %d" % seq
-        s += ", erases ~%s" % (er if er >= 0 else "?")
-        if st == S_LIVE:
-            s += ", %d of %d bytes used" % (used, BLOCK_SIZE - HEADER_LEN)
-        return s
 
     def __repr__(self):
         return "<qcd.store %d blocks, secrets=%s, children=%d, boot %d>" % (
@@ -337,8 +322,6 @@ class Store:
             len(self._children),
             self.boot_count,
         )
-
-    __str__ = __repr__
 
     # -- RAM bookkeeping ---------------------------------------------------------------
 
@@ -358,6 +341,12 @@ class Store:
         if old is not None:
             self._ike[old >> 16][1] -= 1
 
+    def _drop(self, spi):
+        # DROP on flash, then out of RAM.
+        self._append(_rec(_T_DROP, spi))
+        self._child_del(spi)
+        self._prune_ike()
+
     def _prune_ike(self):
         # An IKE SA with no Child SA left is forgotten; its id may be reused
         # (a later CHILD_NEW record redefines it).
@@ -369,10 +358,7 @@ class Store:
 
     def _add_secret(self, secret):
         gen = self._max_gen + 1
-        rec = self._rec(T_SECRET)
-        struct.pack_into("<I", rec, 4, gen)
-        rec[8:40] = secret
-        blk = self._append(rec)
+        blk = self._append(_rec(_T_SECRET, gen, secret))
         self._secrets[gen] = [secret, blk]
         self._max_gen = gen
         self._sort_secrets()
@@ -394,11 +380,7 @@ class Store:
             if best is None or k < best:
                 best = k
                 victim = spi
-        rec = self._rec(T_DROP)
-        struct.pack_into("<I", rec, 4, victim)
-        self._append(rec)
-        self._child_del(victim)
-        self._prune_ike()
+        self._drop(victim)
         self.evicted += 1
 
     def _random_secret(self):
@@ -409,7 +391,7 @@ class Store:
             rng = getattr(os, "urandom", None)
             if rng is None:
                 raise ValueError("no os.urandom here: give the store an rng")
-        return _check_secret(bytes(rng(SECRET_LEN)))
+        return check_secret(bytes(rng(SECRET_LEN)))
 
     def _damage(self, what):
         self.damage_count += 1
@@ -420,12 +402,7 @@ class Store:
         if self.readonly:
             raise OSError(_EROFS, "qcd store is read-only: " + self.readonly_reason)
 
-    # -- records -----------------------------------------------------------------------
-
-    def _rec(self, t):
-        rec = bytearray(_LENGTHS[t])
-        rec[0] = _tag(t)
-        return rec
+    # -- writing -----------------------------------------------------------------------
 
     def _append(self, rec):
         # Append one record; returns its block. The record is acknowledged
@@ -437,33 +414,31 @@ class Store:
             blk = self._head
             pos = self._pos
             if self._put(blk, pos, rec, self._head_seed):
-                self._last_slot = pos // CHUNK
+                self._last_slot = pos // _CHUNK
                 self._pos = pos + ln
-                self._used[blk] = self._pos - HEADER_LEN
+                self._used[blk] = self._pos - _HEADER_LEN
                 return blk
             # It did not land: never write after it in this block.
             self._head = -1
         raise OSError(_EIO, "qcd store: no block takes writes")
 
-    def _seal(self, blk, pos, rec, seed):
-        # Fill in the forward CRC (of the WINDOW bytes after the record, as
-        # they read now) and the record CRC (seeded with the block's seq).
+    def _put(self, blk, pos, rec, seed):
+        # Seal, program and read back one record, or a block header (pos 0,
+        # seed 0: its fcrc and crc sit at the same place from its end).
+        # False if it did not land.
         ln = len(rec)
         end = pos + ln
         n = BLOCK_SIZE - end
-        if n > WINDOW:
-            n = WINDOW
+        if n > _WINDOW:
+            n = _WINDOW
         w = memoryview(self._win)[:n]
-        if n:
-            self.dev.readblocks(blk, w, end)
-        struct.pack_into("<I", rec, ln - 8, _crc(w))
-        struct.pack_into("<I", rec, ln - 4, _crc(memoryview(rec)[: ln - 4], seed))
-
-    def _put(self, blk, pos, rec, seed):
-        # Seal, program and read back one record. False if it did not land.
-        ln = len(rec)
         try:
-            self._seal(blk, pos, rec, seed)
+            # The forward CRC (of the bytes after the record, as they read
+            # now) and the CRC (seeded with the block's seq) go last in it.
+            if n:
+                self.dev.readblocks(blk, w, end)
+            struct.pack_into("<I", rec, ln - 8, crc32(w))
+            struct.pack_into("<I", rec, ln - 4, crc32(memoryview(rec)[: ln - 4], seed))
             self.dev.writeblocks(blk, rec, pos)
             self.writes += 1
             self.bytes_written += ln
@@ -478,25 +453,7 @@ class Store:
             return False
         return True
 
-    def _header(self, seq, prev, base, erases):
-        h = bytearray(HEADER_LEN)
-        h[0:4] = MAGIC
-        h[4] = VERSION
-        h[5] = self.blocks
-        struct.pack_into("<IIII", h, 8, seq, prev, base, erases)
-        return h
-
-    def _seal_header(self, blk, h):
-        n = WINDOW
-        w = memoryview(self._win)[:n]
-        self.dev.readblocks(blk, w, HEADER_LEN)
-        struct.pack_into("<I", h, 24, _crc(w))
-        struct.pack_into("<I", h, 28, _crc(memoryview(h)[:28]))
-
     # -- opening a block, and compaction ------------------------------------------------
-
-    def _free(self, b):
-        return self._state[b] in (S_BLANK, S_STALE, S_ORPHAN)
 
     def _live_bytes(self, b):
         # An upper bound of what compacting block b writes.
@@ -523,7 +480,7 @@ class Store:
         known = [e for e in self._erase_est if e >= 0]
         low = min(known) if known else 0
         for _ in range(self.blocks):
-            cands = [b for b in range(self.blocks) if self._free(b)]
+            cands = [b for b in range(self.blocks) if self._state[b] in (S_BLANK, S_STALE, S_ORPHAN)]
             if not cands:
                 self.readonly_reason = "no usable free block (worn out?)"
                 raise OSError(_ENOSPC, "qcd store: no usable free block")
@@ -538,9 +495,9 @@ class Store:
             # Compaction: copy the oldest blocks' live records into h until
             # RESERVE free blocks remain (never the whole log if it won't fit).
             gc = []
-            room = BLOCK_SIZE - HEADER_LEN
+            room = BLOCK_SIZE - _HEADER_LEN
             free_after = len(cands) - 1
-            while free_after + len(gc) < RESERVE and len(gc) < len(self._chain):
+            while free_after + len(gc) < _RESERVE and len(gc) < len(self._chain):
                 need = self._live_bytes(self._chain[len(gc)])
                 if need > room:
                     break
@@ -555,18 +512,28 @@ class Store:
             if moved is None:
                 self._state[h] = S_BAD
                 continue
-            # Committed: the header is on flash and read back.
+            # Committed: the header is on flash and read back. What was in
+            # the gc blocks now lives in h.
+            slots, ikes = moved
             for t in gc:
                 self._state[t] = S_STALE
                 self._chain.remove(t)
-            self._apply_moves(moved, h)
+            for spi in slots:
+                self._children[spi] = (self._children[spi] >> 16 << 16) | (h << 8) | slots[spi]
+            for i in ikes:
+                self._ike[i][2] = h
+            for g in self._secrets:
+                if self._secrets[g][1] in gc:
+                    self._secrets[g][1] = h
+            if self._boot[1] in gc:
+                self._boot[1] = h
             self._state[h] = S_LIVE
             self._seq[h] = seq
             self._erase_est[h] = erases
             self._chain.append(h)
             self._base = base
             self._head = h
-            self._head_seed = _crc(seq.to_bytes(4, "little"))
+            self._head_seed = _seed(seq)
             if gc:
                 self.compactions += 1
             return
@@ -574,8 +541,9 @@ class Store:
 
     def _fill(self, h, seq, gc, prev, base, erases):
         # Erase h, write the live records of the blocks in gc after its
-        # header, then the header. Returns the moves to apply to RAM, or
-        # None if h failed (nothing in RAM changed, the old blocks stay live).
+        # header, then the header. Returns ({Child SPI: its new slot}, [IKE
+        # SA ids whose CHILD_NEW moved]), or None if h failed (nothing in
+        # RAM changed, the old blocks stay live).
         try:
             r = self.dev.ioctl(6, h)
         except OSError as e:
@@ -588,76 +556,39 @@ class Store:
             return None
         self._erase_est[h] = -1  # its old header is gone
         self._seq[h] = -1
-        seed = _crc(seq.to_bytes(4, "little"))
-        pos = HEADER_LEN
-        moved = []  # ("c", spi, ike) / ("i", ike) / ("s", gen) / ("b",)
-        done = {}
+        seed = _seed(seq)
+        recs = []  # (record, Child SPI or None)
+        slots = {}
+        ikes = []
         for spi in self._children:
             v = self._children[spi]
             ike = v >> 16
             e = self._ike[ike]
-            if e[2] in gc and ike not in done:
-                rec = self._rec(T_CHILD_NEW)
-                d = e[0]
-                rec[1] = d[0]
-                struct.pack_into("<HI", rec, 2, ike, spi)
-                rec[8:40] = d[1:33]
-                done[ike] = 1
-                moved.append(("i", ike))
+            if e[2] in gc and ike not in ikes:
+                recs.append((_child_rec(spi, ike, e[0]), spi))
+                ikes.append(ike)
             elif (v >> 8) & 0xFF in gc:
-                rec = self._rec(T_CHILD)
-                struct.pack_into("<HI", rec, 2, ike, spi)
-            else:
-                continue
-            if not self._put(h, pos, rec, seed):
-                return None
-            moved.append(("c", spi, ike, pos // CHUNK))
-            pos += len(rec)
+                recs.append((_child_rec(spi, ike), spi))
         for g in self._secrets:
             if self._secrets[g][1] in gc:
-                rec = self._rec(T_SECRET)
-                struct.pack_into("<I", rec, 4, g)
-                rec[8:40] = self._secrets[g][0]
-                if not self._put(h, pos, rec, seed):
-                    return None
-                pos += len(rec)
-                moved.append(("s", g))
+                recs.append((_rec(_T_SECRET, g, self._secrets[g][0]), None))
         if self._boot[1] in gc:
-            rec = self._rec(T_BOOT)
-            struct.pack_into("<I", rec, 4, self._boot[0])
+            recs.append((_rec(_T_BOOT, self._boot[0]), None))
+        pos = _HEADER_LEN
+        for rec, spi in recs:
             if not self._put(h, pos, rec, seed):
                 return None
+            if spi is not None:
+                slots[spi] = pos // _CHUNK
             pos += len(rec)
-            moved.append(("b",))
-        hdr = self._header(seq, prev, base, erases)
-        try:
-            self._seal_header(h, hdr)
-            self.dev.writeblocks(h, hdr, 0)
-            self.writes += 1
-            self.bytes_written += HEADER_LEN
-            self.dev.readblocks(h, memoryview(self._chk)[:HEADER_LEN], 0)
-            if self._chk[:HEADER_LEN] != hdr:
-                self._damage("block %d: its header read back wrong (worn flash?)" % h)
-                self.write_errors += 1
-                return None
-        except OSError as e:
-            self._damage("block %d: header write failed: %s" % (h, _err(e)))
-            self.write_errors += 1
+        hdr = bytearray(_HEADER_LEN)
+        hdr[0:4] = _MAGIC
+        struct.pack_into("<BBHIIII", hdr, 4, _VERSION, self.blocks, 0, seq, prev, base, erases)
+        if not self._put(h, 0, hdr, 0):
             return None
         self._pos = pos
-        self._used[h] = pos - HEADER_LEN
-        return moved
-
-    def _apply_moves(self, moved, h):
-        for m in moved:
-            if m[0] == "c":
-                self._children[m[1]] = (m[2] << 16) | (h << 8) | m[3]
-            elif m[0] == "i":
-                self._ike[m[1]][2] = h
-            elif m[0] == "s":
-                self._secrets[m[1]][1] = h
-            else:
-                self._boot[1] = h
+        self._used[h] = pos - _HEADER_LEN
+        return slots, ikes
 
     # -- mount ---------------------------------------------------------------------------
 
@@ -667,10 +598,11 @@ class Store:
 
     def _mount(self, initial_secret, count_boot):
         n = self.blocks
-        hdr = bytearray(HEADER_LEN)
+        hdr = bytearray(_HEADER_LEN)
         prev = [0] * n
         base = [0] * n
         fcrc = [0] * n
+        seqs = self._seq  # stays -1 for a block without a valid version-1 header
         for b in range(n):
             try:
                 self._read(b, hdr, 0)
@@ -678,57 +610,53 @@ class Store:
                 self._damage("block %d: unreadable: %s" % (b, _err(e)))
                 self._state[b] = S_BAD
                 continue
-            if hdr[0:4] != MAGIC:
+            if hdr[0:4] != _MAGIC:
                 continue  # blank: erased or never used; nothing to trust
-            if _crc(memoryview(hdr)[:28]) != _u32(hdr, 28):
+            if crc32(memoryview(hdr)[:28]) != _u32(hdr, 28):
                 # Ours, but not whole: an erase or an open cut short (both
                 # harmless), or a damaged block whose records are lost.
                 self._damage("block %d: header fails its CRC (an interrupted erase or open, or damage); block not used" % b)
                 continue
-            if hdr[4] != VERSION:
+            if hdr[4] != _VERSION:
                 self._state[b] = S_FOREIGN
-                self._damage("block %d: format version %d, not %d: left alone" % (b, hdr[4], VERSION))
+                self._damage("block %d: format version %d, not %d: left alone" % (b, hdr[4], _VERSION))
                 continue
-            seq, prev[b], base[b], er, fcrc[b] = struct.unpack_from("<IIIII", hdr, 8)
-            self._seq[b] = seq
-            self._erase_est[b] = er
-            if seq > self._max_seq:
-                self._max_seq = seq
+            seqs[b], prev[b], base[b], self._erase_est[b], fcrc[b] = struct.unpack_from("<IIIII", hdr, 8)
+            if seqs[b] > self._max_seq:
+                self._max_seq = seqs[b]
         # The newest header names the log: its base, and a chain of prev links.
         newest = -1
+        by_seq = {}
         for b in range(n):
-            if self._seq[b] >= 0 and self._state[b] != S_FOREIGN and (newest < 0 or self._seq[b] > self._seq[newest]):
-                newest = b
+            s = seqs[b]
+            if s >= 0:
+                if newest < 0 or s > seqs[newest]:
+                    newest = b
+                if s in by_seq:
+                    self._damage("blocks %d and %d: both have seq %d" % (by_seq[s], b, s))
+                else:
+                    by_seq[s] = b
         if newest >= 0:
             self._base = base[newest]
-            by_seq = {}
-            for b in range(n):
-                if self._seq[b] >= 0 and self._state[b] != S_FOREIGN:
-                    if self._seq[b] in by_seq:
-                        self._damage("blocks %d and %d: both have seq %d" % (by_seq[self._seq[b]], b, self._seq[b]))
-                    else:
-                        by_seq[self._seq[b]] = b
             chain = []
             cur = newest
             while cur >= 0:
                 chain.append(cur)
                 p = prev[cur]
-                if p < self._base or p >= self._seq[cur]:
+                if p < self._base or p >= seqs[cur]:
                     break
                 nxt = by_seq.get(p, -1)
                 if nxt < 0:
                     self._damage("log block with seq %d is missing: records it held are lost" % p)
                     for s in by_seq:
-                        if self._base <= s < p and (nxt < 0 or s > self._seq[nxt]):
+                        if self._base <= s < p and (nxt < 0 or s > seqs[nxt]):
                             nxt = by_seq[s]
                 cur = nxt
             chain.reverse()
             self._chain = chain
             for b in range(n):
-                if self._seq[b] >= 0 and self._state[b] != S_FOREIGN:
-                    self._state[b] = S_STALE if self._seq[b] < self._base else S_ORPHAN
-            for b in chain:
-                self._state[b] = S_LIVE
+                if seqs[b] >= 0:
+                    self._state[b] = S_LIVE if b in chain else S_STALE if seqs[b] < self._base else S_ORPHAN
         # Replay the log, oldest block first: one read of each live block.
         buf = bytearray(BLOCK_SIZE)
         mv = memoryview(buf)
@@ -736,27 +664,25 @@ class Store:
         clean = False
         for b in self._chain:
             try:
-                self._read(b, mv[HEADER_LEN:], HEADER_LEN)
+                self._read(b, mv[_HEADER_LEN:], _HEADER_LEN)
             except OSError as e:
                 self._damage("block %d: unreadable: %s" % (b, _err(e)))
                 end, clean = 0, False
                 continue
             end, clean = self._scan(b, buf, fcrc[b])
-            self._used[b] = end - HEADER_LEN
+            self._used[b] = end - _HEADER_LEN
         buf = mv = None
         # Append to the newest block only if the bytes after its last record
         # are still as they were (no write was cut short there).
-        if self._chain and clean and end + CHUNK <= BLOCK_SIZE:
+        if self._chain and clean and end + _CHUNK <= BLOCK_SIZE:
             self._head = self._chain[-1]
             self._pos = end
-            self._head_seed = _crc(self._seq[self._head].to_bytes(4, "little"))
+            self._head_seed = _seed(seqs[self._head])
         self._finish_replay()
         self._sort_secrets()
         # This boot counts only if it is recorded (not for tools that only look).
         self.boot_count = self._boot[0] + (1 if count_boot and not self.readonly else 0)
         if self.readonly:
-            if not self._secrets:
-                self.fresh_secret = ""
             return
         try:
             if not self._secrets:
@@ -767,16 +693,13 @@ class Store:
                 if self.damage_count:
                     why += "; %d damage(s) found" % self.damage_count
                 if initial_secret is not None:
-                    self._add_secret(_check_secret(initial_secret))
+                    self._add_secret(check_secret(initial_secret))
                     why += "; given secret written"
                 else:
                     self._add_secret(self._random_secret())
                 self.fresh_secret = why
             if count_boot:
-                rec = self._rec(T_BOOT)
-                struct.pack_into("<I", rec, 4, self.boot_count)
-                blk = self._append(rec)
-                self._boot = [self.boot_count, blk]
+                self._boot = [self.boot_count, self._append(_rec(_T_BOOT, self.boot_count))]
         except OSError as e:
             # Never brick: whatever we hold stays usable from RAM.
             if not self.readonly_reason:
@@ -789,66 +712,63 @@ class Store:
     def _scan(self, b, buf, hfcrc):
         # Replay block b's records; returns (end of the valid records, whether
         # the bytes after them are as they were when the last one was written).
-        seed = _crc(self._seq[b].to_bytes(4, "little"))
+        seed = _seed(self._seq[b])
         mv = memoryview(buf)
-        pos = HEADER_LEN
+        pos = _HEADER_LEN
         last = hfcrc
-        while pos + CHUNK <= BLOCK_SIZE:
-            ln = self._valid(buf, mv, pos, seed)
+        while pos + _CHUNK <= BLOCK_SIZE:
+            ln = self._replay(buf, mv, pos, seed, b)
             if not ln:
                 break
-            self._apply(buf, pos, b)
             last = _u32(buf, pos + ln - 8)
             pos += ln
         end = pos
         n = BLOCK_SIZE - end
-        if n > WINDOW:
-            n = WINDOW
-        if _crc(mv[end : end + n]) == last:
+        if n > _WINDOW:
+            n = _WINDOW
+        if crc32(mv[end : end + n]) == last:
             return end, True
         # Something was written after the last valid record and is not a
         # valid record: a write cut short, or a damaged record. Look for
         # valid records after it (a damaged record in the middle of a block
         # must not take the later ones with it); never append here again.
-        p = end + CHUNK
+        p = end + _CHUNK
         found = 0
-        while p + CHUNK <= BLOCK_SIZE:
-            ln = self._valid(buf, mv, p, seed)
+        while p + _CHUNK <= BLOCK_SIZE:
+            ln = self._replay(buf, mv, p, seed, b)
             if ln:
-                self._apply(buf, p, b)
                 found += 1
                 p += ln
             else:
-                p += CHUNK
+                p += _CHUNK
         if found:
             self._damage("block %d: damaged record at offset %d; %d later record(s) kept" % (b, end, found))
         else:
             self._damage("block %d: torn or damaged bytes at offset %d (a write cut short?)" % (b, end))
         return end, False
 
-    def _valid(self, buf, mv, pos, seed):
+    def _replay(self, buf, mv, pos, seed, b):
+        # The record at pos in block b: 0 if there is no valid record there;
+        # else its length, after applying it (FORMAT.md, Record types).
         t = buf[pos]
         ln = ((t >> 6) + 1) * 16
         typ = t & 0x3F
         if typ == 0 or typ == 0x3F or pos + ln > BLOCK_SIZE:
             return 0
-        if _crc(mv[pos : pos + ln - 4], seed) != _u32(buf, pos + ln - 4):
+        if crc32(mv[pos : pos + ln - 4], seed) != _u32(buf, pos + ln - 4):
             return 0
         want = _LENGTHS.get(typ)
-        if want is None:
-            self._damage("record type %d at offset %d: unknown (newer format?), skipped" % (typ, pos))
-        elif want != ln:
-            self._damage("record type %d at offset %d: wrong length %d, skipped" % (typ, pos, ln))
-        return ln
-
-    def _apply(self, buf, pos, b):
-        typ = buf[pos] & 0x3F
-        if _LENGTHS.get(typ) != ((buf[pos] >> 6) + 1) * 16:
-            return
+        if want != ln:
+            # Skipped: a newer writer's record, or a known one of another length.
+            if want is None:
+                self._damage("record type %d at offset %d: unknown (newer format?), skipped" % (typ, pos))
+            else:
+                self._damage("record type %d at offset %d: wrong length %d, skipped" % (typ, pos, ln))
+            return ln
         v = _u32(buf, pos + 4)
-        if typ == T_CHILD or typ == T_CHILD_NEW:
+        if typ == _T_CHILD or typ == _T_CHILD_NEW:
             ike = struct.unpack_from("<H", buf, pos + 2)[0]
-            if typ == T_CHILD_NEW:
+            if typ == _T_CHILD_NEW:
                 d = bytes(buf[pos + 1 : pos + 2]) + bytes(buf[pos + 8 : pos + 40])
                 e = self._ike.get(ike)
                 if e is None:
@@ -856,27 +776,26 @@ class Store:
                 else:
                     e[0] = d
                     e[2] = b
-            self._child_set(v, ike, b, pos // CHUNK)
-        elif typ == T_DROP:
+            self._child_set(v, ike, b, pos // _CHUNK)
+        elif typ == _T_DROP:
             self._child_del(v)
-        elif typ == T_SECRET:
-            self._secrets[v] = [bytes(buf[pos + 8 : pos + 40]), b]
-            if v > self._max_gen:
-                self._max_gen = v
-        elif typ == T_RETIRE:
-            self._secrets.pop(v, None)
-            if v > self._max_gen:
-                self._max_gen = v
-        elif typ == T_BOOT:
+        elif typ == _T_BOOT:
             self._boot = [v, b]
+        else:
+            if typ == _T_SECRET:
+                self._secrets[v] = [bytes(buf[pos + 8 : pos + 40]), b]
+            else:
+                self._secrets.pop(v, None)
+            if v > self._max_gen:
+                self._max_gen = v
+        return ln
 
     def _finish_replay(self):
         # Children whose IKE SA definition never appeared cannot be answered
         # for: damage (their CHILD_NEW record was lost).
         lost = []
         for spi in self._children:
-            e = self._ike[self._children[spi] >> 16]
-            if e[0] is None:
+            if self._ike[self._children[spi] >> 16][0] is None:
                 lost.append(spi)
         for spi in lost:
             self._damage("Child SPI %08x: its IKE SA record is lost; entry dropped" % spi)
@@ -888,9 +807,7 @@ class Store:
             # Make the drops durable, so a reused IKE SA id cannot revive them.
             try:
                 for spi in lost:
-                    rec = self._rec(T_DROP)
-                    struct.pack_into("<I", rec, 4, spi)
-                    self._append(rec)
+                    self._append(_rec(_T_DROP, spi))
             except OSError:
                 pass
         while len(self._children) > self.max_children:
@@ -900,12 +817,6 @@ class Store:
                 self._evict()
             except OSError:
                 break
-
-
-def _check_secret(s):
-    if not isinstance(s, (bytes, bytearray)) or len(s) != SECRET_LEN:
-        raise ValueError("a QCD secret must be %d bytes" % SECRET_LEN)
-    return bytes(s)
 
 
 def _err(e):

@@ -56,6 +56,14 @@ def _ct_equal(a, b):
 ct_equal = getattr(hmac, "compare_digest", None) or _ct_equal
 
 
+def check_secret(s):
+    """s as bytes if it is a secret (32 bytes); ValueError otherwise."""
+    if not isinstance(s, (bytes, bytearray)) or len(s) != SECRET_LEN:
+        # The message names the rule, never the value.
+        raise ValueError("a QCD secret must be %d bytes" % SECRET_LEN)
+    return bytes(s)
+
+
 def token_digest(token):
     """SHA-256 of a token: what a taker keeps instead of the token itself."""
     return _sha256(bytes(token)).digest()

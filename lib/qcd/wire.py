@@ -30,46 +30,25 @@ FLAG_I = const(0x08)  # sender is the original initiator of the IKE SA
 FLAG_V = const(0x10)
 FLAG_R = const(0x20)  # message is a response
 
-# Payload types (RFC 7296 §3.2, RFC 7383)
-PT_NONE = const(0)
+# Payload types (RFC 7296 §3.2, RFC 7383): those QCD and its tools meet.
+# (lib/ike/const.py has the rest; qcd.names names them all.)
+_PT_NONE = const(0)  # "no next payload"
 PT_SA = const(33)
 PT_KE = const(34)
-PT_IDI = const(35)
-PT_IDR = const(36)
-PT_CERT = const(37)
-PT_CERTREQ = const(38)
-PT_AUTH = const(39)
-PT_NONCE = const(40)
 PT_N = const(41)
 PT_D = const(42)
 PT_V = const(43)
-PT_TSI = const(44)
-PT_TSR = const(45)
 PT_SK = const(46)
-PT_CP = const(47)
-PT_EAP = const(48)
 PT_SKF = const(53)
 
-# Notify message types (RFC 7296 §3.10.1, RFC 6290 §4.1)
-UNSUPPORTED_CRITICAL_PAYLOAD = const(1)
+# Notify message types (RFC 7296 §3.10.1, RFC 6290 §4.1) QCD sends or reads.
 INVALID_IKE_SPI = const(4)
-INVALID_MAJOR_VERSION = const(5)
-INVALID_SYNTAX = const(7)
-INVALID_MESSAGE_ID = const(9)
 INVALID_SPI = const(11)
-NO_PROPOSAL_CHOSEN = const(14)
-INVALID_KE_PAYLOAD = const(17)
-AUTHENTICATION_FAILED = const(24)
-TS_UNACCEPTABLE = const(38)
 INITIAL_CONTACT = const(16384)
-NAT_DETECTION_SOURCE_IP = const(16388)
-NAT_DETECTION_DESTINATION_IP = const(16389)
-COOKIE = const(16390)
 REKEY_SA = const(16393)
 QUICK_CRASH_DETECTION = const(16419)
 
-PROTO_IKE = const(1)  # Protocol ID values (RFC 7296 §3.3.1)
-PROTO_ESP = const(3)
+PROTO_IKE = const(1)  # Protocol ID (RFC 7296 §3.3.1)
 
 HDR_LEN = const(28)  # RFC 7296 §3.1
 GEN_LEN = const(4)  # generic payload header, RFC 7296 §3.2
@@ -78,16 +57,16 @@ NOTIFY_FIXED = const(4)  # Protocol ID, SPI Size, Notify Message Type
 # is below any transform RFC 7296 allows (AES-CBC alone has a 16-octet IV).
 SK_MIN_BODY = const(8)
 # RFC 7383 §2.5: Fragment Number and Total Fragments precede the IV.
-SKF_FIXED = const(4)
+_SKF_FIXED = const(4)
 # Cap on payloads walked in one message: bounds work and RAM per datagram. A
 # real IKE message has a handful; 64 is generous (strongSwan parses at most
 # what fits its 10000-octet limit, our device far less).
 MAX_PAYLOADS = const(64)
 # RFC 4303 §2.1: SPI values 1..255 are reserved by IANA; 0 is never an ESP
 # SPI and on UDP 4500 marks an IKE message (RFC 3948 §2.2).
-ESP_SPI_MIN = const(256)
+_ESP_SPI_MIN = const(256)
 # SPI (4) + Sequence Number (4): the fixed ESP header (RFC 4303 §2).
-ESP_HDR_LEN = const(8)
+_ESP_HDR_LEN = const(8)
 
 
 class Message:
@@ -137,12 +116,11 @@ class Message:
                 continue
             if end - start < NOTIFY_FIXED:
                 return None
-            spi_size = buf[start + 1]
-            if start + NOTIFY_FIXED + spi_size > end:
-                return None
-            ntype = (buf[start + 2] << 8) | buf[start + 3]
+            proto, spi_size, ntype = struct.unpack_from(">BBH", buf, start)
             d = start + NOTIFY_FIXED
-            out.append((ntype, buf[start], bytes(buf[d : d + spi_size]), bytes(buf[d + spi_size : end])))
+            if d + spi_size > end:
+                return None
+            out.append((ntype, proto, bytes(buf[d : d + spi_size]), bytes(buf[d + spi_size : end])))
         return out
 
 
@@ -171,25 +149,23 @@ def parse(buf):
         return _bad("shorter than the 28-octet IKE header")
     if buf[17] >> 4 != 2:  # major version (§3.1); minor is ignored
         return _bad("IKE major version is not 2")
-    length = (buf[24] << 24) | (buf[25] << 16) | (buf[26] << 8) | buf[27]
-    if length != n:
+    if struct.unpack_from(">I", buf, 24)[0] != n:
         return _bad("header Length differs from the datagram length")
     ptype = buf[16]
     pos = HDR_LEN
     payloads = []
-    while ptype != PT_NONE:
+    while ptype != _PT_NONE:
         if len(payloads) >= MAX_PAYLOADS:
             return _bad("too many payloads")
         if pos + GEN_LEN > n:
             return _bad("payload header runs past the end")
-        nxt = buf[pos]
-        plen = (buf[pos + 2] << 8) | buf[pos + 3]
+        nxt, crit, plen = struct.unpack_from(">BBH", buf, pos)
         end = pos + plen
         if plen < GEN_LEN:
             return _bad("payload length below 4")
         if end > n:
             return _bad("payload runs past the end")
-        payloads.append((ptype, buf[pos + 1] >> 7, pos + GEN_LEN, end))
+        payloads.append((ptype, crit >> 7, pos + GEN_LEN, end))
         if ptype == PT_SK or ptype == PT_SKF:
             # §3.14: SK is the last payload; its Next Payload names the first
             # payload inside the encryption.
@@ -198,10 +174,9 @@ def parse(buf):
             body = plen - GEN_LEN
             if ptype == PT_SKF:
                 # RFC 7383 §2.5: Fragment Number >= 1, <= Total Fragments.
-                if body < SKF_FIXED + SK_MIN_BODY:
+                if body < _SKF_FIXED + SK_MIN_BODY:
                     return _bad("SKF payload too short")
-                frag = (buf[pos + 4] << 8) | buf[pos + 5]
-                total = (buf[pos + 6] << 8) | buf[pos + 7]
+                frag, total = struct.unpack_from(">HH", buf, pos + GEN_LEN)
                 if frag < 1 or frag > total:
                     return _bad("SKF fragment number out of range")
             elif body < SK_MIN_BODY:
@@ -214,13 +189,7 @@ def parse(buf):
         return _bad("octets after the last payload")
     m = Message()
     m.buf = buf
-    m.spi_i = bytes(buf[0:8])
-    m.spi_r = bytes(buf[8:16])
-    m.first = buf[16]
-    m.version = buf[17]
-    m.exchange = buf[18]
-    m.flags = buf[19]
-    m.msg_id = (buf[20] << 24) | (buf[21] << 16) | (buf[22] << 8) | buf[23]
+    m.spi_i, m.spi_r, m.first, m.version, m.exchange, m.flags, m.msg_id = struct.unpack_from(">8s8sBBBBI", buf)
     m.payloads = payloads
     return m
 
@@ -242,12 +211,10 @@ def strip_marker(datagram):
 
 def esp_spi(packet):
     """The SPI of an ESP packet (RFC 4303 §2.1), or None if it cannot be one."""
-    if len(packet) < ESP_HDR_LEN:
+    if len(packet) < _ESP_HDR_LEN:
         return None
-    spi = (packet[0] << 24) | (packet[1] << 16) | (packet[2] << 8) | packet[3]
-    if spi < ESP_SPI_MIN:
-        return None
-    return spi
+    spi = struct.unpack_from(">I", packet)[0]
+    return spi if spi >= _ESP_SPI_MIN else None
 
 
 def notify_body(ntype, data=b"", proto=0, spi=b""):
@@ -273,12 +240,12 @@ def build(spi_i, spi_r, exchange, flags, msg_id, payloads, first=None):
     b[0:8] = spi_i
     b[8:16] = spi_r
     if first is None:
-        first = payloads[0][0] if payloads else PT_NONE
+        first = payloads[0][0] if payloads else _PT_NONE
     struct.pack_into(">BBBBII", b, 16, first, 0x20, exchange, flags, msg_id, total)
     pos = HDR_LEN
     for i in range(len(payloads)):
         body = payloads[i][1]
-        nxt = payloads[i + 1][0] if i + 1 < len(payloads) else PT_NONE
+        nxt = payloads[i + 1][0] if i + 1 < len(payloads) else _PT_NONE
         struct.pack_into(">BBH", b, pos, nxt, 0, GEN_LEN + len(body))
         b[pos + GEN_LEN : pos + GEN_LEN + len(body)] = body
         pos += GEN_LEN + len(body)
@@ -295,11 +262,8 @@ def answer_invalid_ike_spi(req, tokens, proto_id=PROTO_IKE):
     N(INVALID_IKE_SPI) has no SPI, so its Protocol ID is 0 (§3.10); each QCD
     notify carries proto_id (RFC 6290 §4.1 says 1; receivers ignore it).
     """
-    pl = [(PT_N, notify_body(INVALID_IKE_SPI))]
-    for t in tokens:
-        pl.append((PT_N, notify_body(QUICK_CRASH_DETECTION, t, proto_id)))
     flags = FLAG_R | (0 if req.flags & FLAG_I else FLAG_I)
-    return build(req.spi_i, req.spi_r, req.exchange, flags, req.msg_id, pl)
+    return build(req.spi_i, req.spi_r, req.exchange, flags, req.msg_id, _with_tokens(INVALID_IKE_SPI, b"", tokens, proto_id))
 
 
 def answer_invalid_spi(spi, spi_i, spi_r, initiator, tokens, proto_id=PROTO_IKE):
@@ -312,7 +276,12 @@ def answer_invalid_spi(spi, spi_i, spi_r, initiator, tokens, proto_id=PROTO_IKE)
     original role. N(INVALID_SPI) carries the packet's SPI as its data (RFC
     7296 §3.10.1) with an empty SPI field, hence Protocol ID 0.
     """
-    pl = [(PT_N, notify_body(INVALID_SPI, spi))]
+    return build(spi_i, spi_r, INFORMATIONAL, FLAG_I if initiator else 0, 0, _with_tokens(INVALID_SPI, spi, tokens, proto_id))
+
+
+def _with_tokens(ntype, data, tokens, proto_id):
+    # N(ntype, data) then one N(QUICK_CRASH_DETECTION) per token (RFC 6290 §4.5, §8.2)
+    pl = [(PT_N, notify_body(ntype, data))]
     for t in tokens:
         pl.append((PT_N, notify_body(QUICK_CRASH_DETECTION, t, proto_id)))
-    return build(spi_i, spi_r, INFORMATIONAL, FLAG_I if initiator else 0, 0, pl)
+    return pl

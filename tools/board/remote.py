@@ -15,10 +15,20 @@ DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
 PACKAGES = ("qcd", "ike")  # lib/<name>, those that exist
 APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
+# Modules of lib/ that no device imports; host tools and tests do. They stay
+# out of everything that goes onto a board: `qcdboard deploy`, package.json
+# (mip) and firmware/manifest.py (the freeze lists the device set file by
+# file); tools/mpy_build.py reports their size apart from the device set's.
+#   qcd/names.py  names of IKE numbers, the message decoder (qcdtool, qcd-peer)
+#   qcd/keys.py   MemoryKeys, a key source in RAM (hosts that keep the secret
+#                 elsewhere, tests); a device's key source is qcd.store
+HOST_ONLY = ("qcd/keys.py", "qcd/names.py")
 
 
-def package_files(packages=PACKAGES):
-    """[(host path, device path)] of every .py of lib/<package> (no caches)."""
+def package_files(packages=PACKAGES, host_only=False):
+    """[(host path, device path)] of the .py files of lib/<package> that go
+    onto a device (no caches, nothing in HOST_ONLY); host_only=True: the
+    HOST_ONLY ones instead."""
     out = []
     for pkg in packages:
         top = os.path.join(LIB, pkg)
@@ -29,7 +39,9 @@ def package_files(packages=PACKAGES):
             for f in sorted(files):
                 if f.endswith(".py"):
                     host = os.path.join(d, f)
-                    out.append((host, "lib/" + os.path.relpath(host, LIB).replace(os.sep, "/")))
+                    rel = os.path.relpath(host, LIB).replace(os.sep, "/")
+                    if (rel in HOST_ONLY) == host_only:
+                        out.append((host, "lib/" + rel))
     return out
 
 
@@ -46,8 +58,8 @@ def _mkdirs_code(dev_paths):
 
 
 def deploy_cp(port, app=False, config=None, packages=PACKAGES):
-    """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board;
-    with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
+    """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board,
+    without the host-only modules (HOST_ONLY); with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
     to /); with config, that file to /qcd.json. `fs cp` skips files whose
     sha256 already matches, so a second deploy copies only what changed."""
     files = package_files(packages)

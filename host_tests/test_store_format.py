@@ -1,0 +1,279 @@
+# The on-flash format of qcd.store, pinned against docs/FORMAT.md and against
+# an image the store wrote before (host_tests/data/store_v1_golden.bin.gz).
+#
+# Three independent checks:
+#   - a decoder written here from FORMAT.md alone (not from store.py) reads
+#     the golden image: every header field at its documented offset, every
+#     record's tag, length, zero padding, CRC (seeded with the block's seq)
+#     and forward CRC, the chain, the replay rules; the store's own mount of
+#     that image must hold exactly what the decoder found;
+#   - the store, running the same fixed workload today, writes that image
+#     byte for byte (plain flash), and the same physical bytes as then on
+#     encrypted flash (a SHA-256 is pinned): the writer's behaviour, down to
+#     where compaction and eviction put each record, has not changed;
+#   - the golden image, written by the store of commit e80588e, mounts.
+# The workload covers a blank first boot, evictions at the map's cap, IPv4
+# and IPv6 peers, both roles, rollovers and a retirement, several rounds of
+# compaction on a 4-block partition, a power cut that tears a record, and
+# reboots.
+#
+# A deliberate change to what the store writes (not to the format) changes
+# the image: regenerate it with `python host_tests/test_store_format.py
+# --write` and say why in the commit. A change to the format is a new
+# version (FORMAT.md), and this image must then still be read or refused
+# as that document says.
+import binascii
+import gzip
+import hashlib
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _p in (os.path.join(os.path.dirname(HERE), "lib"), os.path.join(os.path.dirname(HERE), "tools")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import flashemu  # noqa: E402
+import pytest  # noqa: E402
+from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking  # noqa: E402
+from qcd.store import Store  # noqa: E402
+from qcd.tokens import fingerprint  # noqa: E402
+
+GOLDEN = os.path.join(HERE, "data", "store_v1_golden.bin.gz")
+# SHA-256 of the physical bytes the workload leaves on encrypted flash
+# (flashemu's model, its default key for seed 0).
+GOLDEN_ENCRYPTED_SHA256 = "e8a17f7c0db39ce258b4c1cb329c01ea2d63f4d093e4d7db9230ac2e327533cd"
+BLOCKS = 4
+CAP = 10
+
+
+def crc(data, value=0):
+    return binascii.crc32(bytes(data), value) & 0xFFFFFFFF
+
+
+def ike(i):
+    # (spi_i, spi_r, initiator, peer): IPv6 peers for every third IKE SA
+    h = hashlib.sha256(b"golden ike %d" % i).digest()
+    peer = h[16:32] if i % 3 == 0 else bytes([198, 51, 100, i])
+    return (h[0:8], h[8:16], i % 2 == 0, peer)
+
+
+def workload(encrypted=False):
+    """Run the fixed workload; returns the backing (the image) and what was
+    acknowledged: (secrets, children, boot count)."""
+    backing = MemoryBacking(BLOCKS * BLOCK_SIZE)
+    e = FlashEmu(backing, encrypted=encrypted)
+    rng = flashemu._Rand(4242).bytes
+    s = Store(e, rng, max_children=CAP)  # blank: a fresh secret from rng
+    for k in range(14):  # past the cap: four evictions
+        s.child_put(0x1000 + k, *ike(k % 5))
+    s.rollover(hashlib.sha256(b"golden secret 2").digest())
+    s.rollover()  # from rng
+    s.retire(fingerprint(s.secrets()[2]))  # the first generation
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    for k in range(700):  # several compactions on 4 blocks
+        spi = 0x2000 + k % 9
+        if k % 7 == 3:
+            s.child_drop(spi)
+        else:
+            s.child_put(spi, *ike(k % 11))
+    # A power cut tears the 4th flash operation from here, a 48-byte CHILD_NEW
+    # in the middle of a block (the emulator clears a random half of its bits).
+    e = e.reboot(cut_at=4, seed=1)
+    s = Store(e, None, max_children=CAP)  # its BOOT record is operation 1
+    try:
+        for k in range(5):
+            s.child_put(0x3000 + k, *ike(20 + k))
+    except flashemu.PowerCut:
+        pass
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)  # finds the torn record, opens a new block
+    s.child_put(0x4000, *ike(30))
+    s.child_drop(0x2001)
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    return backing, e, s
+
+
+# -- a decoder written from docs/FORMAT.md --------------------------------------
+
+LENGTHS = {1: 16, 2: 48, 3: 16, 4: 16, 5: 16, 6: 48}  # FORMAT.md, Record types
+
+
+def decode(read, erased, blocks):
+    """read(block, offset, n) -> plaintext bytes; erased(block, offset, n) ->
+    what n erased bytes there read as (0xFF, or their decryption). Returns the state the
+    format describes: {"secrets": {gen: secret}, "children": {spi: entry},
+    "boot": n, "chain": [blocks], "torn": [blocks]}. Asserts every field rule
+    on the way (this is a test)."""
+    hdr = {}
+    for b in range(blocks):
+        h = read(b, 0, 32)
+        if h[0:4] != b"QCDP" or crc(h[0:28]) != struct.unpack_from("<I", h, 28)[0]:
+            continue  # blank
+        assert h[4] == 1, "version at offset 4"
+        assert h[5] == blocks, "block count at offset 5"
+        assert h[6:8] == b"\0\0", "reserved at offset 6"
+        seq, prev, base, erases, fcrc = struct.unpack_from("<IIIII", h, 8)
+        assert seq >= 1 and erases >= 1
+        assert prev < seq and base <= seq
+        # Forward CRC of bytes 32..79 as they read before the header was
+        # programmed: the records compaction copied there first, or erased
+        # flash (records appended later).
+        assert fcrc in (crc(read(b, 32, 48)), crc(erased(b, 32, 48))), "header fcrc of block %d" % b
+        hdr[b] = (seq, prev, base)
+    newest = max(hdr, key=lambda b: hdr[b][0])
+    base = hdr[newest][2]
+    by_seq = dict((hdr[b][0], b) for b in hdr)
+    chain = [newest]
+    while True:
+        seq, prev, _ = hdr[chain[-1]]
+        if prev < base or prev >= seq:
+            break
+        chain.append(by_seq[prev])  # the golden image has no missing block
+    chain.reverse()
+    secrets, children, ikes, boot, torn = {}, {}, {}, 0, []
+    for b in chain:
+        seq = hdr[b][0]
+        data = read(b, 0, BLOCK_SIZE)
+        seed = crc(struct.pack("<I", seq))
+        pos = 32
+        last_fcrc = struct.unpack_from("<I", data, 24)[0]
+        recs = []
+        while pos + 16 <= BLOCK_SIZE:
+            tag = data[pos]
+            ln = ((tag >> 6) + 1) * 16
+            typ = tag & 0x3F
+            if typ in (0, 63) or pos + ln > BLOCK_SIZE or crc(data[pos : pos + ln - 4], seed) != struct.unpack_from("<I", data, pos + ln - 4)[0]:
+                break
+            recs.append(pos)
+            last_fcrc = struct.unpack_from("<I", data, pos + ln - 8)[0]
+            pos += ln
+        n = min(48, BLOCK_SIZE - pos)
+        if crc(data[pos : pos + n]) != last_fcrc:
+            # A write was cut short here: scan on, 16 bytes at a time.
+            torn.append(b)
+            p = pos + 16
+            while p + 16 <= BLOCK_SIZE:
+                tag = data[p]
+                ln = ((tag >> 6) + 1) * 16
+                if tag & 0x3F not in (0, 63) and p + ln <= BLOCK_SIZE and crc(data[p : p + ln - 4], seed) == struct.unpack_from("<I", data, p + ln - 4)[0]:
+                    recs.append(p)
+                    p += ln
+                else:
+                    p += 16
+        for p in recs:
+            tag = data[p]
+            typ, ln = tag & 0x3F, ((tag >> 6) + 1) * 16
+            assert LENGTHS[typ] == ln, "tag 0x%02x at block %d offset %d" % (tag, b, p)
+            assert p % 16 == 0
+            # Before a record was programmed, the bytes after it were erased.
+            assert struct.unpack_from("<I", data, p + ln - 8)[0] == crc(erased(b, p + ln, min(48, BLOCK_SIZE - p - ln)))
+            v = struct.unpack_from("<I", data, p + 4)[0]
+            if typ in (1, 2, 3, 5):
+                assert data[p + 1 : p + 4] == b"\0\0\0", "zero body bytes 1..3"
+            if typ == 1:
+                boot = v
+            elif typ == 2:
+                secrets[v] = bytes(data[p + 8 : p + 40])
+            elif typ == 3:
+                secrets.pop(v, None)
+            elif typ == 5:
+                children.pop(v, None)
+            else:
+                ike_id = struct.unpack_from("<H", data, p + 2)[0]
+                if typ == 6:
+                    flags = data[p + 1]
+                    assert flags & ~3 == 0, "CHILD_NEW flags: other bits 0"
+                    addr = bytes(data[p + 24 : p + 40])
+                    if not flags & 2:
+                        assert addr[4:] == bytes(12), "IPv4: 12 zero bytes after it"
+                        addr = addr[:4]
+                    ikes[ike_id] = (bytes(data[p + 8 : p + 16]), bytes(data[p + 16 : p + 24]), bool(flags & 1), addr)
+                else:
+                    assert data[p + 1] == 0
+                children[v] = ike_id
+    out = {}
+    for spi, ike_id in children.items():
+        out[spi] = ikes[ike_id]  # the golden image loses no CHILD_NEW
+    return {"secrets": secrets, "children": out, "boot": boot, "chain": chain, "torn": torn}
+
+
+def emu_reader(e):
+    def read(b, off, n):
+        buf = bytearray(n)
+        e.readblocks(b, buf, off)
+        return bytes(buf)
+
+    def erased(b, off, n):
+        # Erased flash is physical 0xFF; readblocks decrypts it on an
+        # encrypted partition (the emulator's model of that).
+        ff = b"\xff" * n
+        return e._crypt(b * BLOCK_SIZE + off, ff) if e.encrypted else ff
+
+    return read, erased
+
+
+def golden_backing():
+    with gzip.open(GOLDEN, "rb") as f:
+        data = f.read()
+    return MemoryBacking(data=data)
+
+
+def test_the_golden_image_matches_format_md():
+    e = FlashEmu(golden_backing(), readonly=True)
+    d = decode(*emu_reader(e), BLOCKS)
+    # What the workload left, as the format says to read it.
+    assert d["boot"] == 5
+    assert len(d["secrets"]) == 2 and max(d["secrets"]) == 3
+    assert d["secrets"][2] == hashlib.sha256(b"golden secret 2").digest()
+    assert len(d["children"]) == CAP - 1  # at the cap, then one dropped
+    assert d["torn"], "the power cut left a torn record"
+    assert len(d["chain"]) >= 2
+
+
+def test_the_store_mounts_the_golden_image_as_format_md_reads_it():
+    e = FlashEmu(golden_backing(), readonly=True)
+    d = decode(*emu_reader(e), BLOCKS)
+    s = Store(FlashEmu(golden_backing(), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
+    gens = sorted(d["secrets"], reverse=True)
+    assert s.secrets() == [d["secrets"][g] for g in gens]
+    assert dict(s.children()) == d["children"]
+    assert s.boot_count == d["boot"]
+    live = [b for b in range(BLOCKS) if s.block_info(b)[0] == "live"]
+    assert sorted(live) == sorted(d["chain"])
+    assert s.status()["damage_count"] >= 1  # the torn record is reported
+
+
+def test_the_store_writes_the_golden_image_byte_for_byte():
+    backing, e, s = workload()
+    golden = golden_backing()
+    if bytes(backing.data) != bytes(golden.data):
+        first = next(i for i in range(len(golden.data)) if backing.data[i] != golden.data[i])
+        pytest.fail("the store wrote a different image: first difference at block %d offset %d" % (first // BLOCK_SIZE, first % BLOCK_SIZE))
+    assert e.violations == 0
+    # And the store that wrote it reads back what the format decoder reads.
+    d = decode(*emu_reader(e), BLOCKS)
+    assert dict(s.children()) == d["children"]
+
+
+def test_the_store_writes_the_same_encrypted_image_as_before():
+    backing, e, s = workload(encrypted=True)
+    assert e.violations == 0
+    assert hashlib.sha256(bytes(backing.data)).hexdigest() == GOLDEN_ENCRYPTED_SHA256
+    d = decode(*emu_reader(e), BLOCKS)
+    assert dict(s.children()) == d["children"]
+    assert s.boot_count == d["boot"] == 5
+
+
+if __name__ == "__main__":
+    if "--write" not in sys.argv:
+        sys.exit("usage: python host_tests/test_store_format.py --write  (regenerates %s)" % os.path.relpath(GOLDEN))
+    backing, _, _ = workload()
+    os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    with gzip.GzipFile(GOLDEN, "wb", mtime=0) as f:
+        f.write(bytes(backing.data))
+    enc, _, _ = workload(encrypted=True)
+    print("wrote %s; encrypted image SHA-256: %s" % (GOLDEN, hashlib.sha256(bytes(enc.data)).hexdigest()))
