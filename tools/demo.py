@@ -286,12 +286,41 @@ class Demo:
         if self.device_kind == "wasm":
             # tools/vboard execs the board (node), so the pid is the board's;
             # --app puts the firmware app, lib/ and the config into its fs/.
+            run["cut_file"] = os.path.join(d, "cut-now")
             cmd = [PY, os.path.join(HERE, "vboard"), "--dir", run["dir"], "--headless", "--net",
-                   "--flash-encryption", "--app", run["dev_cfg"]]
+                   "--flash-encryption", "--app", run["dev_cfg"], "--cut-file", run["cut_file"]]
         else:
             cmd = [PY, HOSTBOARD, "--image", run["image"], "--config", run["dev_cfg"], "--encrypted"]
         say("device", "power on (boot %d)" % boot)
         return Proc("device", list(getattr(self, "netns", [])) + cmd, log)
+
+    def power_cut(self, run, dev, procs, rekey):
+        """Cut the device's power: in the middle of a flash write unless
+        --cut-idle (the emulator is told to tear its next program or erase,
+        and the gateway rekeys the Child SA, which makes the device's store
+        write the new Child SPI mapping), or at once with SIGKILL. Returns
+        the demo time and wall-clock time of the cut."""
+        if not self.a.cut_idle:
+            if self.device_kind == "wasm":
+                open(run["cut_file"], "w").close()  # tools/vboard --cut-file
+            else:
+                os.kill(dev.p.pid, signal.SIGUSR1)  # tools/hostboard.py arms the cut
+            self.wait(procs, lambda: any("power cut armed" in l for _, l in dev.lines), 10)
+            say("gateway", "rekeys the Child SA: the device's store writes the new Child SPI mapping...")
+            rekey()
+            end = time.monotonic() + 5
+            while time.monotonic() < end and dev.alive():
+                time.sleep(0.005)
+            if not dev.alive():
+                t = (ts(), time.time())
+                time.sleep(0.05)
+                self.pump([dev])
+                say("device", "*** power cut in the middle of that flash write *** (the emulator tore it)")
+                return t
+        dev.kill()
+        t = (ts(), time.time())
+        say("device", "*** power cut *** (SIGKILL: RAM gone, the flash image as it was)")
+        return t
 
     def start_gateway(self, run):
         cmd = [PY, QCD_PEER, "run", run["gw_cfg"], "--control", run["ctl"], "--pcap", run["pcap"]]
@@ -383,27 +412,9 @@ class Demo:
         time.sleep(0.3)
         self.pump([dev, gw])
 
-        # The power cut: in the middle of a flash write where the device can
-        # be told to tear one (the store is writing the Child SA a rekey
-        # makes), else at once (SIGKILL).
+        # The power cut.
         stale = [(s["spi_i"], s["spi_r"]) for s in sas]
-        t_cut = None
-        if self.device_kind == "cpython" and not a.cut_idle:
-            os.kill(dev.p.pid, signal.SIGUSR1)
-            self.wait([dev, gw], lambda: any("power cut armed" in l for _, l in dev.lines), 10)
-            say("gateway", "rekeys the Child SA: the device's store writes the new Child SPI mapping...")
-            self.ctl(run, "rekey-child")
-            end = time.monotonic() + 5
-            while time.monotonic() < end and dev.alive():
-                time.sleep(0.005)
-            if not dev.alive():
-                t_cut, wall_cut = ts(), time.time()
-                self.pump([dev])
-                say("device", "*** power cut in the middle of that flash write *** (the emulator tore it)")
-        if t_cut is None:
-            dev.kill()
-            t_cut, wall_cut = ts(), time.time()
-            say("device", "*** power cut *** (SIGKILL: RAM gone, the flash image as it was)")
+        t_cut, wall_cut = self.power_cut(run, dev, [dev, gw], lambda: self.ctl(run, "rekey-child"))
         mark("power cut", t_cut)
         dev = self.start_device(run, 2)
         self.wait([dev, gw], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
@@ -548,24 +559,11 @@ class Demo:
             say("gateway", "strongSwan: %d IKE SA(s) up (it ignored the device's N(QUICK_CRASH_DETECTION), as RFC 6290 §3 allows)" % len(sas))
             stale = set(sas)
             time.sleep(0.3)
-            t_cut = None
-            if self.device_kind == "cpython" and not a.cut_idle:
-                os.kill(dev.p.pid, signal.SIGUSR1)
-                self.wait([dev], lambda: any("power cut armed" in l for _, l in dev.lines), 10)
-                say("gateway", "rekeys the Child SA: the device's store writes the new Child SPI mapping...")
+            def rekey():
                 for _msg in v.rekey({"child": "net"}):
                     pass
-                end = time.monotonic() + 5
-                while time.monotonic() < end and dev.alive():
-                    time.sleep(0.005)
-                if not dev.alive():
-                    t_cut, wall_cut = ts(), time.time()
-                    self.pump([dev])
-                    say("device", "*** power cut in the middle of that flash write *** (the emulator tore it)")
-            if t_cut is None:
-                dev.kill()
-                t_cut, wall_cut = ts(), time.time()
-                say("device", "*** power cut *** (SIGKILL: RAM gone, the flash image as it was)")
+
+            t_cut, wall_cut = self.power_cut(run, dev, [dev], rekey)
             dev = self.start_device(run, 2)
             self.wait([dev], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
             t_back = ts()

@@ -5,7 +5,7 @@
 //
 //   node tools/mpwasm/vboard.mjs --image FLASH.bin --fs DIR [--fd N]
 //                                [--heap BYTES] [--flash-encryption]
-//                                [--net [--yield-kb N] [--gc-log]]
+//                                [--net [--yield-kb N] [--gc-log] [--cut-file PATH]]
 //                                [--headless]
 //
 // --image  a whole-flash image (4 MiB for the qcd boards), as esptool
@@ -29,6 +29,11 @@
 //          power on, boot.py, main.py (resets as the board does them), and
 //          exit 0 once main.py has ended. SIGKILL is a power cut.
 // --yield-kb, --gc-log  see "Garbage collection" below.
+// --cut-file PATH  a power cut in the middle of a flash write, on demand:
+//          when PATH appears (checked at every select.poll, so within half
+//          a second in the app), the flash emulator tears its next program
+//          or erase; the PowerCut it raises ends the board with status 137,
+//          as the power going would. tools/demo.py uses it.
 //
 // The terminal speaks MicroPython's REPL protocol: the friendly REPL, raw
 // REPL (Ctrl-A), soft reset (Ctrl-D), and raw-paste mode answered "R\x00"
@@ -92,11 +97,11 @@ const SHIMS = [
 const NET_SHIMS = ["socket", "select", "cryptolib", "hashlib"].map((m) => [m, path.join(HERE, "vboard", `${m}.py`)]);
 
 function usage(msg) {
-  process.stderr.write(`vboard.mjs: ${msg}\nusage: node vboard.mjs --image FLASH.bin --fs DIR [--fd N] [--heap BYTES] [--flash-encryption]\n                         [--net] [--headless] [--yield-kb N] [--gc-log]\n`);
+  process.stderr.write(`vboard.mjs: ${msg}\nusage: node vboard.mjs --image FLASH.bin --fs DIR [--fd N] [--heap BYTES] [--flash-encryption]\n                         [--net] [--headless] [--yield-kb N] [--gc-log] [--cut-file PATH]\n`);
   process.exit(2);
 }
 
-const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryption: false, net: false, headless: false, yieldKb: 1024, gcLog: false };
+const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryption: false, net: false, headless: false, yieldKb: 1024, gcLog: false, cutFile: null };
 {
   const a = process.argv.slice(2);
   while (a.length) {
@@ -108,6 +113,7 @@ const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryp
     else if (o === "--flash-encryption") opts.encryption = true;
     else if (o === "--net") opts.net = true;
     else if (o === "--headless") opts.headless = true;
+    else if (o === "--cut-file") opts.cutFile = a.shift();
     else if (o === "--yield-kb") opts.yieldKb = parseInt(a.shift(), 10);
     else if (o === "--gc-log") opts.gcLog = true;
     else usage(`unknown option ${o}`);
@@ -419,6 +425,18 @@ function jsModule() {
     },
     meta_save: (i, text) => fs.writeFileSync(sidecar(table.parts[i]), text),
     flash_encryption: () => (opts.encryption ? 1 : 0),
+    // --cut-file: when PATH appears, the flash emulator tears its next
+    // program/erase (a power cut in the middle of a flash write); checked
+    // at every select.poll of a program, so within half a second in the app.
+    cut_requested: () => {
+      if (!opts.cutFile || !fs.existsSync(opts.cutFile)) return 0;
+      try {
+        fs.unlinkSync(opts.cutFile);
+      } catch (e) {
+        /* gone already */
+      }
+      return 1;
+    },
     write: partWrite,
     erase: partErase,
     urandom: (n) => randomBytes(n).toString("hex"),
@@ -481,6 +499,14 @@ function runCode(src) {
   try {
     mp.runPython(src);
   } catch (e) {
+    if (e.type === "PowerCut") {
+      // The flash emulator tore a write (an armed cut, --cut-file): the
+      // power is gone, and so is this board, as a real one would be.
+      flush();
+      say(`vboard: power cut during a flash write (${String(e.message || "").trim().split("\n").pop()})\r\n`);
+      flush();
+      process.exit(137);
+    }
     if (e.type !== "SystemExit") say(pyError(e).replace(/\n/g, "\r\n"));
   }
 }

@@ -81,6 +81,14 @@ class _Backing:
 _emus = {}  # partition index -> its FlashEmu, one per boot (as one chip)
 
 
+def _arm_cut():
+    # vboard.mjs --cut-file: tear the next program/erase of any emulated
+    # partition; flashemu then raises PowerCut, which ends the board.
+    for fe in _emus.values():
+        fe.cut_at = fe.ops + 1
+        print("vboard: power cut armed: flash operation %d will be torn" % fe.cut_at)
+
+
 def _emu(e):
     i = e[0]
     if i not in _emus:

@@ -28,6 +28,7 @@ import gc
 import sys
 import time
 
+import _vboard
 import _vboardnet
 import socket as _socket
 import uselect as _builtin
@@ -113,6 +114,10 @@ class poll:
                 found += others.poll(0)
                 wait = 0 if found else (_SLICE_MS if deadline is None else max(0, min(_SLICE_MS, time.ticks_diff(deadline, time.ticks_ms()))))
             r = _board_poll(spec, 0 if found else wait)
+            if _vboard.cut_requested():
+                import esp32
+
+                esp32._arm_cut()
             if r:
                 for item in r.split(","):
                     sid, ev = item.split(":")
