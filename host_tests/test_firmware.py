@@ -56,6 +56,9 @@ def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
     assert not set("qcd/" + f for f in qcd_files) & set(remote.HOST_ONLY)
     for f in qcd_files:
         assert os.path.isfile(os.path.join(packages["qcd"], f))
+    ike_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "ike"][0]
+    device = sorted(dev[len("lib/ike/"):] for _, dev in remote.package_files(("ike",)))
+    assert sorted(ike_files) == device and "host.py" not in ike_files
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
     assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
 

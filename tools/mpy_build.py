@@ -10,7 +10,8 @@ against the size target for lib/qcd (12 KB of .mpy).
 
 The device set is what goes onto a board: `qcdboard deploy` copies it,
 package.json (mip) lists it and firmware/manifest.py freezes it. Modules no
-device imports (tools/board/remote.py HOST_ONLY: qcd/names.py, qcd/keys.py)
+device imports (tools/board/remote.py HOST_ONLY: qcd/names.py, qcd/keys.py,
+ike/host.py)
 are compiled and reported too, marked "(host only)", and counted apart: the
 target is for the device set. These are the files to copy to a board instead
 of the .py sources (mpremote cp), or what a freeze would hold; the firmware

@@ -22,7 +22,7 @@ APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main
 #   qcd/names.py  names of IKE numbers, the message decoder (qcdtool, qcd-peer)
 #   qcd/keys.py   MemoryKeys, a key source in RAM (hosts that keep the secret
 #                 elsewhere, tests); a device's key source is qcd.store
-HOST_ONLY = ("qcd/keys.py", "qcd/names.py")
+HOST_ONLY = ("qcd/keys.py", "qcd/names.py", "ike/host.py")
 
 
 def package_files(packages=PACKAGES, host_only=False):
