@@ -262,7 +262,7 @@ def run(bench):
     L.append("## IKE engine: stale-SA detection, recovery, handshake cost")
     L.append("")
     L.append("`bench/section_ike.py`. Our peers are `tools/qcd-peer` processes; strongSwan 5.9.8 is charon with")
-    L.append("kernel-libipsec in private namespaces (`host_tests/strongswan.py`), our device on the other end of a veth pair.")
+    L.append("kernel-libipsec in private namespaces (`tools/strongswan.py`), our device on the other end of a veth pair.")
     L.append("The device is killed with SIGKILL (power cut) and restarted on the same ports and key source.")
     L.append("")
     L.append("### Stale-SA detection after a reboot")

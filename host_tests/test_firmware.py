@@ -4,7 +4,7 @@
 # functions: MicroPython's own tools/manifestfile.py lives in a MicroPython
 # checkout, which CI does not have. What it freezes from where is checked;
 # the same manifest was also run once through MicroPython v1.28.0's
-# manifestfile.py (see README, "Building firmware").
+# manifestfile.py (see docs/device.md, "Building firmware").
 # The app runs on the virtual board, through mpremote, as on a board.
 import json
 import os
