@@ -29,39 +29,15 @@ FIRMWARE = os.path.join(ROOT, "firmware")
 
 DRIVER = textwrap.dedent(
     """
-    import sys, time, types
+    import sys, time
     sys.path[:0] = [%(lib)r, %(firmware)r, %(tools)r]
-    import flashemu
+    import hostboard
 
-    class Part(flashemu.FlashEmu):
-        def info(self):
-            return (1, 6, 0x200000, self.size, "qcd", self.encrypted)
-
-    class Partition:
-        TYPE_APP = 0
-        TYPE_DATA = 1
-
-        @staticmethod
-        def find(type=0, subtype=0xFF, label=None, block_size=4096):
-            if type == 1 and label in (None, "qcd"):
-                return [Part(flashemu.FileBacking(%(image)r))]
-            return []
-
-    class WDT:
-        feeds = 0
-        def __init__(self, id=0, timeout=5000):
-            WDT.timeout = timeout
-        def feed(self):
-            WDT.feeds += 1
-
-    esp32 = types.ModuleType("esp32")
-    esp32.Partition = Partition
-    machine = types.ModuleType("machine")
-    machine.WDT = WDT
-    sys.modules.update(esp32=esp32, machine=machine)
-    time.ticks_ms = lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF
-    time.ticks_diff = lambda a, b: ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
-    time.sleep_ms = lambda ms: time.sleep(ms / 1000)
+    # The ESP32 modules the app imports, as tools/hostboard.py gives them:
+    # esp32.Partition is the flash emulator over the image, machine.WDT
+    # counts feeds, time gets MicroPython's ticks functions.
+    hostboard.install(%(image)r)
+    WDT = sys.modules["machine"].WDT
 
     import qcdapp
 

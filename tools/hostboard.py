@@ -78,9 +78,10 @@ def install(image, blocks=16, encrypted=False, cut_at=None, cut_seed=0):
 
     class WDT:
         feeds = 0
+        timeout = None
 
         def __init__(self, id=0, timeout=5000):
-            self.timeout = timeout
+            WDT.timeout = timeout
 
         def feed(self):
             WDT.feeds += 1
