@@ -74,29 +74,14 @@ def dev_cfg(gw_addr, gw_ports, local, secret, **kw):
 def ours(bench):
     """Our gateway (taker) and device (maker), two qcd-peer processes on
     loopback."""
-    from peers import Peer, one_up
+    from peers import Peer, gateway_config, one_up
 
     import importlib.util
 
     flash = importlib.util.find_spec("qcd.store") is not None and os.path.exists(os.path.join(ROOT, "tools", "flashemu.py"))
     out = {"detect_ms": [], "recover_s": [], "handshake_ms": [], "esp_ms": [], "flash": flash}
     with tempfile.TemporaryDirectory() as d:
-        gw = Peer(
-            d,
-            "gw",
-            {
-                "role": "responder",
-                "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-                "psk": PSK,
-                "id_local": "gw.example",
-                "id_peer": "dev.example",
-                "ts_local": ["10.1.0.0/16"],
-                "ts_peer": ["10.2.0.0/24"],
-                "dpd_s": 0,
-                "qcd": {"role": "taker"},
-            },
-            pcap=False,
-        ).start()
+        gw = Peer(d, "gw", gateway_config(), pcap=False).start()
         cfg = dev_cfg("127.0.0.1", gw.ports(), {"addr": "127.0.0.1", "port": 0, "natt_port": 0}, os.path.join(d, "secret"))
         if flash:
             # the device's key source on its emulated `qcd` partition, so

@@ -14,7 +14,6 @@
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -22,49 +21,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+import peers  # noqa: E402
+from peers import gateway_config  # noqa: E402
 
-PSK = "a-long-pre-shared-key"
 VARIANTS = (("yield at 256 KiB", "256"), ("no yield (1 GB)", "1000000"))
 HEAP = re.compile(r"vboard: heap (\d+) bytes allocated at (\d+) s; process RSS (\d+) bytes")
 GC = re.compile(r"vboard: gc \d+ at top level: (\d+) -> (\d+) bytes allocated; process RSS (\d+) bytes")
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def gw_config():
-    return {
-        "role": "responder",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "qcd": {"role": "taker"},
-    }
-
-
 def app_config(path, gw_ports):
-    cfg = json.load(open(os.path.join(ROOT, "firmware", "qcd.json.example")))
-    cfg.update(
-        {
-            "device": {"watchdog_s": 30, "partition": "qcd"},
-            "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
-            "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-            "psk": PSK,
-            "nat_t": "force",
-            "dpd_s": 0,
-        }
-    )
     with open(path, "w") as f:
-        json.dump(cfg, f)
+        json.dump(peers.app_config(gw_ports), f)
     return path
 
 
@@ -79,7 +46,7 @@ def run(bench):
         for k, (name, kb) in enumerate(VARIANTS):
             d = os.path.join(tmp, str(k))
             os.makedirs(os.path.join(d, "board"))
-            gw = Peer(d, "gw", gw_config(), pcap=False).start()
+            gw = Peer(d, "gw", gateway_config(), pcap=False).start()
             board = HeadlessBoard(os.path.join(d, "board"), extra=["--net", "--gc-log", "--yield-kb", kb])
             runs.append((name, gw, board))
             board.start(app=app_config(os.path.join(d, "qcd.json"), gw.ports()))

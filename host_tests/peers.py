@@ -4,6 +4,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,59 @@ sys.path.insert(0, LIB)
 from ike.host import control  # noqa: E402
 
 QCD_PEER = os.path.join(ROOT, "tools", "qcd-peer")
+EXAMPLE = os.path.join(ROOT, "firmware", "qcd.json.example")
+
+PSK = "a-long-pre-shared-key"
+# A quick retransmission so a test does not wait 4 s for the first one.
+QUICK_RETRANSMIT = {"timeout_s": 0.5, "base": 1.5, "tries": 5}
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def gateway_config(**changes):
+    """A gateway on loopback: responder, QCD taker, no liveness checks,
+    ephemeral ports (docs/config.md); `changes` replace keys."""
+    cfg = {
+        "role": "responder",
+        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
+        "psk": PSK,
+        "id_local": "gw.example",
+        "id_peer": "dev.example",
+        "ts_local": ["10.1.0.0/16"],
+        "ts_peer": ["10.2.0.0/24"],
+        "dpd_s": 0,
+        "qcd": {"role": "taker"},
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def app_config(gw_ports, dev_ports=None, **changes):
+    """The firmware app's configuration (firmware/qcd.json.example) for a
+    device on loopback talking to a gateway on gw_ports, behind a forced
+    NAT, without liveness checks; `changes` replace keys."""
+    with open(EXAMPLE) as f:
+        cfg = json.load(f)
+    if dev_ports is None:
+        dev_ports = (free_port(), free_port())
+    cfg.update(
+        {
+            "device": {"watchdog_s": 30, "partition": "qcd"},
+            "local": {"addr": "127.0.0.1", "port": dev_ports[0], "natt_port": dev_ports[1]},
+            "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
+            "psk": PSK,
+            "nat_t": "force",
+            "dpd_s": 0,
+        }
+    )
+    cfg.update(changes)
+    return cfg
 
 
 class Peer:

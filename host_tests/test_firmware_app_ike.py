@@ -16,15 +16,13 @@
 # sends it) followed by qcdapp.resume() keeps the engine and its SA.
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
-from peers import Peer, one_up
+from peers import QUICK_RETRANSMIT, Peer, app_config, free_port, gateway_config, one_up
 from support import LIB, ROOT, TOOLS
 
-PSK = "a-long-pre-shared-key"
 FIRMWARE = os.path.join(ROOT, "firmware")
 
 DRIVER = textwrap.dedent(
@@ -53,28 +51,9 @@ DRIVER = textwrap.dedent(
 )
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def run_app(tmp_path, gw_ports, dev_ports, run_s, stop_when, **changes):
-    cfg = json.load(open(os.path.join(FIRMWARE, "qcd.json.example")))
-    cfg.update(
-        {
-            "device": {"watchdog_s": 30, "partition": "qcd"},
-            "local": {"addr": "127.0.0.1", "port": dev_ports[0], "natt_port": dev_ports[1]},
-            "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-            "psk": PSK,
-            "nat_t": "force",
-            "dpd_s": 0,
-            "qcd": {"role": "maker", "style": "5.1", "rate": 100, "burst": 100},
-        }
-    )
-    cfg.update(changes)
+    changes.setdefault("qcd", {"role": "maker", "style": "5.1", "rate": 100, "burst": 100})
+    cfg = app_config(gw_ports, dev_ports, **changes)
     path = tmp_path / "qcd.json"
     path.write_text(json.dumps(cfg))
     script = DRIVER % {"lib": LIB, "firmware": FIRMWARE, "tools": TOOLS, "image": str(tmp_path / "qcd.img"), "run_s": run_s, "stop_when": stop_when, "config": str(path)}
@@ -92,22 +71,7 @@ def result(proc, timeout=180):
 
 def test_firmware_app_runs_ike_with_qcd_and_answers_after_a_power_cycle(tmp_path):
     subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
-    gw = Peer(
-        str(tmp_path),
-        "gw",
-        {
-            "role": "responder",
-            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-            "psk": PSK,
-            "id_local": "gw.example",
-            "id_peer": "dev.example",
-            "ts_local": ["10.1.0.0/16"],
-            "ts_peer": ["10.2.0.0/24"],
-            "dpd_s": 0,
-            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-            "qcd": {"role": "taker"},
-        },
-    ).start()
+    gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT)).start()
     try:
         gw_ports = gw.ports()
         dev_ports = (free_port(), free_port())
@@ -166,35 +130,10 @@ RESUME_DRIVER = DRIVER.split("import qcdapp\n")[0] + textwrap.dedent(
 
 def test_firmware_app_resume_after_ctrl_c_continues_with_the_same_ike_sa(tmp_path):
     subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
-    gw = Peer(
-        str(tmp_path),
-        "gw",
-        {
-            "role": "responder",
-            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-            "psk": PSK,
-            "id_local": "gw.example",
-            "id_peer": "dev.example",
-            "ts_local": ["10.1.0.0/16"],
-            "ts_peer": ["10.2.0.0/24"],
-            "dpd_s": 0,
-            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-            "qcd": {"role": "taker"},
-        },
-    ).start()
+    gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT)).start()
     try:
         gw_ports = gw.ports()
-        cfg = json.load(open(os.path.join(FIRMWARE, "qcd.json.example")))
-        cfg.update(
-            {
-                "device": {"watchdog_s": 30, "partition": "qcd"},
-                "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
-                "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-                "psk": PSK,
-                "nat_t": "force",
-                "dpd_s": 0,
-            }
-        )
+        cfg = app_config(gw_ports)
         (tmp_path / "qcd.json").write_text(json.dumps(cfg))
         files = {k: str(tmp_path / k) for k in ("ctrl_c", "stop", "marker")}
         script = RESUME_DRIVER % dict(lib=LIB, firmware=FIRMWARE, tools=TOOLS, image=str(tmp_path / "qcd.img"), config=str(tmp_path / "qcd.json"), **files)

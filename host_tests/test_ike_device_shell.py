@@ -7,12 +7,11 @@ import subprocess
 import sys
 import textwrap
 
-from peers import Peer, one_up
+from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
 from support import LIB
 
 from ike import device
 
-PSK = "a-long-pre-shared-key"
 
 
 def test_clock_is_monotonic_across_a_ticks_wrap(monkeypatch):
@@ -33,20 +32,7 @@ def test_sockaddr_decoding():
 
 
 def test_device_shell_establishes_an_sa_with_a_gateway(tmp_path):
-    gw = Peer(
-        str(tmp_path),
-        "gw",
-        {
-            "role": "responder",
-            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-            "psk": PSK,
-            "id_local": "gw.example",
-            "id_peer": "dev.example",
-            "ts_local": ["10.1.0.0/16"],
-            "ts_peer": ["10.2.0.0/24"],
-            "qcd": {"role": "taker"},
-        },
-    ).start()
+    gw = Peer(str(tmp_path), "gw", gateway_config(dpd_s=30)).start()
     try:
         port, natt = gw.ports()
         script = textwrap.dedent(
@@ -89,20 +75,7 @@ def test_run_continues_an_interrupted_engine_with_its_sa_on_the_same_ports(tmp_p
     # its sockets and the exception goes up. run(engine=...) then continues
     # with the same Engine (SA, timers, clock) on sockets bound again to the
     # same ports; a request queued while it was stopped goes out first.
-    gw = Peer(
-        str(tmp_path),
-        "gw",
-        {
-            "role": "responder",
-            "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-            "psk": PSK,
-            "id_local": "gw.example",
-            "id_peer": "dev.example",
-            "ts_local": ["10.1.0.0/16"],
-            "ts_peer": ["10.2.0.0/24"],
-            "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-        },
-    ).start()
+    gw = Peer(str(tmp_path), "gw", gateway_config(dpd_s=30, retransmit=QUICK_RETRANSMIT, qcd={"role": "none"})).start()
     try:
         port, natt = gw.ports()
         script = textwrap.dedent(

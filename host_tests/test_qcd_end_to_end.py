@@ -11,27 +11,15 @@ import struct
 import subprocess
 
 import pytest
-from peers import Peer, one_up
+from peers import PSK, Peer, gateway_config, one_up
 from support import need_tool
 
 from qcd import wire
 from qcd.tokens import make_token
 
-PSK = "a-long-pre-shared-key"
-
 
 def gw_cfg():
-    return {
-        "role": "responder",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "qcd": {"role": "taker"},
-    }
+    return gateway_config()
 
 
 def dev_cfg(gw_ports, image):

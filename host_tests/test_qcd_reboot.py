@@ -9,7 +9,7 @@ import importlib.util
 import os
 
 import pytest
-from peers import Peer, one_up
+from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
 from support import TOOLS
 
 pytestmark = pytest.mark.skipif(
@@ -17,23 +17,9 @@ pytestmark = pytest.mark.skipif(
     reason="qcd.store and tools/flashemu.py are not in this tree",
 )
 
-PSK = "a-long-pre-shared-key"
-
 
 def gw_cfg():
-    return {
-        "role": "responder",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        # a quick retransmission so the test does not wait 4 s for it
-        "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-        "qcd": {"role": "taker"},
-    }
+    return gateway_config(retransmit=QUICK_RETRANSMIT)
 
 
 def dev_cfg(gw_ports, image, seed=0):

@@ -15,21 +15,13 @@ import sys
 import threading
 
 import pytest
-from peers import Peer, one_up
+import peers
+from peers import QUICK_RETRANSMIT, Peer, gateway_config, one_up
 from vboard_util import HeadlessBoard, VBoard
 
 from support import ROOT
 
-PSK = "a-long-pre-shared-key"
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------ the shims
@@ -161,35 +153,12 @@ def test_the_watchdog_resets_a_board_that_polls_without_feeding(tmp_path):
 
 
 def gw_config():
-    return {
-        "role": "responder",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-        "qcd": {"role": "taker"},
-    }
+    return gateway_config(retransmit=QUICK_RETRANSMIT)
 
 
 def app_config(path, gw_ports, **changes):
-    cfg = json.load(open(os.path.join(ROOT, "firmware", "qcd.json.example")))
-    cfg.update(
-        {
-            "device": {"watchdog_s": 30, "partition": "qcd"},
-            "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
-            "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-            "psk": PSK,
-            "nat_t": "force",
-            "dpd_s": 0,
-            "qcd": {"role": "maker", "style": "5.1", "rate": 100, "burst": 100},
-        }
-    )
-    cfg.update(changes)
-    path.write_text(json.dumps(cfg))
+    changes.setdefault("qcd", {"role": "maker", "style": "5.1", "rate": 100, "burst": 100})
+    path.write_text(json.dumps(peers.app_config(gw_ports, **changes)))
     return path
 
 
