@@ -185,12 +185,14 @@ def warm(seed, blocks, encrypted, ops=None, cap=None):
     return backing, o, cap
 
 
-def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, work=None):
     """Run ops on a copy of backing, cutting power at global flash operation
     `cut` (None: never). Returns (backing, ops done, total flash ops, result)
     where result is None or (index of the interrupted op, oracle before it).
-    victims: a dict that gets, per op index, the entry evicted at the cap."""
-    b = backing.copy()
+    victims: a dict that gets, per op index, the entry evicted at the cap.
+    work: a backing of the same size to copy into (and return) instead of a
+    new one, so a sweep allocates its working image once, not once a cut."""
+    b = backing.copy(into=work)
     o = oracle.copy()
     total = [0]
     emus = []
@@ -251,9 +253,11 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         raise TortureFailure("seed %d: dry run was cut" % seed)
     points = cuts if cuts is not None else range(1 + (seed % stride), k + 1, stride)
     made = 0
+    work = None
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, work=work)
+        work = b
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1
