@@ -13,10 +13,11 @@
 # tests and diagnostics see it, and the engine gets the safe default.
 
 from qcd import wire
-from qcd.maker import Maker
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE
-from qcd.taker import Taker
 from qcd.tokens import STYLE_SPIS, fingerprint, ip_bytes
+
+# qcd.maker and qcd.taker are imported by QcdHook() for the role it has: a
+# device that is only a maker never loads the taker's code, and the reverse.
 
 # Moments at which the engine builds a message the hook may add notifies to.
 AUTH_REQUEST = "auth_request"  # our first IKE_AUTH request (we initiate)
@@ -73,10 +74,15 @@ class QcdHook:
             raise ValueError("a token maker needs a key source")
         self.role = role
         self.keys = keys
-        self.maker = (
-            Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms) if role & MAKER else None
-        )
-        self.taker = Taker(restrict_to_peer) if role & TAKER else None
+        self.maker = self.taker = None
+        if role & MAKER:
+            from qcd.maker import Maker
+
+            self.maker = Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms)
+        if role & TAKER:
+            from qcd.taker import Taker
+
+            self.taker = Taker(restrict_to_peer)
         self.internal_errors = 0
         self._log = log
 
@@ -154,7 +160,7 @@ class QcdHook:
                     return out
             if self.taker is not None:
                 m = wire.parse(msg)
-                if m is not None and not m.is_protected() and Taker.qcd_tokens(m) is not None:
+                if m is not None and not m.is_protected() and self.taker.qcd_tokens(m) is not None:
                     # A token for an SA we do not hold: log and ignore (§3).
                     self.taker.counters["unknown_sa"] += 1
                     self.log("qcd: ignored QCD token for unknown IKE SA %s from %s" % (_sa(m.spi_i, m.spi_r), _addr(src)))
