@@ -126,7 +126,7 @@ def test_package_json_is_current_and_lists_every_device_module():
         pkg = json.load(f)
     assert ["hmac", "latest"] in pkg["deps"]
     srcs = set()
-    for top in ("qcd", "ike"):
+    for top in ("ikebase", "qcd", "ike"):
         for d, dirs, files in os.walk(os.path.join(ROOT, "lib", top)):
             dirs[:] = [x for x in dirs if x != "__pycache__"]
             srcs |= {os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")}
