@@ -137,6 +137,16 @@ def test_package_json_is_current_and_lists_every_device_module():
         assert src == "lib/" + dest and os.path.isfile(os.path.join(ROOT, src))
 
 
+def test_deploying_one_package_brings_the_packages_it_imports():
+    # lib/qcd and lib/ike both import lib/ikebase: `qcdboard deploy
+    # --packages qcd` must not leave a board where `import qcd.tokens` fails.
+    args = remote.deploy_cp("/dev/null", packages=["qcd"])
+    dests = [a for a in args if a.startswith(":")]
+    assert ":lib/ikebase/hmac256.py" in dests and ":lib/qcd/tokens.py" in dests
+    assert not [d for d in dests if d.startswith(":lib/ike/")]
+    assert remote.with_needs(["ike", "qcd"]) == ["ikebase", "ike", "qcd"]
+
+
 def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(TOOLS, "mpy_build.py"), "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
