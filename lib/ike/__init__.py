@@ -18,6 +18,9 @@
 #   ike.ike_sa_init, ike.ike_auth, ike.informational, ike.create_child_sa
 #                        the exchanges
 #   ike.esp              ESP-in-UDP with the Child SA keys
+#   ike.tunnel           the data plane: UDP datagrams and ping through the
+#                        Child SA (IPv4 in ESP tunnel mode); loaded only by
+#                        an app that opens a tunnel
 #   ike.config           the JSON configuration
 #
 # lib/ike never imports qcd (design principle 2).
