@@ -22,6 +22,8 @@
 #                        Child SA (IPv4 in ESP tunnel mode); loaded only by
 #                        an app that opens a tunnel
 #   ike.config           the JSON configuration
+#   ike.config_payload   CP(CFG_REQUEST/CFG_REPLY) for a virtual IP, and a
+#                        gateway's address pool; loaded only when configured
 #
 # lib/ike never imports qcd (design principle 2).
 

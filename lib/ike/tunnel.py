@@ -95,7 +95,7 @@ def settings(cfg):
     if not isinstance(t, dict):
         raise ValueError("tunnel must be an object")
     for k in t:
-        if k not in ("virtual_ip", "inner_addr", "mtu", "queue", "dns"):
+        if k not in ("virtual_ip", "inner_addr", "mtu", "queue", "dns", "pool", "dns_servers"):
             raise ValueError("tunnel.%s is not a known key" % k)
     vip = t.get("virtual_ip", False)
     if not isinstance(vip, bool):
@@ -114,6 +114,19 @@ def settings(cfg):
         raise ValueError("tunnel.queue must be an integer 1..64")
     if not isinstance(t.get("dns", True), bool):
         raise ValueError("tunnel.dns must be true or false")
+    if t.get("pool") is not None:
+        try:
+            tsmod.from_text(t["pool"])
+        except (ValueError, AttributeError, TypeError):
+            raise ValueError("tunnel.pool must be an IPv4 prefix like \"10.3.0.0/24\"")
+    ds = t.get("dns_servers", [])
+    if not isinstance(ds, list) or len(ds) > 4:
+        raise ValueError("tunnel.dns_servers must be a list of up to 4 IPv4 addresses")
+    for d in ds:
+        try:
+            tsmod.ipv4(d)
+        except (ValueError, AttributeError):
+            raise ValueError("tunnel.dns_servers: %r is not a dotted IPv4 address" % (d,))
     return vip, inner, mtu, q
 
 
