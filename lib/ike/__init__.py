@@ -4,6 +4,8 @@
 # extensions (ike.hook; docs/hook.md), and two thin I/O shells:
 #   ike.host     CPython sockets (tools/qcd-peer)
 #   ike.device   MicroPython sockets + select (firmware)
+#   ike.aio      the same device loop as an asyncio task (MicroPython and
+#                CPython asyncio), beside the app's own tasks
 #
 #   ike.const            RFC 7296 numbers
 #   ike.crypto           the crypto adapter (cryptolib / cryptography)

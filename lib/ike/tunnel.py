@@ -218,6 +218,7 @@ class Tunnel:
         self._next_port = EPHEMERAL
         self._ident = 0
         self._default = None
+        self.wake = None  # callable() the I/O loop sets to send at once (ike.aio)
         self.replies = []  # (ip text, identifier, sequence) of echo replies to ping(), newest last
         self.counters = {}
         for n in COUNTER_NAMES:
@@ -380,6 +381,8 @@ class Tunnel:
         pkt = esp.seal_into(self._tx, inner_len, child.spi_out, child.seq_out, child.keys[2], child.keys[3], esp.NEXT_IPV4, eng.rng(BLOCK))
         child.packets_out += 1
         eng.emit_esp(pkt, sa)
+        if self.wake is not None:
+            self.wake()
 
     # -- in -----------------------------------------------------------------------
 
