@@ -60,6 +60,8 @@ COUNTER_NAMES = (
     "dropped_esp",  # ESP that failed ICV, replay or had an unknown SPI
     "retransmitted",  # our requests sent again
     "answered_retransmit",  # cached response sent for a retransmitted request
+    "refused_ike_sa_init",  # IKE_SA_INIT requests to a device that only initiates
+    "half_open_dropped",  # half-open IKE SAs dropped for newer ones at a cap
     "hook_answers",  # unprotected answers the hook produced
     "hook_errors",  # the hook raised (treated as its default answer)
     "internal_errors",  # a bug: an exception escaped the engine's logic
