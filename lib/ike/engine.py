@@ -61,6 +61,8 @@ COUNTER_NAMES = (
     "dropped_esp",  # ESP that failed ICV, replay or had an unknown SPI
     "retransmitted",  # our requests sent again
     "answered_retransmit",  # cached response sent for a retransmitted request
+    "refused_ike_sa_init",  # IKE_SA_INIT requests to a device that only initiates
+    "half_open_dropped",  # half-open IKE SAs dropped for newer ones at a cap
     "hook_answers",  # unprotected answers the hook produced
     "hook_errors",  # the hook raised (treated as its default answer)
     "internal_errors",  # a bug: an exception escaped the engine's logic
@@ -93,6 +95,11 @@ class Engine:
         self._start_at = None
         self._serial = 0
         self.cookie_secret = self.rng(32)
+        # The data plane (ike.tunnel.Tunnel sets itself here): inbound ESP
+        # goes to it instead of an "esp" event; virtual_ip is the address a
+        # gateway assigned in CFG_REPLY (ike.config_payload), 4 bytes.
+        self.tunnel = None
+        self.virtual_ip = None
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
@@ -542,6 +549,9 @@ class Engine:
         child.replay.update(r[0])
         child.packets_in += 1
         sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+        if self.tunnel is not None:
+            self.tunnel.esp_in(child, sa, r[1], r[2], now)
+            return
         self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
         self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
 
@@ -574,6 +584,12 @@ class Engine:
         except Exception as e:
             self._bug("send_esp", e)
             return None
+
+    def emit_esp(self, pkt, sa):
+        """An ESP packet built elsewhere (ike.tunnel) goes out to the IKE
+        SA's peer on the NAT-T port (RFC 3948: no marker before ESP)."""
+        self._out.append((pkt, sa.peer, True))
+        self.counters["tx"] += 1
 
     def _some_child(self):
         for sa in self.sas.values():
