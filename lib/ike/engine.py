@@ -94,6 +94,11 @@ class Engine:
         self._start_at = None
         self._serial = 0
         self.cookie_secret = self.rng(32)
+        # The data plane (ike.tunnel.Tunnel sets itself here): inbound ESP
+        # goes to it instead of an "esp" event; virtual_ip is the address a
+        # gateway assigned in CFG_REPLY (ike.config_payload), 4 bytes.
+        self.tunnel = None
+        self.virtual_ip = None
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
@@ -524,6 +529,9 @@ class Engine:
         child.replay.update(r[0])
         child.packets_in += 1
         sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+        if self.tunnel is not None:
+            self.tunnel.esp_in(child, sa, r[1], r[2], now)
+            return
         self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
         self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
 
@@ -556,6 +564,12 @@ class Engine:
         except Exception as e:
             self._bug("send_esp", e)
             return None
+
+    def emit_esp(self, pkt, sa):
+        """An ESP packet built elsewhere (ike.tunnel) goes out to the IKE
+        SA's peer on the NAT-T port (RFC 3948: no marker before ESP)."""
+        self._out.append((pkt, sa.peer, True))
+        self.counters["tx"] += 1
 
     def _some_child(self):
         for sa in self.sas.values():
