@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
 PACKAGES = ("qcd", "ike")  # lib/<name>, those that exist
-APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
+APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/readings.py", "lib/readings.py"), ("firmware/main.py", "main.py"))
 # Modules of lib/ that no device imports; host tools and tests do. They stay
 # out of everything that goes onto a board: `qcdboard deploy`, package.json
 # (mip) and firmware/manifest.py (the freeze lists the device set file by
