@@ -65,6 +65,7 @@ class App:
         self.hook = None
         self.engine = None
         self.wdt = None
+        self.guard = 0  # watchdog seconds, set once the IKE loop runs
         self.wlan = None
         self.log_lines = []
         self.error = None  # why the last setup attempt failed
@@ -80,6 +81,14 @@ class App:
         del self.log_lines[:-20]
 
     def feed(self):
+        if self.wdt is None and self.guard:
+            # the IKE loop's first turn: from now on the watchdog guards it
+            # (never during the setup: a setup that fails must not reset the
+            # board over and over)
+            import machine
+
+            self.wdt = start_watchdog(machine, self.guard)
+            self.log("watchdog: started, %s s" % self.guard)
         if self.wdt is not None:
             self.wdt.feed()
 
@@ -328,6 +337,7 @@ def _run(app):
         # with the same engine (SAs, timers, clock).
         app.engine = device.new_engine(app.config, app.hook, log=app.log)
     app.state = "running"
+    app.guard = (app.config.get("device") or {}).get("watchdog_s", DEFAULT_WATCHDOG_S)
     try:
         device.run(app.config, app.hook, log=app.log, stop=_tick, engine=app.engine)
         app.state = "stopped"
@@ -346,19 +356,9 @@ def _run(app):
 
 
 def _tick():
-    # device.run's stop() callback, called at least twice a second: start the
-    # watchdog at the loop's first turn (it guards the running loop, not the
-    # setup: a setup that fails must not reset the board over and over),
-    # then feed it; never stop.
-    app = APP
-    if app.wdt is None:
-        import machine
-
-        dev = app.config.get("device") or {}
-        app.wdt = start_watchdog(machine, dev.get("watchdog_s", DEFAULT_WATCHDOG_S))
-        if app.wdt is not None:
-            app.log("watchdog: started, %s s" % dev.get("watchdog_s", DEFAULT_WATCHDOG_S))
-    app.feed()
+    # device.run's stop() callback, called at least twice a second: feed the
+    # watchdog (started by the first feed); never stop.
+    APP.feed()
     return False
 
 
