@@ -184,3 +184,52 @@ def test_out_of_memory_anywhere_in_the_loop_skips_one_turn_only(monkeypatch):
     assert "error" not in res, res.get("error")
     assert res["eng"].counters["out_of_memory"] == 3
     assert any("out of memory in device loop" in line for line in logs)
+
+
+def test_the_asyncio_loop_drops_a_datagram_recvfrom_cannot_allocate_and_goes_on(monkeypatch):
+    import asyncio
+
+    from ike import aio
+
+    # the sockets are made and a request queued on the IKE one before the
+    # loop starts, so the recvfrom that fails is the one that would read it
+    made = [device._udp("127.0.0.1", 0), device._udp("127.0.0.1", 0)]
+    ports = [m.getsockname()[1] for m in made]
+    wrapped = [FlakySocket(made[0], 1), made[1]]
+    monkeypatch.setattr(device, "_udp", lambda addr, port: wrapped.pop(0))
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("127.0.0.1", 0))
+    c.setblocking(False)
+    req = _request()
+    c.sendto(req, ("127.0.0.1", ports[0]))
+    time.sleep(0.1)
+    logs = []
+    eng = device.new_engine(gw_config(local={"addr": "127.0.0.1", "port": ports[0], "natt_port": ports[1]}), log=logs.append, rng=DetRng(5))
+    got = []
+
+    async def main():
+        done = []
+        task = asyncio.ensure_future(aio.serve(eng, stop=lambda: bool(done), max_ms=20000))
+        await asyncio.sleep(0.5)
+        try:
+            got.append(c.recv(4096))  # the first request must not have been answered
+        except BlockingIOError:
+            pass
+        c.sendto(req, ("127.0.0.1", ports[0]))
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            try:
+                got.append(c.recv(4096))
+                break
+            except BlockingIOError:
+                pass
+        done.append(1)
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        c.close()
+    assert len(got) == 1 and got[0][:8] == req[:8]
+    assert eng.counters["out_of_memory"] == 1 and eng.counters["internal_errors"] == 0
+    assert "ike: out of memory in recvfrom: datagram dropped" in logs
