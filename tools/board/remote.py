@@ -16,7 +16,7 @@ READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
 PACKAGES = ("ikebase", "qcd", "ike")  # lib/<name>, those that exist
 # What each package imports from the others: deploying one brings these too.
 NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
-APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
+APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/readings.py", "lib/readings.py"), ("firmware/main.py", "main.py"))
 # Modules of lib/ that no device imports; host tools and tests do. They stay
 # out of everything that goes onto a board: `qcdboard deploy`, package.json
 # (mip) and firmware/manifest.py (the freeze lists the device set file by
