@@ -367,11 +367,8 @@ def setup(config_path=CONFIG_PATH):
     APP.engine is None."""
     global APP
     APP = app = App()
-    try:
-        _setup(app, config_path)
-    except SetupError as e:
-        app.state = "setup failed: %s" % e
-        app.log(app.state)
+    app.config_path = config_path
+    if not _attempt(app):  # whatever failed: APP.state and APP.error say it
         return app
     if _import("socket") is None or _import("select") is None:
         app.state = "ready; IKE not started: this board has no socket module"
@@ -399,6 +396,7 @@ async def serve(app=None):
 
     app = app or APP
     app.state = "running"
+    app.guard = (app.config.get("device") or {}).get("watchdog_s", DEFAULT_WATCHDOG_S)  # started by the first feed
     try:
         await aio.serve(app.engine, stop=lambda: app.state != "running", feed=app.feed)
         app.state = "stopped"
