@@ -11,12 +11,14 @@ from ike_util import Pair, dev_config, gw_config
 from ike import message, payloads, state
 from ike.const import (
     AUTHENTICATION_FAILED,
+    CURVE25519,
     COOKIE,
     FLAG_I,
     FLAG_R,
     IKE_AUTH,
     INFORMATIONAL,
     INVALID_KE_PAYLOAD,
+    INVALID_SYNTAX,
     MODP_2048,
     MODP_3072,
     PT_N,
@@ -76,11 +78,23 @@ class Recorder:
         self._rec("unknown_esp_spi", packet, src)
         return self.esp_answer
 
-    def ike_sa_event(self, event, spi_i, spi_r, initiator, peer, now, old=None):
-        self._rec("ike_sa_event", event, spi_i, spi_r, initiator, old)
+    def ike_created(self, sa, now):
+        self._rec("ike_created", sa.spi_i if sa.initiator else sa.spi_r, sa)
 
-    def child_sa_event(self, event, spi_in, spi_i, spi_r, initiator, peer, now):
-        self._rec("child_sa_event", event, spi_in, spi_i, spi_r)
+    def ike_up(self, sa, now):
+        self._rec("ike_up", sa.spi_i, sa.spi_r, sa.initiator)
+
+    def ike_rekey(self, old, new, now):
+        self._rec("ike_rekey", (old.spi_i, old.spi_r), (new.spi_i, new.spi_r), new.initiator)
+
+    def ike_down(self, sa, now):
+        self._rec("ike_down", sa.spi_i if sa.initiator else sa.spi_r, sa)
+
+    def child_up(self, sa, spi_in, now):
+        self._rec("child_up", spi_in, sa.spi_i, sa.spi_r)
+
+    def child_down(self, sa, spi_in, now):
+        self._rec("child_down", spi_in, sa.spi_i, sa.spi_r)
 
     def named(self, name):
         return [c for c in self.calls if c[0] == name]
@@ -156,6 +170,47 @@ def test_invalid_ke_payload_makes_the_initiator_retry_with_the_chosen_group():
     assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
     assert d.group == g.group == MODP_2048
     assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).payloads, 34))[0] == MODP_2048
+
+
+def test_curve25519_is_proposed_first_and_used_by_default():
+    p = Pair()
+    d, g = p.up()
+    assert d.group == g.group == CURVE25519
+    init = message.parse(p.wire[0][1]).payloads
+    ke = payloads.decode_ke(payloads.first(init, 34))
+    assert ke[0] == CURVE25519 and len(ke[1]) == 32  # RFC 8031 §2.1
+    props = payloads.decode_sa(payloads.first(init, 33))
+    groups = [t[1] for t in props[0][3] if t[0] == 4]
+    assert groups == [CURVE25519, MODP_2048]  # MODP-2048 kept as the fallback
+
+
+def test_peer_offering_only_modp2048_still_works_as_responder_and_initiator():
+    # Our initiator leads with 31; a responder with 14 only answers
+    # INVALID_KE_PAYLOAD and we retry with 14.
+    p = Pair(gw=gw_config(dh_groups=[MODP_2048]))
+    d, g = p.up()
+    assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
+    assert d.group == g.group == MODP_2048
+    # An initiator that offers only 14 gets 14 from our responder, directly.
+    p = Pair(dev_config(dh_groups=[MODP_2048]))
+    d, g = p.up()
+    assert d.group == g.group == MODP_2048
+    assert INVALID_KE_PAYLOAD not in notifies_in(p.wire[1][1])
+
+
+def test_x25519_key_exchange_with_a_low_order_point_is_refused():
+    # RFC 8031 §2.2: an all-zero shared secret aborts the exchange; the
+    # responder answers INVALID_SYNTAX and keeps no state.
+    p = Pair()
+    p.dev.initiate(0)
+    req = bytearray(p.dev.take_datagrams()[0][0])
+    m = message.parse(bytes(req))
+    ke = payloads.decode_ke(payloads.first(m.payloads, 34))
+    i = bytes(req).find(ke[1])
+    req[i : i + 32] = bytes(32)  # u = 0
+    p.gw.receive(bytes(req), ("192.0.2.2", 500), False, 0)
+    assert not p.gw.sas
+    assert notifies_in(p.gw.take_datagrams()[0][0]) == [INVALID_SYNTAX]
 
 
 def test_no_common_group_fails_cleanly():
@@ -444,20 +499,80 @@ def test_hook_moments_and_events_in_order():
     assert gh.named("notifies_for")[0][1] == "auth_response"
     # the token notify went through SK and reached the other hook
     assert gh.named("protected")[0][1] == IKE_AUTH and (16419, 1, b"T" * 32) in gh.named("protected")[0][4]
-    assert dh.named("ike_sa_event")[0][1] == "established"
-    assert dh.named("child_sa_event")[0][1:3] == ("established", d.children[0].spi_in)
+    assert dh.named("ike_up")[0][1:] == (d.spi_i, d.spi_r, True)
+    assert dh.named("child_up")[0][1] == d.children[0].spi_in
     p.gw.rekey_ike(p.now)
     p.pump()
     new = p.sa("gw")
     resp = [c for c in gh.calls if c[0] == "notifies_for" and c[1] == "rekey_initiated"]
     assert resp and resp[0][2:4] == (new.spi_i, new.spi_r)
-    ev = [c for c in dh.named("ike_sa_event") if c[1] == "rekeyed"][0]
-    assert ev[2:4] == (new.spi_i, new.spi_r) and ev[5] == (d.spi_i, d.spi_r)
+    ev = dh.named("ike_rekey")[0]
+    assert ev[1:] == ((d.spi_i, d.spi_r), (new.spi_i, new.spi_r), False)
     # the device (rekey responder) put its notifies in the CREATE_CHILD_SA response
     assert [c for c in dh.named("notifies_for") if c[1] == "rekey_response"][0][2:4] == (new.spi_i, new.spi_r)
     assert [c for c in gh.named("protected") if c[1] == 36 and c[2:4] == (new.spi_i, new.spi_r)]
-    moved = [c for c in dh.named("child_sa_event") if c[3:5] == (new.spi_i, new.spi_r)]
-    assert moved and moved[0][1] == "established"
+    # the Child SAs move with ike_rekey: no per-child calls
+    assert len(dh.named("child_up")) == 1 and not dh.named("child_down")
+
+
+def _balanced(rec, eng):
+    """Every IKE SA the hook heard of (ike_created) is either still held by
+    the engine or ended with exactly one ike_down; no ike_down for an SA
+    never created; every SA the engine holds was announced."""
+    made = [c[2] for c in rec.named("ike_created")]
+    downs = [c[2] for c in rec.named("ike_down")]
+    assert len({id(x) for x in made}) == len(made)
+    held = list(eng.sas.values())
+    for sa in held:
+        assert sa in made and sa not in downs
+    for sa in made:
+        assert sa in held or downs.count(sa) == 1, sa.name()
+    for sa in downs:
+        assert sa in made
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("story", ["rekeys", "collision", "deletes", "timeout", "failed_rekey"])
+def test_every_ike_sa_the_hook_hears_of_ends_with_one_ike_down(story, seed):
+    # RFC 6290 §9.2 needs the hook to know every SA the engine holds, in any
+    # state: the lifecycle calls must pair up whatever happens.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh, seed=seed)
+    p.up()
+    if story == "rekeys":
+        for who in ("dev", "gw", "dev"):
+            p.engine(who).rekey_ike(p.now)
+            p.pump()
+        p.dev.rekey_child(p.now)
+        p.pump()
+    elif story == "collision":
+        p.dev.rekey_ike(p.now)
+        p.gw.rekey_ike(p.now)
+        p.pump()
+    elif story == "deletes":
+        p.gw.delete_ike(p.now)
+        p.pump()
+        p.up()
+        p.dev.delete_ike(p.now)
+        p.pump()
+    elif story == "timeout":
+        p.drop = lambda data, name: name == "gw"
+        p.dev.rekey_ike(p.now)
+        p.pump()
+        p.advance(400000)
+        assert not p.dev.sas
+    else:  # the peer refuses the rekey (§2.25.2, its Child SA rekey is in
+        # flight): the SPI we reserved for the new SA goes
+        p.gw.rekey_child(p.now)
+        p.dev.rekey_ike(p.now)
+        p.pump()
+        assert "ike_rekey_failed" in p.names("dev")
+        reserved = [c[2] for c in dh.named("ike_created") if c[2] not in p.dev.sas.values()]
+        assert reserved and [c for c in dh.named("ike_down") if c[2] is reserved[0]]
+    p.advance(120000)  # linger times run out
+    for rec, eng in ((dh, p.dev), (gh, p.gw)):
+        _balanced(rec, eng)
+    no_bugs(p)
 
 
 def test_unknown_spis_go_to_the_hook_and_its_answer_goes_back():
@@ -492,7 +607,7 @@ def test_unprotected_message_for_a_known_sa_is_judged_by_the_hook(verdict):
     if verdict:
         assert not p.gw.sas
         assert "ike_down" in [e[0] for e in p.gw.take_events()]
-        assert [c for c in gh.named("ike_sa_event") if c[1] == "deleted"]
+        assert [c for c in gh.named("ike_down") if c[2] is g]
     else:
         assert snapshot(p.gw) == before
 

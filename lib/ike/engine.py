@@ -18,6 +18,10 @@
 # replayed or unauthenticated input changes nothing and gets no answer unless
 # RFC 7296 says to answer; an exception that still escapes the logic is a bug,
 # counted in counters["internal_errors"], never raised to the caller.
+# A MemoryError is not a bug but a full heap (a device has about 100 KB): it
+# drops the datagram being handled, or postpones what tick() was doing by
+# OOM_BACKOFF_MS (an initiation included), counted in
+# counters["out_of_memory"] and logged, and the caller's loop goes on.
 #
 # Per-exchange logic lives in ike.ike_sa_init, ike.ike_auth,
 # ike.informational and ike.create_child_sa; the legal states in ike.state.
@@ -44,7 +48,7 @@ from ike.const import (
     notify_name,
     PAYLOAD_NAMES,
 )
-from ike.hook import DELETED, ESTABLISHED, NullHook
+from ike.hook import NullHook
 from ike.keymat import BLOCK
 from ike.sa import Request
 
@@ -52,12 +56,17 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2
 # Seconds an old IKE SA that was rekeyed may wait for the Delete its peer
 # owes (§2.8) before it is dropped without one.
 REKEYED_LINGER_MS = 60000
+# After an allocation failed, tick() waits this long before it tries again
+# (a MemoryError comes after the collector already ran: retrying at once
+# only spins).
+OOM_BACKOFF_MS = 1000
 
 COUNTER_NAMES = (
     "rx",  # datagrams in
     "tx",  # datagrams out
     "dropped_malformed",  # not an IKE message / ESP packet we could parse
     "dropped_unexpected",  # a message this state or window does not accept
+    "dropped_i_flag",  # a known SA's SPIs with the I flag of our own role (§3.1)
     "dropped_msg_id",  # Message ID outside the window (§2.3)
     "dropped_integrity",  # ICV did not verify / could not decrypt
     "dropped_unknown_spi",  # IKE SPIs nobody here holds (hook had no answer)
@@ -65,9 +74,12 @@ COUNTER_NAMES = (
     "dropped_esp",  # ESP that failed ICV, replay or had an unknown SPI
     "retransmitted",  # our requests sent again
     "answered_retransmit",  # cached response sent for a retransmitted request
+    "refused_ike_sa_init",  # IKE_SA_INIT requests to a device that only initiates
+    "half_open_dropped",  # half-open IKE SAs dropped for newer ones at a cap
     "hook_answers",  # unprotected answers the hook produced
     "hook_errors",  # the hook raised (treated as its default answer)
     "internal_errors",  # a bug: an exception escaped the engine's logic
+    "out_of_memory",  # MemoryError: a datagram dropped or a step postponed
 )
 
 
@@ -95,8 +107,14 @@ class Engine:
         self._out = []
         self._events = []
         self._start_at = None
+        self._oom_until = None  # tick() postponed to this time by a MemoryError
         self._serial = 0
         self.cookie_secret = self.rng(32)
+        # The data plane (ike.tunnel.Tunnel sets itself here): inbound ESP
+        # goes to it instead of an "esp" event; virtual_ip is the address a
+        # gateway assigned in CFG_REPLY (ike.config_payload), 4 bytes.
+        self.tunnel = None
+        self.virtual_ip = None
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
@@ -136,7 +154,20 @@ class Engine:
 
     def _bug(self, where, e):
         self.counters["internal_errors"] += 1
-        self.log("ike: internal error in %s: %s %s" % (where, type(e).__name__, e))
+        try:
+            self.log("ike: internal error in %s: %s %s" % (where, type(e).__name__, e))
+        except MemoryError:
+            pass
+
+    def _oom(self, where, now, what):
+        """A MemoryError: count it, log it (if even that fits) and hold tick()
+        back for OOM_BACKOFF_MS."""
+        self.counters["out_of_memory"] += 1
+        self._oom_until = now + OOM_BACKOFF_MS
+        try:
+            self.log("ike: out of memory in " + where + ": " + what)
+        except MemoryError:
+            pass
 
     def emit(self, data, dst, natt):
         if natt:
@@ -195,20 +226,27 @@ class Engine:
         ns = [(n[0], n[1], n[3]) for n in notifies]
         self._hook("protected", None, exchange, spi_i, spi_r, ns, now)
 
-    def hook_ike(self, event, sa, now, old=None):
-        if old is None:
-            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
-        else:
-            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now, old)
-
-    def hook_child(self, event, child, sa, now):
-        self._hook("child_sa_event", None, event, child.spi_in, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
-
     # -- SA tables -----------------------------------------------------------------
+    #
+    # The hook hears of every IKE SA the engine holds, from the moment it
+    # has our SPI (ike_created: IKE_SA_INIT sent or answered, a rekey's new
+    # SA, our rekey request in flight) to the moment it is dropped for any
+    # reason (ike_down, exactly once): RFC 6290 §9.2 needs that whole span.
 
-    def add_sa(self, sa):
+    def add_sa(self, sa, announced=False):
         sa.idx = self.serial()
         self.sas[sa.local_spi] = sa
+        if not announced:
+            self._hook("ike_created", None, sa, sa.created)
+
+    def reserve(self, sa, now):
+        """An IKE SA that exists only in a request of ours (the new SA of an
+        IKE SA rekey we asked for): the hook holds its SPI until add_sa(sa,
+        True) or release()."""
+        self._hook("ike_created", None, sa, now)
+
+    def release(self, sa, now):
+        self._hook("ike_down", None, sa, now)
 
     def sa_list(self):
         return list(self.sas.values())
@@ -218,7 +256,7 @@ class Engine:
         sa.state = state.ike_next(sa.state, "auth_done")
         sa.established = now
         sa.reported = True
-        self.hook_ike(ESTABLISHED, sa, now)
+        self._hook("ike_up", None, sa, now)
         self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
         self.log("ike: IKE SA %s established with %s:%d (%s)" % (sa.name(), sa.peer[0], sa.peer[1], "initiator" if sa.initiator else "responder"))
 
@@ -226,27 +264,27 @@ class Engine:
         sa.children.append(child)
         child.replay = None  # made by _esp_in at the first inbound packet
         self.children[child.spi_in] = (child, sa)
-        self.hook_child(ESTABLISHED, child, sa, now)
+        self._hook("child_up", None, sa, child.spi_in, now)
         self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
         self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
 
-    def remove_child(self, sa, child, now, reason):
+    def remove_child(self, sa, child, now, reason, tell_hook=True):
         if child in sa.children:
             sa.children.remove(child)
         if self.children.get(child.spi_in, (None,))[0] is child:
             del self.children[child.spi_in]
         child.state = state.CLOSED
-        self.hook_child(DELETED, child, sa, now)
+        if tell_hook:  # not when its IKE SA goes: ike_down covers them all
+            self._hook("child_down", None, sa, child.spi_in, now)
         self.event("child_down", sa=sa.name(), child=child.name(), reason=reason)
         self.log("ike: Child SA %s deleted (%s)" % (child.name(), reason))
 
     def move_children(self, old, new, now):
         """An IKE SA rekey moves every Child SA to the new IKE SA (§2.8);
-        the hook sees each again under the new SPIs (docs/hook.md §6)."""
+        the hook's ike_rekey covers them (docs/hook.md)."""
         for c in old.children:
             new.children.append(c)
             self.children[c.spi_in] = (c, new)
-            self.hook_child(ESTABLISHED, c, new, now)
         old.children = []
 
     def close(self, sa, reason, now, report=True):
@@ -260,9 +298,12 @@ class Engine:
             if self.half_open[k] is sa:
                 del self.half_open[k]
         was_up = sa.reported
+        req = sa.request
+        if req is not None and req.kind == "rekey_ike":
+            self.release(req.ctx[3], now)  # the new SA our rekey asked for
         for c in list(sa.children):
             if was_up and report:
-                self.remove_child(sa, c, now, reason)
+                self.remove_child(sa, c, now, reason, False)
             else:
                 if self.children.get(c.spi_in, (None,))[0] is c:
                     del self.children[c.spi_in]
@@ -270,8 +311,8 @@ class Engine:
         sa.state = state.CLOSED
         sa.request = None
         sa.tasks = []
+        self._hook("ike_down", None, sa, now)
         if was_up and report:
-            self.hook_ike(DELETED, sa, now)
             self.event("ike_down", sa=sa.name(), reason=reason, peer=sa.peer)
             self.log("ike: IKE SA %s deleted (%s)" % (sa.name(), reason))
         elif not was_up and sa.successor is None:
@@ -372,6 +413,8 @@ class Engine:
         NAT-T port when `natt`."""
         try:
             self._receive(bytes(data), src, natt, now)
+        except MemoryError:
+            self._oom("receive", now, "datagram dropped")
         except Exception as e:
             self._bug("receive", e)
 
@@ -407,6 +450,12 @@ class Engine:
                     ike_sa_init.on_response(self, sa, m, src, natt, now)
                     return
         sa = self._lookup(m)
+        if sa is not None and bool(m.flags & FLAG_I) == sa.initiator:
+            # The I flag says the sender is the original initiator (§3.1):
+            # the peer's messages carry the opposite of our role. Dropped,
+            # and never taken for a message for unknown SPIs.
+            self.count("dropped_i_flag")
+            return
         if sa is None:
             ans = self._hook("unknown_ike_spi", None, data, src, now)
             if ans:
@@ -427,13 +476,16 @@ class Engine:
         self._protected(sa, m, src, natt, now)
 
     def _lookup(self, m):
-        # The I flag says whether the sender is the original initiator, so
-        # which header SPI is ours (§3.1).
-        local = m.spi_r if m.flags & FLAG_I else m.spi_i
-        sa = self.sas.get(local)
-        if sa is None or sa.spi_i != m.spi_i or sa.spi_r != m.spi_r:
-            return None
-        return sa
+        # By the SPI pair, whichever SPI the I flag points at. RFC 6290 §9.2
+        # depends on it: a lookup that trusted the (unprotected) I flag would
+        # miss a live SA when the flag is flipped and hand the request to the
+        # hook as one for unknown SPIs, whose answer (INVALID_IKE_SPI and a
+        # valid token) deletes the live SA at the peer.
+        for spi in (m.spi_i, m.spi_r):
+            sa = self.sas.get(spi)
+            if sa is not None and sa.spi_i == m.spi_i and sa.spi_r == m.spi_r:
+                return sa
+        return None
 
     def _protected(self, sa, m, src, natt, now):
         if sa.keys is None:
@@ -551,6 +603,9 @@ class Engine:
         child.replay.update(r[0])
         child.packets_in += 1
         sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+        if self.tunnel is not None:
+            self.tunnel.esp_in(child, sa, r[1], r[2], now)
+            return
         self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
         self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
 
@@ -586,6 +641,12 @@ class Engine:
             self._bug("send_esp", e)
             return None
 
+    def emit_esp(self, pkt, sa):
+        """An ESP packet built elsewhere (ike.tunnel) goes out to the IKE
+        SA's peer on the NAT-T port (RFC 3948: no marker before ESP)."""
+        self._out.append((pkt, sa.peer, True))
+        self.counters["tx"] += 1
+
     def _some_child(self):
         for sa in self.sas.values():
             if sa.up():
@@ -603,6 +664,12 @@ class Engine:
             self._start_at = now + self.cfg.start_delay_ms
 
     def next_due(self):
+        due = self._next_due()
+        if due is not None and self._oom_until is not None and due < self._oom_until:
+            return self._oom_until
+        return due
+
+    def _next_due(self):
         due = self._start_at
         cfg = self.cfg
         for sa in self.sas.values():
@@ -631,8 +698,14 @@ class Engine:
         return due
 
     def tick(self, now):
+        if self._oom_until is not None:
+            if now < self._oom_until:
+                return
+            self._oom_until = None
         try:
             self._tick(now)
+        except MemoryError:
+            self._oom("tick", now, "timers postponed")
         except Exception as e:
             self._bug("tick", e)
 
@@ -640,7 +713,12 @@ class Engine:
         cfg = self.cfg
         if self._start_at is not None and now >= self._start_at:
             self._start_at = None
-            self._initiate(now)
+            try:
+                self._initiate(now)
+            except MemoryError:
+                # postponed, not given up: the first IKE_SA_INIT must follow
+                self._start_at = now + OOM_BACKOFF_MS
+                self._oom("initiate", now, "IKE_SA_INIT postponed")
         for sa in self.sa_list():
             if self.sas.get(sa.local_spi) is not sa:
                 continue
@@ -720,6 +798,9 @@ class Engine:
         """Start a new IKE SA (and its Child SA) with the configured peer."""
         try:
             return self._initiate(now)
+        except MemoryError:
+            self._oom("initiate", now, "not started")
+            return False
         except Exception as e:
             self._bug("initiate", e)
             return False

@@ -13,8 +13,10 @@ LIB = os.path.join(ROOT, "lib")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
-PACKAGES = ("qcd", "ike")  # lib/<name>, those that exist
-APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
+PACKAGES = ("ikebase", "qcd", "ike")  # lib/<name>, those that exist
+# What each package imports from the others: deploying one brings these too.
+NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
+APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/readings.py", "lib/readings.py"), ("firmware/main.py", "main.py"))
 # Modules of lib/ that no device imports; host tools and tests do. They stay
 # out of everything that goes onto a board: `qcdboard deploy`, package.json
 # (mip) and firmware/manifest.py (the freeze lists the device set file by
@@ -42,6 +44,16 @@ def package_files(packages=PACKAGES, host_only=False):
                     rel = os.path.relpath(host, LIB).replace(os.sep, "/")
                     if (rel in HOST_ONLY) == host_only:
                         out.append((host, "lib/" + rel))
+    return out
+
+
+def with_needs(packages):
+    """packages plus the ones they import (NEEDS), each once, needs first."""
+    out = []
+    for pkg in packages:
+        for dep in NEEDS.get(pkg, ()) + (pkg,):
+            if dep not in out:
+                out.append(dep)
     return out
 
 
@@ -132,8 +144,9 @@ def _deploy_code(dev_paths, stale):
 
 
 def deploy_files(app=False, config=None, packages=PACKAGES):
-    """[(host path, device path)] of what a deploy copies, as sources."""
-    files = package_files(packages)
+    """[(host path, device path)] of what a deploy copies, as sources: lib/
+    packages (with the lib/ikebase both import: NEEDS), the app, the config."""
+    files = package_files(with_needs(packages))
     if app:
         files += [(os.path.join(ROOT, h), d) for h, d in APP_FILES]
     if config:
@@ -142,8 +155,9 @@ def deploy_files(app=False, config=None, packages=PACKAGES):
 
 
 def deploy_cp(port, app=False, config=None, packages=PACKAGES, mpy=False):
-    """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board,
-    without the host-only modules (HOST_ONLY); with app, also the firmware
+    """mpremote argv copying lib/qcd (and lib/ike, and lib/ikebase that both
+    import: NEEDS) to /lib on the board, without the host-only modules
+    (HOST_ONLY); with app, also the firmware
     app (firmware/qcdapp.py to /lib, main.py to /); with config, that file
     to /qcd.json. mpy=True: the modules compiled to .mpy (compile_mpy; the
     caller has checked the board with mpy_problem), and any .py of the same
