@@ -254,3 +254,17 @@ class TestConfiguration(unittest.TestCase):
             Maker(MemoryKeys([S1]), style=7)
         with self.assertRaises(ValueError):
             Maker(MemoryKeys([S1]), protocol_id=256)
+
+
+class TestNewTokenForAMappedSa(unittest.TestCase):
+    def test_a_new_token_after_a_rollover_moves_the_sas_generation_in_the_map(self):
+        # §5.2: an address change hands a new token over (made with the
+        # current secret); the map must then name that generation.
+        keys = MemoryKeys([S1])
+        m = Maker(keys, style=STYLE_ADDR, rate=None)
+        m.handover(I, R, "192.0.2.1")
+        m.child_up(0x1001, I, R, True, "192.0.2.1")
+        self.assertEqual(keys.generation_of(I, R), 1)
+        keys.rollover(S2)
+        m.handover(I, R, "192.0.2.7")
+        self.assertEqual(keys.generation_of(I, R), 2)

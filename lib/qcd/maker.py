@@ -113,8 +113,14 @@ class Maker:
             return []
         tok = make_token(secrets[0], spi_i, spi_r, self._taker_addr(taker_ip))
         g = self._current_gen()
-        if g:
-            self.gens[bytes(spi_i) + bytes(spi_r)] = g
+        key = bytes(spi_i) + bytes(spi_r)
+        if g and self.gens.get(key) != g:
+            renew = key in self.gens  # a new token for a mapped SA (§5.2 address change)
+            self.gens[key] = g
+            if renew:
+                for spi, e in self.keys.children():
+                    if e[0] == key[:8] and e[1] == key[8:]:
+                        self._put(spi, e[0], e[1], e[2], e[3])
         self._count("handed_over")
         return [(wire.QUICK_CRASH_DETECTION, self.protocol_id, tok)]
 
