@@ -190,9 +190,6 @@ def warm(seed, blocks, encrypted, ops=None, cap=None):
     return backing, o, cap
 
 
-<<<<<<< HEAD
-def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, work=None):
-=======
 def _held_ikes(store):
     # IKE SAs (as put arguments) the store holds, in a stable order.
     seen = []
@@ -262,8 +259,7 @@ def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
     return ops, o, hit
 
 
-def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstable=False):
->>>>>>> main
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstable=False, work=None):
     """Run ops on a copy of backing, cutting power at global flash operation
     `cut` (None: never). Returns (backing, ops done, total flash ops, result)
     where result is None or (index of the interrupted op, oracle before it).
@@ -343,12 +339,8 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
     work = None
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
-<<<<<<< HEAD
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, work=work)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable, work=work)
         work = b
-=======
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable)
->>>>>>> main
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1
