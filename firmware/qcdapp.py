@@ -19,7 +19,7 @@
 #
 # Without a network module, step 3 is skipped with a message; without
 # sockets, step 5 too (the store is mounted and the hook built all the same).
-# The virtual board (tools/vboard) has no network module; with --net it has
+# The virtual board (vboard) has no network module; with --net it has
 # sockets on the host's network, and the IKE loop runs there.
 import json
 import sys
@@ -171,6 +171,7 @@ def main(config_path=CONFIG_PATH):
     """Boot the app; returns when the IKE loop ends (or cannot start)."""
     global APP
     APP = app = App()
+    app.log("qcd %s" % __import__("qcd").__version__)  # the one version (lib/qcd, package.json, pyproject)
     try:
         _setup(app, config_path)
     except SetupError as e:

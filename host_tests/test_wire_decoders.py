@@ -1,16 +1,14 @@
 # Wire checks against decoders nobody here wrote: Wireshark's tshark and
 # scapy's IKEv2 layer decode the answers qcdtool emits, field by field.
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from support import ROOT, need_tool
+from support import QCDTOOL, need_tool
 from qcd import wire
 from qcd.tokens import make_token
 
-QCDTOOL = os.path.join(ROOT, "tools", "qcdtool")
 SECRET = bytes(range(100, 132))
 SPI_I = bytes.fromhex("0102030405060708")
 SPI_R = bytes.fromhex("a1a2a3a4a5a6a7a8")

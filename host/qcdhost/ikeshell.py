@@ -1,8 +1,8 @@
 # The CPython I/O shell around ike.engine: two UDP sockets (the IKE port and
 # the NAT-T port), a monotonic clock, optional pcap capture of every
 # datagram sent and received, an optional control socket, and a clean stop
-# on SIGINT/SIGTERM. Host only (tools/qcd-peer uses it); a device uses
-# ike.device, and firmware manifests leave this file out.
+# on SIGINT/SIGTERM. Host only (qcd-peer uses it); a device uses
+# ike.device (this module is outside lib/, so never on a board).
 
 import json
 import os

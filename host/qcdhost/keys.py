@@ -2,8 +2,9 @@
 # RFC 6290 §8.2 Child SPI map. Two implementations share this interface:
 #
 #   MemoryKeys    (here) in RAM: for a gateway that is only a taker, for tests,
-#                 and for hosts that keep the secret elsewhere (host only: a
-#                 device uses qcd.store, so this module is not put on one);
+#                 and for hosts that keep the secret elsewhere (host only,
+#                 outside lib/: a device uses qcd.store; the portable suite
+#                 imports it on MicroPython too);
 #   qcd.store     the raw `qcd` flash partition of the device, which survives
 #                 reboots (that is the point of RFC 6290 §5).
 #

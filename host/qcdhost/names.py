@@ -1,7 +1,7 @@
 # Human-readable names for IKE numbers, and a decoder that prints a message
 # the way qcdtool and the diagnostics show it. Kept out of qcd.wire so a device
 # that never prints a packet does not carry these tables in its heap; host
-# only (tools/board/remote.py HOST_ONLY): not deployed, installed or frozen.
+# only (outside lib/, so never deployed, installed by mip or frozen).
 
 from qcd import wire
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """qcd-peer: run the compact IKEv2 engine (lib/ike) with QCD (lib/qcd) on a host.
 
   qcd-peer run CONFIG.json [--pcap FILE] [--control SOCKET] [--quiet-stop] [--max-s N]
@@ -35,14 +34,10 @@ import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "lib"))
-sys.path.insert(0, HERE)
-
-from ike import config as ikeconfig  # noqa: E402
-from ike.engine import Engine  # noqa: E402
-from ike.host import HostShell, control, make_logger  # noqa: E402
+from ike import config as ikeconfig
+from ike.engine import Engine
+from qcdhost import need
+from qcdhost.ikeshell import HostShell, control, make_logger
 
 
 class UsageError(Exception):
@@ -92,7 +87,7 @@ def open_keys(q):
     path = q.get("secret_file")
     if not path:
         raise UsageError("a QCD maker needs qcd.image (flash image) or qcd.secret_file")
-    from qcd.keys import MemoryKeys
+    from qcdhost.keys import MemoryKeys
     from qcd.tokens import SECRET_LEN
 
     if not os.path.exists(path):
@@ -108,14 +103,14 @@ def open_keys(q):
 
 
 def open_image(q):
-    """qcd.store mounted on tools/flashemu.py over the image file (created,
+    """qcd.store mounted on the flash emulator (qcdhost.emu.flash) over the image file (created,
     erased, on first use): the device's `qcd` partition, secret and Child SPI
     map, surviving restarts and power cuts like the real flash."""
     try:
-        from flashemu import FileBacking, FlashEmu, create_image
         from qcd import store as qstore
+        from qcdhost.emu.flash import FileBacking, FlashEmu, create_image
     except ImportError as e:
-        raise UsageError("qcd.image needs qcd.store and tools/flashemu.py (%s); use qcd.secret_file" % e)
+        raise UsageError("qcd.image needs qcd.store and qcdhost.emu.flash (%s); use qcd.secret_file" % e)
     path = q["image"]
     try:
         if not os.path.exists(path):
@@ -144,7 +139,7 @@ def cmd_run(args):
 
     def flash_cut(words):
         # Emulated flash only: tear the Nth next program/erase operation and
-        # die there, as a power cut would (tools/flashemu.py, cut_at).
+        # die there, as a power cut would (qcdhost.emu.flash, cut_at).
         if flash is None:
             return {"ok": False, "error": "no emulated flash (qcd.image)"}
         n = int(words[1]) if len(words) > 1 else 1
@@ -201,8 +196,9 @@ def cmd_check(args):
     return 0
 
 
-def main(argv):
+def main(argv=None):
     p = argparse.ArgumentParser(prog="qcd-peer", description=__doc__.split("\n\n")[0])
+    need.version_action(p, "qcd-peer")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="serve one IKE peer from a configuration file")
     r.add_argument("config")
@@ -217,6 +213,10 @@ def main(argv):
     k = sub.add_parser("check", help="validate a configuration file")
     k.add_argument("config")
     args = p.parse_args(argv)
+    if args.cmd == "run":
+        # IKE's DH, PRF, AES-GCM and signatures: without them the peer would
+        # listen and fail only mid-handshake.
+        need.modules("qcd-peer", ["cryptography"])
     try:
         return {"run": cmd_run, "ctl": cmd_ctl, "check": cmd_check}[args.cmd](args)
     except UsageError as e:
@@ -225,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """qcdboard: put qcd on an ESP32 board and look at it.
 
   qcdboard table  [--board B] [--bin FILE]            show/check the partition table, write its binary
@@ -10,7 +9,7 @@
 
 Boards (B): the directories under boards/ (QCD_ESP32, QCD_ESP32_S3,
 QCD_ESP32_C3). P is a serial port (/dev/ttyUSB0) or a virtual board's
-terminal (tools/vboard). flash and dump talk to the ROM bootloader with
+terminal (vboard). flash and dump talk to the ROM bootloader with
 esptool; deploy and diag talk to MicroPython's REPL with mpremote.
 
   flash   writes the board's partition table (binary with its MD5 entry, as
@@ -20,7 +19,7 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
           a board that ran stock MicroPython gets this table (its filesystem
           moves). --dry-run prints the esptool command, checked by esptool's
           own parser, and runs nothing.
-  deploy  copies lib/qcd (and lib/ike) to /lib with mpremote fs cp (only
+  deploy  copies lib/ (qcd, ike: the device set) to /lib with mpremote fs cp (only
           changed files), or installs package.json with mip (--mip; its
           micropython-lib dependency hmac comes from the mip index).
   diag    prints the board's QCD state through qcd.diag over the REPL:
@@ -40,18 +39,34 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+from qcdhost import devset, need
+from qcdhost.esp import boards, esptool_cmd, remote
+from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
+from qcdhost.paths import BOARDS_DIR
 
-from board import venv  # noqa: E402
+# What each command needs, checked before it starts: ESP-IDF's partition
+# table format (every command that reads the board's table), esptool (the
+# ROM bootloader), mpremote (the REPL).
+NEEDS = {
+    "table": ["esp_idf_defs"],
+    "flash": ["esp_idf_defs", "esptool"],
+    "deploy": ["mpremote"],
+    "diag": ["mpremote"],
+    "dump": ["esp_idf_defs", "esptool", "mpremote"],
+    "image": ["esp_idf_defs", "esptool"],
+}
+image = partitions = None  # imported once their needs are checked (main)
 
-venv.ensure()
 
-from board import boards, esptool_cmd, image, partitions, remote  # noqa: E402
-from board.boards import PARTITION_TABLE_OFFSET  # noqa: E402
+def _load(cmd):
+    global image, partitions
+    need.modules("qcdboard", NEEDS[cmd])
+    if "esp_idf_defs" in NEEDS[cmd]:
+        from qcdhost.esp import image, partitions
 
-QCDTOOL = os.path.join(HERE, "qcdtool")
+
+# qcdtool, run as this Python's module (so the same installation's).
+QCDTOOL = [sys.executable, "-m", "qcdhost.qcdtool"]
 
 
 def fail(msg, code=2):
@@ -67,13 +82,13 @@ def board_and_table(name):
     t = partitions.load(b.csv)
     bad = partitions.problems(t, b.flash_size)
     if bad:
-        fail("%s: %s" % (os.path.relpath(b.csv, ROOT), "; ".join(bad)), 1)
+        fail("%s: %s" % (os.path.relpath(b.csv, os.path.dirname(BOARDS_DIR)), "; ".join(bad)), 1)
     return b, t
 
 
 def cmd_table(a):
     b, t = board_and_table(a.board)
-    print("%s (%s, %d MiB): %s" % (b.name, b.chip, b.flash_size >> 20, os.path.relpath(b.csv, ROOT)))
+    print("%s (%s, %d MiB): %s" % (b.name, b.chip, b.flash_size >> 20, os.path.relpath(b.csv, os.path.dirname(BOARDS_DIR))))
     print(partitions.describe(t, b.flash_size))
     if a.bin:
         with open(a.bin, "wb") as f:
@@ -120,7 +135,10 @@ def cmd_flash(a):
 
 def cmd_deploy(a):
     if a.mip is not None:
-        args = remote.deploy_mip(a.port, a.mip or None, a.index)
+        try:
+            args = remote.deploy_mip(a.port, a.mip or None, a.index)
+        except ValueError as e:
+            fail(str(e))
     else:
         args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=a.packages.split(","))
     return remote.run(args).returncode and 1
@@ -186,7 +204,7 @@ def cmd_dump(a):
     if sidecar:
         image.copy_sidecar(sidecar, out)
     try:
-        r = subprocess.run([sys.executable, QCDTOOL, "inspect", out])
+        r = subprocess.run(QCDTOOL + ["inspect", out])
     finally:
         if not a.out:
             os.unlink(out)
@@ -216,6 +234,7 @@ def cmd_image(a):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="qcdboard", description=__doc__.split("\n\n")[0])
+    need.version_action(ap, "qcdboard")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def board_arg(p):
@@ -235,13 +254,13 @@ def main(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the esptool command only")
     p.set_defaults(func=cmd_flash)
 
-    p = sub.add_parser("deploy", help="copy lib/qcd (and lib/ike) to the board with mpremote")
+    p = sub.add_parser("deploy", help="copy lib/ (the device set) to the board with mpremote")
     p.add_argument("--port", required=True)
     p.add_argument("--mip", nargs="?", const="", default=None, help="install with mip from package.json (or github:OWNER/REPO)")
     p.add_argument("--index", help="mip package index (default micropython.org's)")
     p.add_argument("--app", action="store_true", help="also the firmware app (firmware/qcdapp.py, main.py)")
     p.add_argument("--config", help="also this config file, as /qcd.json")
-    p.add_argument("--packages", default=",".join(remote.PACKAGES), help="which of lib/ to copy (default %(default)s)")
+    p.add_argument("--packages", default=",".join(devset.packages()), help="which of lib/ to copy (default %(default)s: all of it)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("diag", help="the board's QCD state over the REPL")
@@ -269,6 +288,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "dump" and a.repl and not a.port:
         fail("dump --repl wants --port")
+    _load(a.cmd)
     return a.func(a)
 
 

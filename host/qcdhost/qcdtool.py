@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """qcdtool: check on a host what a QCD device will say.
 
 For field engineers: compute the token a device with a given secret hands
@@ -18,7 +17,7 @@ answer with the same tokens, RFC 6290 §6), and decode a raw dump.
   qcdtool inspect IMAGE [--json]
 
 An IMAGE is the partition's raw bytes, as `esptool read_flash OFFSET SIZE`
-dumps it or the flash emulator (tools/flashemu.py) keeps it; the emulator's
+dumps it or the flash emulator (qcdhost.emu.flash) keeps it; the emulator's
 sidecar IMAGE.emu.json, if present, says whether it is encrypted (and holds
 its device key) and counts erases.
 
@@ -31,17 +30,13 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-
-sys.path.insert(0, HERE)
-
-import flashemu  # noqa: E402
-from qcd import names, wire  # noqa: E402
-from qcd import store as qstore  # noqa: E402
-from qcd.keys import MemoryKeys  # noqa: E402
-from qcd.maker import Maker  # noqa: E402
-from qcd.tokens import SECRET_LEN, STYLE_ADDR, STYLE_SPIS, fingerprint, ip_bytes, make_token  # noqa: E402
+from qcd import store as qstore
+from qcd import wire
+from qcd.maker import Maker
+from qcd.tokens import SECRET_LEN, STYLE_ADDR, STYLE_SPIS, fingerprint, ip_bytes, make_token
+from qcdhost import names, need
+from qcdhost.emu import flash as flashemu
+from qcdhost.keys import MemoryKeys
 
 
 class UsageError(Exception):
@@ -319,6 +314,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser():
     p = Parser(prog="qcdtool", description="Check on a host what a QCD device will say (RFC 6290).")
+    need.version_action(p, "qcdtool")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 

@@ -19,7 +19,7 @@
 #
 # Both ends use the standard ports, so NAT-T floating and the non-ESP marker
 # work as deployed (strongSwan adds the marker whenever neither port is 500).
-# Our peer (tools/qcd-peer) is started in its namespace with run_peer()
+# Our peer (qcd-peer) is started in its namespace with run_peer()
 # (nsenter). charon is driven with the PyPI `vici` package over its Unix
 # socket and stopped with SIGTERM by pid; the namespaces go with the processes.
 import os
@@ -152,7 +152,7 @@ class Charon:
         return ["nsenter", "--net=/proc/%d/ns/net" % self.holder.pid]
 
     def run_peer(self, args, log_path):
-        """Start a process (e.g. tools/qcd-peer) in the peer's namespace."""
+        """Start a process (e.g. qcd-peer) in the peer's namespace."""
         with open(log_path, "ab") as out:
             p = subprocess.Popen(self.netns() + list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.peers.append(p)

@@ -1,20 +1,19 @@
-#!/usr/bin/env python3
-"""hostboard: the firmware app (firmware/main.py -> qcdapp) on CPython.
+"""hostapp: the firmware app (firmware/main.py -> qcdapp) on CPython.
 
 The ESP32 modules the app imports are given to it by host stand-ins, as on
-the virtual board (tools/vboard), but with CPython's real sockets, so the
+the virtual board (qcdhost.emu.vboard), but with CPython's real sockets, so the
 app's whole code path runs, IKE loop included (ike.device: sockets and
 select.poll, which CPython has):
 
   esp32.Partition   the `qcd` partition: the flash emulator
-                    (tools/flashemu.py) over a partition image file, created
+                    (qcdhost.emu.flash) over a partition image file, created
                     erased on first use (a blank partition: the store creates
                     the secret at first boot)
   machine.WDT       counts feeds (a watchdog that never bites)
   time.ticks_ms/ticks_diff/sleep_ms   MicroPython's tick functions, 2^30 wrap
   network           absent: the app skips Wi-Fi and says so
 
-  tools/hostboard.py --image QCD.img --config CONFIG.json
+  python -m qcdhost.emu.hostapp --image QCD.img --config CONFIG.json
                      [--blocks N] [--encrypted] [--cut-at N --cut-seed S]
 
 The configuration is the device's (firmware/qcd.json.example: the IKE keys
@@ -32,11 +31,8 @@ import sys
 import time
 import types
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "lib"), os.path.join(ROOT, "firmware"), HERE]
-
-import flashemu  # noqa: E402
+from qcdhost.emu import flash as flashemu
+from qcdhost.paths import FIRMWARE_DIR
 
 QCD_PARTITION_ADDR = 0x200000  # where boards/*/partitions-qcd.csv put `qcd`
 
@@ -98,8 +94,26 @@ def install(image, blocks=16, encrypted=False, cut_at=None, cut_seed=0):
     return emu
 
 
+def load_app():
+    """The firmware app, firmware/qcdapp.py, imported as `qcdapp` (as the
+    device's firmware/main.py imports it from /lib)."""
+    import importlib.util
+
+    if "qcdapp" in sys.modules:
+        return sys.modules["qcdapp"]
+    spec = importlib.util.spec_from_file_location("qcdapp", os.path.join(FIRMWARE_DIR, "qcdapp.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["qcdapp"] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules["qcdapp"]
+        raise
+    return mod
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="hostboard", description="Run the qcd firmware app on CPython with an emulated qcd partition.")
+    p = argparse.ArgumentParser(prog="hostapp", description="Run the qcd firmware app on CPython with an emulated qcd partition.")
     p.add_argument("--image", required=True, help="qcd partition image (created erased if missing)")
     p.add_argument("--config", required=True, help="the device configuration (JSON)")
     p.add_argument("--blocks", type=int, default=16, help="blocks of a new image (default 16 = 64 KiB)")
@@ -114,15 +128,15 @@ def main(argv=None):
 
     def arm(_sig, _frame):
         emu.cut_at = emu.ops + 1
-        print("hostboard: power cut armed: flash operation %d will be torn" % emu.cut_at, flush=True)
+        print("hostapp: power cut armed: flash operation %d will be torn" % emu.cut_at, flush=True)
 
     signal.signal(signal.SIGUSR1, arm)
-    import qcdapp
+    qcdapp = load_app()
 
     try:
         app = qcdapp.main(a.config)
     except flashemu.PowerCut:
-        print("hostboard: power cut during flash operation %d (%s)" % (emu.ops, emu.torn), flush=True)
+        print("hostapp: power cut during flash operation %d (%s)" % (emu.ops, emu.torn), flush=True)
         os._exit(137)
     return 0 if app.state in ("stopped",) or app.state.startswith("stopped") else 1
 

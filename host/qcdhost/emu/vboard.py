@@ -1,16 +1,15 @@
-#!/usr/bin/env python3
 """qcd virtual board: the MicroPython WebAssembly port on a pseudo-terminal,
 with an ESP32's flash (a whole-flash image file) and a filesystem directory,
 so `mpremote connect <pty>` and the qcd tools work against it as against a
 board.
 
-  tools/vboard [--dir DIR] [--board QCD_ESP32] [--link PATH] [--heap BYTES]
+  vboard [--dir DIR] [--board QCD_ESP32] [--link PATH] [--heap BYTES]
                [--flash-encryption] [--net [--yield-kb N] [--gc-log]]
                [--headless] [--app CONFIG]
 
 DIR (default build/vboard) holds the board's state:
   DIR/flash.bin   whole-flash image; made on first use from the board's
-                  partition table (`tools/qcdboard image`), kept after that
+                  partition table (`qcdboard image`), kept after that
   DIR/fs/         the board's filesystem (what mpremote cp puts there)
 It prints the terminal's path (and makes PATH, default DIR/tty, a link to
 it), then runs until interrupted. Killing it and starting it again on the
@@ -25,14 +24,14 @@ and how its heap is collected: --yield-kb, --gc-log).
 is a power cut): it powers on, runs boot.py and main.py with the console on
 stdout, and exits 0 when main.py ends. For demos and tests:
 
-  tools/vboard --dir DIR --net --headless --app qcd.json
+  vboard --dir DIR --net --headless --app qcd.json
 
 --app CONFIG puts the firmware app on the board before it powers on: the
 files `qcdboard deploy --app --config CONFIG` copies (lib/qcd, lib/ike,
 firmware/qcdapp.py as /lib/qcdapp.py, firmware/main.py as /main.py, CONFIG
 as /qcd.json), written straight into DIR/fs/, the board's filesystem.
 
-The board itself is tools/mpwasm/vboard.mjs (its header says what it
+The board itself is qcdhost/emu/wasm/vboard.mjs (its header says what it
 emulates and what not). This launcher owns the pseudo-terminal: it keeps the
 terminal's device side open, so mpremote can connect and disconnect as often
 as it likes, and puts it in raw mode, so the board's output is never echoed
@@ -47,20 +46,19 @@ import subprocess
 import sys
 import tty
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+from qcdhost import need
+from qcdhost.esp import boards, remote
+from qcdhost.paths import CHECKOUT, WASM_DIR
 
-from board import venv  # noqa: E402
-
-venv.ensure()
-from board import boards, image, remote  # noqa: E402
+# The WebAssembly port, installed by `npm ci` in WASM_DIR (make node).
+WASM_PKG = os.path.join(WASM_DIR, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+DEFAULT_DIR = os.path.join(CHECKOUT, "build", "vboard") if CHECKOUT else os.path.join("build", "vboard")
 
 
 def install_app(fsdir, config):
     """What `qcdboard deploy --app --config CONFIG` puts on a board, copied
     into the board's filesystem directory."""
-    files = remote.package_files() + [(os.path.join(ROOT, h), d) for h, d in remote.APP_FILES] + [(config, "qcd.json")]
+    files = remote.package_files() + list(remote.APP_FILES) + [(config, "qcd.json")]
     for host, dev in files:
         dest = os.path.join(fsdir, *dev.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -69,7 +67,8 @@ def install_app(fsdir, config):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="vboard", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dir", default=os.path.join(ROOT, "build", "vboard"), help="state directory (default build/vboard)")
+    need.version_action(ap, "vboard")
+    ap.add_argument("--dir", default=DEFAULT_DIR, help="state directory (default build/vboard)")
     ap.add_argument("--board", default=boards.DEFAULT_BOARD, help="board definition for a new flash image (default %(default)s)")
     ap.add_argument("--link", help="symlink to the terminal (default DIR/tty)")
     ap.add_argument("--heap", type=int, default=2 * 1024 * 1024, help="MicroPython's initial heap in bytes (default 2 MiB; the port grows it on demand)")
@@ -84,11 +83,13 @@ def main(argv=None):
     if (a.yield_kb is not None or a.gc_log or a.cut_file) and not a.net:
         ap.error("--yield-kb, --gc-log and --cut-file go with --net")
 
-    node = shutil.which("node")
-    if node is None:
-        sys.exit("vboard: Node.js is not installed (node)")
-    if not os.path.isdir(os.path.join(HERE, "mpwasm", "node_modules", "@micropython")):
-        sys.exit("vboard: the MicroPython WebAssembly port is not installed: run `make node`")
+    # The board's flash image is made with esptool from the partition table
+    # (ESP-IDF's format); the board itself is Node.js with the port.
+    need.modules("vboard", ["esp_idf_defs", "esptool"])
+    node = need.program("vboard", "node", "install Node.js 20")
+    if not os.path.isdir(WASM_PKG):
+        need.fail("vboard", "the MicroPython WebAssembly port is not installed: run `npm ci` in %s (make node)" % WASM_DIR)
+    from qcdhost.esp import image
     os.makedirs(a.dir, exist_ok=True)
     flash = os.path.join(a.dir, "flash.bin")
     if not os.path.exists(flash):
@@ -103,7 +104,7 @@ def main(argv=None):
             install_app(fsdir, a.app)
         except OSError as e:
             sys.exit("vboard: cannot install the app: %s" % e)
-    board = [node, os.path.join(HERE, "mpwasm", "vboard.mjs"), "--image", flash, "--fs", fsdir, "--heap", str(a.heap)]
+    board = [node, os.path.join(WASM_DIR, "vboard.mjs"), "--image", flash, "--fs", fsdir, "--heap", str(a.heap)]
     if a.flash_encryption:
         board.append("--flash-encryption")
     if a.net:

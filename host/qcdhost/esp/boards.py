@@ -3,8 +3,7 @@
 # virtual board and the tests agree.
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BOARDS_DIR = os.path.join(ROOT, "boards")
+from qcdhost.paths import BOARDS_DIR
 
 # ESP-IDF's CONFIG_PARTITION_TABLE_OFFSET default, which MicroPython keeps.
 PARTITION_TABLE_OFFSET = 0x8000

@@ -1,4 +1,4 @@
-# Runs ON the board (tools/qcdboard diag, through mpremote): the QCD state as
+# Runs ON the board (qcdboard diag, through mpremote): the QCD state as
 # qcd.diag prints it. Never a secret: secrets appear as fingerprints.
 #
 # With the firmware app running (or stopped by mpremote's Ctrl-C) its hook
@@ -21,6 +21,7 @@ try:
     _app = qcdapp.APP
 except ImportError:
     _app = None
+print("qcd: version %s" % qcd.__version__)
 print("board: reset_cause %d" % machine.reset_cause())
 if _app is not None and _app.store is not None:
     print("app: %s" % ("stopped by diag" if _app.state == "running" else _app.state))

@@ -1,4 +1,4 @@
-# Runs ON the board (tools/qcdboard dump --repl): prints a partition as hex,
+# Runs ON the board (qcdboard dump --repl): prints a partition as hex,
 # 64 bytes a line, between markers, through esp32.Partition.readblocks.
 # QCD_READ_LABEL is set by the command that runs this file.
 import esp32

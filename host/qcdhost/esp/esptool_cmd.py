@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from board.boards import PARTITION_TABLE_OFFSET
+from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
 DEFAULT_BAUD = 460800
 IMAGE_MAGIC = 0xE9  # first byte of an ESP image (bootloader and app)

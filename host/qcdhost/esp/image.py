@@ -6,8 +6,8 @@
 import os
 import tempfile
 
-from board import esptool_cmd, partitions
-from board.boards import PARTITION_TABLE_OFFSET
+from qcdhost.esp import esptool_cmd, partitions
+from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
 
 def build(board, out, extra=()):
@@ -48,7 +48,7 @@ def read_partition(image_path, label):
     return p, data
 
 
-# tools/flashemu.py keeps what a flash chip holds outside the partition's
+# qcdhost.emu.flash keeps what a flash chip holds outside the partition's
 # bytes (the device key of flash encryption, erase counts) in a sidecar
 # IMAGE.emu.json beside a partition image; the virtual board keeps one per
 # partition beside its whole-flash image: FLASH.<label>.emu.json.

@@ -14,7 +14,7 @@ from esp_idf_defs.partitions import (
     PartitionTable,
 )
 
-from board.boards import PARTITION_TABLE_OFFSET
+from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
 SECTOR = 4096  # NOR erase unit, and the store's block size
 QCD_LABEL = "qcd"

@@ -2,47 +2,25 @@
 # read its QCD state, read a partition through the REPL. Each function
 # returns mpremote's argv (after `mpremote`); `run` executes it with the
 # mpremote of this Python environment. The same commands work on a board's
-# serial port and on the virtual board's pty (tools/vboard).
+# serial port and on the virtual board's pty (vboard).
 import os
 import subprocess
 import sys
 
-from board.boards import ROOT
+from qcdhost import devset
+from qcdhost.paths import CHECKOUT, FIRMWARE_DIR
 
-LIB = os.path.join(ROOT, "lib")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
-PACKAGES = ("qcd", "ike")  # lib/<name>, those that exist
-APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
-# Modules of lib/ that no device imports; host tools and tests do. They stay
-# out of everything that goes onto a board: `qcdboard deploy`, package.json
-# (mip) and firmware/manifest.py (the freeze lists the device set file by
-# file); tools/mpy_build.py reports their size apart from the device set's.
-#   qcd/names.py  names of IKE numbers, the message decoder (qcdtool, qcd-peer)
-#   qcd/keys.py   MemoryKeys, a key source in RAM (hosts that keep the secret
-#                 elsewhere, tests); a device's key source is qcd.store
-HOST_ONLY = ("qcd/keys.py", "qcd/names.py", "ike/host.py")
+# The firmware app: (host path, device path).
+APP_FILES = ((os.path.join(FIRMWARE_DIR, "qcdapp.py"), "lib/qcdapp.py"), (os.path.join(FIRMWARE_DIR, "main.py"), "main.py"))
 
 
-def package_files(packages=PACKAGES, host_only=False):
-    """[(host path, device path)] of the .py files of lib/<package> that go
-    onto a device (no caches, nothing in HOST_ONLY); host_only=True: the
-    HOST_ONLY ones instead."""
-    out = []
-    for pkg in packages:
-        top = os.path.join(LIB, pkg)
-        if not os.path.isdir(top):
-            continue
-        for d, dirs, files in os.walk(top):
-            dirs[:] = sorted(x for x in dirs if x != "__pycache__" and not x.startswith("."))
-            for f in sorted(files):
-                if f.endswith(".py"):
-                    host = os.path.join(d, f)
-                    rel = os.path.relpath(host, LIB).replace(os.sep, "/")
-                    if (rel in HOST_ONLY) == host_only:
-                        out.append((host, "lib/" + rel))
-    return out
+def package_files(packages=None):
+    """[(host path, device path)] of the .py files that go onto a device:
+    the device set (qcdhost.devset: lib/, whole), or the packages named."""
+    return devset.files(packages)
 
 
 def _mkdirs_code(dev_paths):
@@ -57,14 +35,14 @@ def _mkdirs_code(dev_paths):
     return "\n".join(lines)
 
 
-def deploy_cp(port, app=False, config=None, packages=PACKAGES):
-    """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board,
-    without the host-only modules (HOST_ONLY); with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
-    to /); with config, that file to /qcd.json. `fs cp` skips files whose
+def deploy_cp(port, app=False, config=None, packages=None):
+    """mpremote argv copying the device set (lib/: qcd, ike, ...) to /lib on
+    the board; with app, also the firmware app (firmware/qcdapp.py to /lib,
+    main.py to /); with config, that file to /qcd.json. `fs cp` skips files whose
     sha256 already matches, so a second deploy copies only what changed."""
     files = package_files(packages)
     if app:
-        files += [(os.path.join(ROOT, h), d) for h, d in APP_FILES]
+        files += list(APP_FILES)
     if config:
         files.append((config, "qcd.json"))
     args = ["connect", port, "exec", _mkdirs_code([d for _, d in files])]
@@ -79,7 +57,11 @@ def deploy_mip(port, package_json=None, index=None):
     args = ["connect", port, "mip", "install", "--target", "/lib"]
     if index:
         args += ["--index", index]
-    return args + [package_json or os.path.join(ROOT, "package.json")]
+    if package_json is None:
+        if CHECKOUT is None:
+            raise ValueError("no package.json here (installed from a wheel): give its path or github:OWNER/REPO@vX")
+        package_json = os.path.join(CHECKOUT, "package.json")
+    return args + [package_json]
 
 
 def diag(port, label="qcd"):

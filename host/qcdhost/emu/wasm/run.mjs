@@ -1,7 +1,7 @@
 // Run a Python file on real MicroPython: the WebAssembly port
 // (@micropython/micropython-webassembly-pyscript) under Node.js.
 //
-//   node tools/mpwasm/run.mjs [--path HOSTDIR:MPDIR]... [--heap BYTES]
+//   node host/qcdhost/emu/wasm/run.mjs [--path HOSTDIR:MPDIR]... [--heap BYTES]
 //                             FILE.py [ARGS...]
 //
 // --path copies a host directory tree into MicroPython's in-memory filesystem

@@ -1,9 +1,9 @@
 // The qcd virtual board: the MicroPython WebAssembly port behind a terminal,
 // with an ESP32's flash, so mpremote (and the qcd tools built on it) drive it
-// as they drive a real board. Started by tools/vboard, which owns the
+// as they drive a real board. Started by vboard, which owns the
 // pseudo-terminal; this file is the board.
 //
-//   node tools/mpwasm/vboard.mjs --image FLASH.bin --fs DIR [--fd N]
+//   node qcdhost/emu/wasm/vboard.mjs --image FLASH.bin --fs DIR [--fd N]
 //                                [--heap BYTES] [--flash-encryption]
 //                                [--net [--yield-kb N] [--gc-log] [--cut-file PATH]]
 //                                [--headless]
@@ -16,12 +16,12 @@
 //          keeps it in the `vfs` partition (littlefs); the WebAssembly port
 //          has only an in-memory filesystem, so its files are loaded from DIR
 //          at every boot and every change is written through to DIR.
-// --fd     the terminal: a file descriptor (the pty master from tools/vboard);
+// --fd     the terminal: a file descriptor (the pty master from vboard);
 //          without it, stdin/stdout.
 // --net    UDP networking on the host's IPv4 stack: `socket` (AF_INET,
 //          SOCK_DGRAM) and `select` (poll over those sockets and anything
-//          the port's own select polls), shims in vboard/ with the esp32
-//          port's behaviour, served by a worker thread (vboard/net.mjs,
+//          the port's own select polls), shims in shims/ with the esp32
+//          port's behaviour, served by a worker thread (shims/net.mjs,
 //          networker.mjs); plus the esp32 firmware's `cryptolib` (AES ECB,
 //          CBC) and `hashlib.sha1`, which IKE needs and this port lacks.
 //          Default off: without it the board has no socket module.
@@ -79,22 +79,22 @@ import fs from "node:fs";
 import path from "node:path";
 import tty from "node:tty";
 import { fileURLToPath } from "node:url";
-import { Net, pyModule as netModule, RESUMING, UNWINDING } from "./vboard/net.mjs";
+import { Net, pyModule as netModule, RESUMING, UNWINDING } from "./shims/net.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 // Python modules installed at every boot: [name, file]. _flashemu is the
-// flash emulator (tools/flashemu.py) the encrypted partitions use.
+// flash emulator (qcdhost/emu/flash.py) the encrypted partitions use.
 const SHIMS = [
-  ["_flashemu", path.join(HERE, "..", "flashemu.py")],
-  ["esp32", path.join(HERE, "vboard", "esp32.py")],
-  ["machine", path.join(HERE, "vboard", "machine.py")],
-  ["_vboardfs", path.join(HERE, "vboard", "_vboardfs.py")],
+  ["_flashemu", path.join(HERE, "..", "flash.py")],
+  ["esp32", path.join(HERE, "shims", "esp32.py")],
+  ["machine", path.join(HERE, "shims", "machine.py")],
+  ["_vboardfs", path.join(HERE, "shims", "_vboardfs.py")],
 ].filter(([, f]) => fs.existsSync(f));
 // With --net: UDP sockets and select.poll over them, and the esp32
 // firmware's crypto built-ins that the WebAssembly port lacks (IKE needs
 // them). select.py shadows the port's built-in select (reachable as
 // uselect), hashlib.py its hashlib (uhashlib).
-const NET_SHIMS = ["socket", "select", "cryptolib", "hashlib"].map((m) => [m, path.join(HERE, "vboard", `${m}.py`)]);
+const NET_SHIMS = ["socket", "select", "cryptolib", "hashlib"].map((m) => [m, path.join(HERE, "shims", `${m}.py`)]);
 
 function usage(msg) {
   process.stderr.write(`vboard.mjs: ${msg}\nusage: node vboard.mjs --image FLASH.bin --fs DIR [--fd N] [--heap BYTES] [--flash-encryption]\n                         [--net] [--headless] [--yield-kb N] [--gc-log] [--cut-file PATH]\n`);
@@ -145,7 +145,7 @@ try {
   usage(`cannot open the flash image ${opts.image}: ${e.message}`);
 }
 if (flashSize < TABLE_OFFSET + TABLE_MAX || flashSize % SECTOR) {
-  usage(`${opts.image} is ${flashSize} bytes: not a whole-flash image (tools/qcdboard image makes one)`);
+  usage(`${opts.image} is ${flashSize} bytes: not a whole-flash image (qcdboard image makes one)`);
 }
 
 function flashRead(addr, n) {
@@ -202,7 +202,7 @@ function readPartitionTable() {
 
 let table = readPartitionTable();
 
-// The flash emulator's sidecar of a partition (tools/flashemu.py keeps one
+// The flash emulator's sidecar of a partition (qcdhost/emu/flash.py keeps one
 // beside a partition image; here beside the whole-flash image).
 function sidecar(p) {
   return `${opts.image}.${p.label}.emu.json`;
@@ -371,7 +371,7 @@ function flush() {
 }
 
 // What the terminal has sent while Python runs (the event loop is not
-// turning then): read straight from the pty (tools/vboard makes it
+// turning then): read straight from the pty (vboard makes it
 // non-blocking) into the input queue. Without --fd there is nothing safe to
 // read without blocking: input waits for the event loop.
 const termChunk = Buffer.alloc(4096);
@@ -468,7 +468,7 @@ function jsModule() {
     wdt_feed: () => {
       if (wdt) wdt.deadline = Date.now() + wdt.timeout;
     },
-    // cryptolib.aes and hashlib.sha1 (vboard/cryptolib.py, hashlib.py):
+    // cryptolib.aes and hashlib.sha1 (shims/cryptolib.py, hashlib.py):
     // Node's AES (ECB or CBC, no padding) and SHA-1, hex in and out.
     aes: (keyHex, mode, ivHex, dataHex, encrypt) => {
       const key = Buffer.from(keyHex, "hex");
@@ -518,7 +518,7 @@ function runFile(name) {
 
 // ------------------------------------------------------- the network (--net)
 //
-// Sockets: vboard/net.mjs (a worker thread owns them; Python's calls block
+// Sockets: shims/net.mjs (a worker thread owns them; Python's calls block
 // in Atomics.wait). While Python waits in select.poll (or a blocking
 // recvfrom), the board's thread serves the terminal and the watchdog from
 // there: a Ctrl-C on the terminal raises KeyboardInterrupt in the waiting

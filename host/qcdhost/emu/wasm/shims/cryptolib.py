@@ -1,4 +1,4 @@
-# The `cryptolib` module of the qcd virtual board with --net (tools/vboard):
+# The `cryptolib` module of the qcd virtual board with --net (vboard):
 # the esp32 firmware has it (extmod/modcryptolib.c on mbedTLS) and lib/ike
 # needs its AES-CBC; the WebAssembly port has none. The cipher is Node's
 # (`_vboard.aes`); the object's rules are modcryptolib.c's:

@@ -1,12 +1,12 @@
-# The `esp32` module of the qcd virtual board (tools/vboard): MicroPython's
+# The `esp32` module of the qcd virtual board (vboard): MicroPython's
 # esp32.Partition over the board's whole-flash image file, with the behaviour
 # of ports/esp32/esp32_partition.c (v1.27/v1.28) and the checks of ESP-IDF's
 # esp_partition (partition_target.c). The flash itself and its partition
 # table (read from the image at 0x8000, as the bootloader and esp_partition
-# do) live in tools/mpwasm/vboard.mjs, reached through `_vboard`.
+# do) live in qcdhost/emu/wasm/vboard.mjs, reached through `_vboard`.
 #
 # A partition flagged `encrypted` (the `qcd` store), opened with the default
-# 4096-byte blocks, is the flash emulator, tools/flashemu.py (imported here
+# 4096-byte blocks, is the flash emulator, qcdhost/emu/flash.py (imported here
 # as _flashemu): NOR rules enforced loudly, flash encryption as its sidecar
 # file says (IMAGE.<label>.emu.json beside the board's image, as qcdtool
 # provision writes it for a partition image), erase counts. Its backing is
@@ -56,7 +56,7 @@ def _table():
 
 
 class _Backing:
-    # tools/flashemu.py's backing interface over the board's image.
+    # qcdhost/emu/flash.py's backing interface over the board's image.
     def __init__(self, index, size):
         self._i = index
         self.size = size

@@ -1,4 +1,4 @@
-# The `hashlib` module of the qcd virtual board with --net (tools/vboard):
+# The `hashlib` module of the qcd virtual board with --net (vboard):
 # the port's own (imported as `uhashlib`: sha256) plus sha1, which the esp32
 # firmware has (mbedTLS) and lib/ike uses for NAT detection (RFC 7296
 # §2.23); the WebAssembly port lacks it. The digest is Node's

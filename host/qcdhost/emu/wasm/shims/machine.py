@@ -1,6 +1,6 @@
-# The `machine` module of the qcd virtual board (tools/vboard): what the qcd
+# The `machine` module of the qcd virtual board (vboard): what the qcd
 # firmware and mpremote use of ports/esp32/modmachine.c. Resets go through
-# tools/mpwasm/vboard.mjs, which restarts the interpreter (soft: same process
+# qcdhost/emu/wasm/vboard.mjs, which restarts the interpreter (soft: same process
 # state of the flash and files; hard: also the reset cause and watchdog).
 import _vboard
 from binascii import unhexlify

@@ -1,4 +1,4 @@
-// The virtual board's network (tools/mpwasm/vboard/net.mjs starts it): a
+// The virtual board's network (qcdhost/emu/wasm/shims/net.mjs starts it): a
 // Node worker thread that owns the board's UDP sockets (node:dgram on the
 // host's IPv4 stack) and answers the board's requests one at a time.
 //

@@ -1,4 +1,4 @@
-# The `select` module of the qcd virtual board with --net (tools/vboard):
+# The `select` module of the qcd virtual board with --net (vboard):
 # MicroPython's select.poll (extmod/modselect.c) over the board's UDP
 # sockets (socket.py beside this file, served by net.mjs) and, for every
 # other object, the port's built-in select (imported as `uselect`), so

@@ -1,5 +1,5 @@
-# The `socket` module of the qcd virtual board with --net (tools/vboard):
-# UDP over IPv4 on the host's network stack, through tools/mpwasm/vboard/
+# The `socket` module of the qcd virtual board with --net (vboard):
+# UDP over IPv4 on the host's network stack, through qcdhost/emu/wasm/shims/
 # net.mjs (`_vboardnet`), with the behaviour of ports/esp32/modsocket.c
 # (v1.27) where code can see it:
 #   - socket(AF_INET, SOCK_DGRAM) only: no TCP, no IPv6 (OSError otherwise);

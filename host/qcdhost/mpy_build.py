@@ -1,19 +1,15 @@
-#!/usr/bin/env python3
 """Compile lib/ with mpy-cross for the ESP32 family and report the sizes.
 
-  python tools/mpy_build.py [--out build/mpy] [--markdown] [--opt N]
+  python -m qcdhost.mpy_build [--out build/mpy] [--markdown] [--opt N]
 
 Writes OUT/<arch>/<package>/<module>.mpy for each architecture the qcd boards
 use (-march=xtensawin: ESP32, ESP32-S3; -march=rv32imc: ESP32-C3) and
 prints, per architecture, each module's .mpy size and each package's totals,
 against the size target for lib/qcd (12 KB of .mpy).
 
-The device set is what goes onto a board: `qcdboard deploy` copies it,
-package.json (mip) lists it and firmware/manifest.py freezes it. Modules no
-device imports (tools/board/remote.py HOST_ONLY: qcd/names.py, qcd/keys.py,
-ike/host.py)
-are compiled and reported too, marked "(host only)", and counted apart: the
-target is for the device set. These are the files to copy to a board instead
+The device set is lib/, whole (qcdhost.devset): what `qcdboard deploy`
+copies, package.json (mip) lists and firmware/manifest.py freezes; host-only
+code lives outside lib/ (host/qcdhost). These are the files to copy to a board instead
 of the .py sources (mpremote cp), or what a freeze would hold; the firmware
 build compiles the same sources with its own mpy-cross (firmware/manifest.py).
 
@@ -29,31 +25,15 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-LIB = os.path.join(ROOT, "lib")
-sys.path.insert(0, HERE)
+from qcdhost import devset
 
-from board.remote import HOST_ONLY  # noqa: E402
-
+LIB = devset.LIB
+ROOT = os.path.dirname(LIB)
 ARCHES = ("xtensawin", "rv32imc")
-PACKAGES = ("qcd", "ike")
+PACKAGES = tuple(devset.packages())
 # Size targets in bytes of .mpy, per architecture, for a package's device set.
 TARGETS = {"qcd": 12 * 1024}
-HOST_MARK = " (host only)"
-
-
-def sources(package):
-    top = os.path.join(LIB, package)
-    out = []
-    for d, dirs, files in os.walk(top):
-        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-        out += [os.path.join(d, f) for f in sorted(files) if f.endswith(".py")]
-    return out
-
-
-def host_only(package, module):
-    return "%s/%s.py" % (package, module.replace(".", "/")) in HOST_ONLY
+sources = devset.sources
 
 
 def mpy_cross_version():
@@ -91,9 +71,8 @@ def build(out_dir, arches=ARCHES, packages=PACKAGES, opt=0):
 
 
 def rows(sizes):
-    """[(package, module, "DEVICE" or "TOTAL", [bytes per arch], verdict)]
-    in order: a package's device modules, its device-set total (against the
-    target), its host-only modules, and, if it has any, the total of all."""
+    """[(package, module, [bytes per arch], verdict)] in order: a package's
+    modules, then its total ("TOTAL", against the target)."""
     arches = list(sizes)
     out = []
     pkgs = []
@@ -101,26 +80,18 @@ def rows(sizes):
         pkgs += [p for p in sizes[a] if p not in pkgs]
     for pkg in pkgs:
         mods = [m for m, _ in sizes[arches[0]].get(pkg, [])]
-        host = [m for m in mods if host_only(pkg, m)]
 
         def size(a, m):
             return dict(sizes[a].get(pkg, [])).get(m, 0)
 
         for m in mods:
-            if m not in host:
-                out.append((pkg, m, [size(a, m) for a in arches], ""))
-        device = [sum(size(a, m) for m in mods if m not in host) for a in arches]
+            out.append((pkg, m, [size(a, m) for a in arches], ""))
+        total = [sum(size(a, m) for m in mods) for a in arches]
         target = TARGETS.get(pkg)
         verdict = ""
         if target:
-            verdict = "target < %d B: %s" % (target, "met" if max(device) < target else "MISSED")
-        if host:
-            out.append((pkg, "DEVICE", device, verdict))
-            for m in host:
-                out.append((pkg, m + HOST_MARK, [size(a, m) for a in arches], ""))
-            out.append((pkg, "TOTAL", [sum(size(a, m) for m in mods) for a in arches], "device set + host only"))
-        else:
-            out.append((pkg, "TOTAL", device, verdict))
+            verdict = "target < %d B: %s" % (target, "met" if max(total) < target else "MISSED")
+        out.append((pkg, "TOTAL", total, verdict))
     return out
 
 
@@ -129,8 +100,8 @@ def report(sizes, markdown=False):
     if markdown:
         lines = ["| package | module | " + " | ".join("%s (B)" % a for a in arches) + " | target |", "|---|---|" + "---:|" * len(arches) + "---|"]
         for pkg, m, vals, verdict in rows(sizes):
-            if m in ("TOTAL", "DEVICE"):
-                lines.append("| **%s** | **%s** | %s | %s |" % (pkg, "device set" if m == "DEVICE" else "all", " | ".join("**%d**" % v for v in vals), verdict))
+            if m == "TOTAL":
+                lines.append("| **%s** | **all** | %s | %s |" % (pkg, " | ".join("**%d**" % v for v in vals), verdict))
             else:
                 lines.append("| %s | %s | %s | |" % (pkg, m, " | ".join(str(v) for v in vals)))
         return "\n".join(lines)
