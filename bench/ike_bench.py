@@ -3,7 +3,7 @@
 # IKE_AUTH between two in-memory engines, a liveness round trip, and (on
 # MicroPython) heap. Prints `RESULT name value` lines for bench/section_ike.py.
 #
-#   python3 bench/ike_bench.py                          (lib/ on sys.path)
+#   python3 bench/ike_bench.py                          (qcd installed: make venv)
 #   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/ike_bench.py
 import gc
 import sys

@@ -51,7 +51,7 @@ class Bench:
             raise RuntimeError("%s failed on CPython:\n%s" % (script, p.stderr[-2000:]))
         return self.results(p.stdout)
 
-    def micropython(self, script, *args, paths=("lib/qcd:/lib/qcd",), timeout=3600):
+    def micropython(self, script, *args, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase"), timeout=3600):
         cmd = ["node", os.path.join(WASM_DIR, "run.mjs")]
         for p in tuple(paths) + HOST_PATHS:
             cmd += ["--path", p]

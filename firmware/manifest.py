@@ -15,6 +15,7 @@ require("hmac")
 # micropython-lib's manifests do; one package() per directory of lib/ (a
 # test checks this list against lib/, qcdhost.devset).
 package("ike", base_path="../lib")
+package("ikebase", base_path="../lib")
 package("qcd", base_path="../lib")
 
 # The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the

@@ -68,12 +68,13 @@ def app_config(gw_ports, dev_ports=None, **changes):
 
 
 class Peer:
-    def __init__(self, directory, name, config, prefix=(), pcap=True):
+    def __init__(self, directory, name, config, prefix=(), pcap=True, args=()):
         self.dir = directory
         self.name = name
         self.config = dict(config)
         self.prefix = list(prefix)  # e.g. nsenter into a network namespace
         self.want_pcap = pcap
+        self.args = list(args)  # more `qcd-peer run` options, e.g. ["--echo", "7"]
         self.proc = None
         self.ctl_path = os.path.join(directory, name + ".ctl")
         self.log_path = os.path.join(directory, name + ".log")
@@ -91,6 +92,7 @@ class Peer:
         cmd = self.prefix + [sys.executable, QCD_PEER, "run", cfg, "--control", self.ctl_path]
         if self.want_pcap:
             cmd += ["--pcap", "%s.%d" % (self.pcap_path, self.runs)]
+        cmd += self.args
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:

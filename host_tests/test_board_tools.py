@@ -11,14 +11,17 @@ import pytest
 from support import QCDBOARD, ROOT, TOOLS
 
 from qcdhost import devset
-from qcdhost.esp import boards, esptool_cmd, image, partitions
+from qcdhost.esp import boards, esptool_cmd, image, partitions, remote
 from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
 BOARDS = sorted(boards.BOARDS)
 
 
-def qcdboard(*args):
-    return subprocess.run([sys.executable, QCDBOARD] + list(args), capture_output=True, text=True, timeout=300)
+def qcdboard(*args, env_tmp=None):
+    env = None
+    if env_tmp is not None:  # where tempfile puts its files and directories
+        env = dict(os.environ, TMPDIR=str(env_tmp))
+    return subprocess.run([sys.executable, QCDBOARD] + list(args), capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture
@@ -91,14 +94,42 @@ def test_flash_dry_run_prints_a_parsed_command_with_firmware_split(tmp_path):
     fw[0x10000 - 0x1000 + 1 : 0x10000 - 0x1000 + 4] = b"APP"
     path = tmp_path / "firmware.bin"
     path.write_bytes(bytes(fw))
-    r = qcdboard("flash", "--port", "/dev/ttyUSB0", "--firmware", str(path), "--dry-run")
+    keep = tmp_path / "kept"
+    r = qcdboard("flash", "--port", "/dev/ttyUSB0", "--firmware", str(path), "--dry-run", "--keep", str(keep))
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip().splitlines()[-1]
     assert line.startswith("esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash --flash-size 4MB 0x1000 ")
-    addrs = line.split()[line.split().index("4MB") + 1 :: 2]
+    words = line.split()
+    addrs = words[words.index("4MB") + 1 :: 2]
     assert addrs == ["0x1000", "0x8000", "0x10000"]
-    # The split pieces are removed after the dry run.
-    assert sorted(os.listdir(tmp_path)) == ["firmware.bin"]
+    # The printed command can be run as it is: every file it names is still
+    # there after the dry run (in --keep's directory, nothing beside the
+    # firmware), and esptool's parser takes the printed line.
+    files = words[words.index("4MB") + 2 :: 2]
+    assert all(f.startswith(str(keep)) and os.path.isfile(f) for f in files), files
+    assert sorted(os.listdir(tmp_path)) == ["firmware.bin", "kept"]
+    with open(files[2], "rb") as f:
+        assert f.read(4) == b"\xe9APP"
+    assert esptool_cmd.parse(words[1:])[0] == "write-flash"
+
+
+def test_flash_dry_run_without_keep_names_the_directory_it_kept(tmp_path):
+    r = qcdboard("flash", "--port", "/dev/ttyUSB0", "--dry-run", env_tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    said, line = r.stdout.strip().splitlines()[-2:]
+    table = line.split()[-1]
+    assert os.path.isfile(table) and os.path.dirname(table) in said
+    assert os.path.dirname(os.path.dirname(table)) == str(tmp_path)
+
+
+def test_flash_and_dump_leave_no_temporary_directory_when_esptool_fails(tmp_path):
+    # No board on this port: esptool fails, and the files made for it go.
+    port = str(tmp_path / "no-such-port")
+    r = qcdboard("flash", "--port", port, env_tmp=tmp_path)
+    assert r.returncode == 1
+    r = qcdboard("dump", "--port", port, env_tmp=tmp_path)
+    assert r.returncode == 1 and "esptool read-flash failed" in r.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_flash_refuses_what_is_not_a_firmware(tmp_path):
@@ -136,6 +167,16 @@ def test_package_json_is_current_and_lists_every_device_module():
         assert src == "lib/" + dest and os.path.isfile(os.path.join(ROOT, src))
 
 
+def test_deploying_one_package_brings_the_packages_it_imports():
+    # lib/qcd and lib/ike both import lib/ikebase: `qcdboard deploy
+    # --packages qcd` must not leave a board where `import qcd.tokens` fails.
+    args = remote.deploy_cp("/dev/null", packages=["qcd"])
+    dests = [a for a in args if a.startswith(":")]
+    assert ":lib/ikebase/hmac256.py" in dests and ":lib/qcd/tokens.py" in dests
+    assert not [d for d in dests if d.startswith(":lib/ike/")]
+    assert remote.with_needs(["ike", "qcd"]) == ["ikebase", "ike", "qcd"]
+
+
 def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):
     r = subprocess.run([sys.executable, "-m", "qcdhost.mpy_build", "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -153,3 +194,33 @@ def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):
     total = [x for x in lines if x.split()[:2] == ["qcd", "TOTAL"]]
     assert "target < 12288 B" in total[0]
     assert not any("host only" in x for x in lines)
+
+
+def test_esptool_commands_named_in_docs_and_tools_are_esptool_5_spelling():
+    # esptool 5 (requirements.txt pins it) names its commands read-flash,
+    # write-flash, merge-bin; the v4 spelling read_flash only works with a
+    # deprecation warning. Every `esptool <command>` written in the docs, the
+    # Makefile and the tools' messages must be one of the installed
+    # esptool's own command names.
+    import glob
+    import re
+
+    import esptool
+
+    names = set(esptool.cli.commands)
+    files = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "Makefile")]
+    files += glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    host = os.path.join(ROOT, "host", "qcdhost")
+    files += [os.path.join(host, n) for n in ("qcdtool.py", "qcdboard.py", "peer.py")]
+    files += glob.glob(os.path.join(host, "esp", "*.py"))
+    seen = {}
+    for path in files:
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            text = f.read()
+        for m in re.finditer(r"esptool\s+([a-z]+(?:[-_][a-z0-9]+)+)", text):
+            seen.setdefault(m.group(1), os.path.relpath(path, ROOT))
+    assert "read-flash" in seen and "write-flash" in seen, seen
+    wrong = {cmd: where for cmd, where in seen.items() if cmd not in names}
+    assert not wrong, "not esptool %s commands: %s" % (esptool.__version__, wrong)

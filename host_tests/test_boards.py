@@ -137,8 +137,10 @@ def test_damaged_binary_table_is_refused():
         ("factory,app,factory,0x10000,0x1F0000,\nqcd,data,undefined,0x200000,0x10000,\n", "not flagged `encrypted`"),
         # An app-typed qcd: Partition.find(TYPE_DATA, label=...) misses it.
         ("factory,app,factory,0x10000,0x1F0000,\nqcd,app,ota_0,0x200000,0x10000,encrypted\n", "want data"),
-        # Too big for the store (more than 16 sectors).
-        ("factory,app,factory,0x10000,0x1F0000,\nqcd,data,undefined,0x200000,0x20000,encrypted\n", "want 4..16 sectors"),
+        # Too big for the store (256 sectors, one more than its block count byte holds).
+        ("factory,app,factory,0x10000,0x1F0000,\nqcd,data,undefined,0x200000,0x100000,encrypted\n", "want 4..255 sectors"),
+        # Too small (3 sectors).
+        ("factory,app,factory,0x10000,0x1F0000,\nqcd,data,undefined,0x200000,0x3000,encrypted\n", "want 4..255 sectors"),
         # A smaller app partition than MicroPython's stock one.
         ("factory,app,factory,0x10000,0x100000,\nqcd,data,undefined,0x110000,0x10000,encrypted\n", "smaller than MicroPython's stock"),
         ("factory,app,factory,0x10000,0x1F0000,\n", "no partition labelled 'qcd'"),
@@ -149,6 +151,19 @@ def test_checks_catch_bad_tables(rows, expect):
     t = PartitionTable.from_csv(base + rows)
     found = partitions.problems(t, 4 * MIB)
     assert any(expect in p for p in found), found
+
+
+def test_table_check_takes_every_size_the_store_mounts():
+    # The store mounts MIN_BLOCKS..MAX_BLOCKS blocks (docs/FORMAT.md); the
+    # table check must not refuse a size the store takes, nor take one it
+    # refuses.
+    from qcd import store
+
+    assert (partitions.QCD_MIN_SECTORS, partitions.QCD_MAX_SECTORS) == (store.MIN_BLOCKS, store.MAX_BLOCKS)
+    base = "nvs,data,nvs,0x9000,0x6000,\nphy_init,data,phy,0xf000,0x1000,\nfactory,app,factory,0x10000,0x1F0000,\n"
+    for sectors in (store.MIN_BLOCKS, 32, store.MAX_BLOCKS):
+        t = PartitionTable.from_csv(base + "qcd,data,undefined,0x200000,0x%x,encrypted\n" % (sectors * 4096))
+        assert partitions.problems(t, 4 * MIB) == [], sectors
 
 
 def test_overlap_is_refused_by_espidf_parser(tmp_path):

@@ -76,11 +76,23 @@ class Recorder:
         self._rec("unknown_esp_spi", packet, src)
         return self.esp_answer
 
-    def ike_sa_event(self, event, spi_i, spi_r, initiator, peer, now, old=None):
-        self._rec("ike_sa_event", event, spi_i, spi_r, initiator, old)
+    def ike_created(self, sa, now):
+        self._rec("ike_created", sa.spi_i if sa.initiator else sa.spi_r, sa)
 
-    def child_sa_event(self, event, spi_in, spi_i, spi_r, initiator, peer, now):
-        self._rec("child_sa_event", event, spi_in, spi_i, spi_r)
+    def ike_up(self, sa, now):
+        self._rec("ike_up", sa.spi_i, sa.spi_r, sa.initiator)
+
+    def ike_rekey(self, old, new, now):
+        self._rec("ike_rekey", (old.spi_i, old.spi_r), (new.spi_i, new.spi_r), new.initiator)
+
+    def ike_down(self, sa, now):
+        self._rec("ike_down", sa.spi_i if sa.initiator else sa.spi_r, sa)
+
+    def child_up(self, sa, spi_in, now):
+        self._rec("child_up", spi_in, sa.spi_i, sa.spi_r)
+
+    def child_down(self, sa, spi_in, now):
+        self._rec("child_down", spi_in, sa.spi_i, sa.spi_r)
 
     def named(self, name):
         return [c for c in self.calls if c[0] == name]
@@ -444,20 +456,80 @@ def test_hook_moments_and_events_in_order():
     assert gh.named("notifies_for")[0][1] == "auth_response"
     # the token notify went through SK and reached the other hook
     assert gh.named("protected")[0][1] == IKE_AUTH and (16419, 1, b"T" * 32) in gh.named("protected")[0][4]
-    assert dh.named("ike_sa_event")[0][1] == "established"
-    assert dh.named("child_sa_event")[0][1:3] == ("established", d.children[0].spi_in)
+    assert dh.named("ike_up")[0][1:] == (d.spi_i, d.spi_r, True)
+    assert dh.named("child_up")[0][1] == d.children[0].spi_in
     p.gw.rekey_ike(p.now)
     p.pump()
     new = p.sa("gw")
     resp = [c for c in gh.calls if c[0] == "notifies_for" and c[1] == "rekey_initiated"]
     assert resp and resp[0][2:4] == (new.spi_i, new.spi_r)
-    ev = [c for c in dh.named("ike_sa_event") if c[1] == "rekeyed"][0]
-    assert ev[2:4] == (new.spi_i, new.spi_r) and ev[5] == (d.spi_i, d.spi_r)
+    ev = dh.named("ike_rekey")[0]
+    assert ev[1:] == ((d.spi_i, d.spi_r), (new.spi_i, new.spi_r), False)
     # the device (rekey responder) put its notifies in the CREATE_CHILD_SA response
     assert [c for c in dh.named("notifies_for") if c[1] == "rekey_response"][0][2:4] == (new.spi_i, new.spi_r)
     assert [c for c in gh.named("protected") if c[1] == 36 and c[2:4] == (new.spi_i, new.spi_r)]
-    moved = [c for c in dh.named("child_sa_event") if c[3:5] == (new.spi_i, new.spi_r)]
-    assert moved and moved[0][1] == "established"
+    # the Child SAs move with ike_rekey: no per-child calls
+    assert len(dh.named("child_up")) == 1 and not dh.named("child_down")
+
+
+def _balanced(rec, eng):
+    """Every IKE SA the hook heard of (ike_created) is either still held by
+    the engine or ended with exactly one ike_down; no ike_down for an SA
+    never created; every SA the engine holds was announced."""
+    made = [c[2] for c in rec.named("ike_created")]
+    downs = [c[2] for c in rec.named("ike_down")]
+    assert len({id(x) for x in made}) == len(made)
+    held = list(eng.sas.values())
+    for sa in held:
+        assert sa in made and sa not in downs
+    for sa in made:
+        assert sa in held or downs.count(sa) == 1, sa.name()
+    for sa in downs:
+        assert sa in made
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("story", ["rekeys", "collision", "deletes", "timeout", "failed_rekey"])
+def test_every_ike_sa_the_hook_hears_of_ends_with_one_ike_down(story, seed):
+    # RFC 6290 §9.2 needs the hook to know every SA the engine holds, in any
+    # state: the lifecycle calls must pair up whatever happens.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh, seed=seed)
+    p.up()
+    if story == "rekeys":
+        for who in ("dev", "gw", "dev"):
+            p.engine(who).rekey_ike(p.now)
+            p.pump()
+        p.dev.rekey_child(p.now)
+        p.pump()
+    elif story == "collision":
+        p.dev.rekey_ike(p.now)
+        p.gw.rekey_ike(p.now)
+        p.pump()
+    elif story == "deletes":
+        p.gw.delete_ike(p.now)
+        p.pump()
+        p.up()
+        p.dev.delete_ike(p.now)
+        p.pump()
+    elif story == "timeout":
+        p.drop = lambda data, name: name == "gw"
+        p.dev.rekey_ike(p.now)
+        p.pump()
+        p.advance(400000)
+        assert not p.dev.sas
+    else:  # the peer refuses the rekey (§2.25.2, its Child SA rekey is in
+        # flight): the SPI we reserved for the new SA goes
+        p.gw.rekey_child(p.now)
+        p.dev.rekey_ike(p.now)
+        p.pump()
+        assert "ike_rekey_failed" in p.names("dev")
+        reserved = [c[2] for c in dh.named("ike_created") if c[2] not in p.dev.sas.values()]
+        assert reserved and [c for c in dh.named("ike_down") if c[2] is reserved[0]]
+    p.advance(120000)  # linger times run out
+    for rec, eng in ((dh, p.dev), (gh, p.gw)):
+        _balanced(rec, eng)
+    no_bugs(p)
 
 
 def test_unknown_spis_go_to_the_hook_and_its_answer_goes_back():
@@ -492,7 +564,7 @@ def test_unprotected_message_for_a_known_sa_is_judged_by_the_hook(verdict):
     if verdict:
         assert not p.gw.sas
         assert "ike_down" in [e[0] for e in p.gw.take_events()]
-        assert [c for c in gh.named("ike_sa_event") if c[1] == "deleted"]
+        assert [c for c in gh.named("ike_down") if c[2] is g]
     else:
         assert snapshot(p.gw) == before
 

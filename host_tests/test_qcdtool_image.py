@@ -150,7 +150,7 @@ def test_inspect_never_writes(tmp_path):
 
 
 def test_inspect_a_raw_dump_without_sidecar(tmp_path):
-    # What `esptool read_flash` gives: the bytes only. A plain partition decodes.
+    # What `esptool read-flash` gives: the bytes only. A plain partition decodes.
     img = tmp_path / "p.img"
     qcdtool("image", "new", img, "--blocks", 4)
     device(img, "c0ffee01@192.0.2.7")

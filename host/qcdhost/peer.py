@@ -22,6 +22,16 @@ datagram socket that takes one command per datagram and answers JSON:
                 ICMP echo request between the traffic selectors)
   flash-cut [N] with qcd.image: tear the Nth next flash program/erase and
                 die there, exit status 137 (a power cut mid-write)
+  send IP:PORT TEXT  a UDP datagram through the tunnel (config "tunnel"
+                section; from our default tunnel socket)
+  recv          the datagrams that came back to that socket (and empty it)
+  ping IP [SEQ] an ICMP echo request through the tunnel
+  tunnel        the data plane: inner address, counters, echo replies
+
+With a "tunnel" section (docs/config.md) the peer carries data: ike.tunnel
+on the engine, the same API a device app uses; --echo PORT answers every UDP
+datagram to that tunnel port with the same payload (an echo service on the
+protected side), so a device's readings come back.
   stop          stop as on SIGTERM
 
 `ctl` sends one such command and prints the answer. `check` validates a
@@ -147,6 +157,17 @@ def cmd_run(args):
         log("flash: power cut armed at operation %d" % flash.cut_at)
         return {"ok": True, "cut_at": flash.cut_at}
 
+    tun = None
+    if "tunnel" in cfg.extra or args.echo:
+        from ike.tunnel import Tunnel
+
+        try:
+            tun = Tunnel(eng)
+        except ValueError as e:
+            raise UsageError("%s: %s" % (args.config, e))
+    commands = {"flash-cut": flash_cut}
+    if tun is not None:
+        commands.update(tunnel_commands(tun, log, args.echo))
     shell = HostShell(
         eng,
         pcap=args.pcap,
@@ -154,8 +175,10 @@ def cmd_run(args):
         log=log,
         status=(status if hook is not None else None),
         quiet_stop=args.quiet_stop,
-        commands={"flash-cut": flash_cut},
+        commands=commands,
     )
+    if tun is not None:
+        tun.wake = shell._flush
     shell.install_signals()
     try:
         shell.open()
@@ -177,6 +200,73 @@ def cmd_run(args):
     return 0
 
 
+class Echo:
+    """The UDP echo service on a tunnel port: the socket's waker (it has
+    set(), like the asyncio.Event ike.aio uses) answers at once."""
+
+    def __init__(self, sock, log):
+        self.sock = sock
+        self.log = log
+
+    def set(self):
+        while True:
+            got = self.sock.recvfrom()
+            if got is None:
+                return
+            data, addr = got
+            try:
+                self.sock.sendto(data, addr)
+                self.log("tunnel: echoed %d octets to %s:%d" % (len(data), addr[0], addr[1]))
+            except ValueError as e:
+                self.log("tunnel: cannot echo to %s:%d: %s" % (addr[0], addr[1], e))
+
+
+def tunnel_commands(tun, log, echo_port):
+    """Control commands for the data plane (send, recv, ping, tunnel)."""
+    from ike.tunnel import TunnelError
+
+    if echo_port:
+        s = tun.socket(echo_port)
+        s.event = Echo(s, log)
+        log("tunnel: UDP echo service on tunnel port %d" % echo_port)
+
+    def send(words):
+        if len(words) < 2 or ":" not in words[1]:
+            return {"ok": False, "error": "usage: send IP:PORT TEXT"}
+        host, _, port = words[1].rpartition(":")
+        try:
+            n = tun.sendto(" ".join(words[2:]).encode(), (host, int(port)))
+        except (TunnelError, ValueError) as e:
+            return {"ok": False, "error": str(e)}
+        return {"ok": True, "sent": n, "from": [tun.address(), tun._default.port]}
+
+    def recv(words):
+        out = []
+        while True:
+            got = tun.recvfrom()
+            if got is None:
+                break
+            out.append({"payload": got[0].decode("utf-8", "replace"), "from": "%s:%d" % got[1]})
+        return {"ok": True, "datagrams": out}
+
+    def ping(words):
+        if len(words) < 2:
+            return {"ok": False, "error": "usage: ping IP [SEQ]"}
+        try:
+            tun.ping(words[1], int(words[2]) if len(words) > 2 else 1)
+        except (TunnelError, ValueError) as e:
+            return {"ok": False, "error": str(e)}
+        return {"ok": True}
+
+    def status(words):
+        st = tun.status()
+        st["replies"] = [list(r) for r in tun.replies]
+        st["ok"] = True
+        return st
+
+    return {"send": send, "recv": recv, "ping": ping, "tunnel": status}
+
+
 def cmd_ctl(args):
     try:
         reply = control(args.socket, " ".join(args.command), timeout=args.timeout)
@@ -192,6 +282,13 @@ def cmd_check(args):
     except (OSError, ValueError) as e:
         raise UsageError("%s: %s" % (args.config, e))
     build_hook(cfg, None)
+    if "tunnel" in cfg.extra:
+        from ike.tunnel import settings
+
+        try:
+            settings(cfg)
+        except ValueError as e:
+            raise UsageError("%s: %s" % (args.config, e))
     print("%s: ok (%s, id %s, peer id %s)" % (args.config, cfg.role, cfg.id_local_text, cfg.id_peer_text))
     return 0
 
@@ -206,6 +303,7 @@ def main(argv=None):
     r.add_argument("--control", help="Unix datagram socket for commands")
     r.add_argument("--quiet-stop", action="store_true", help="on a signal, close without sending Deletes")
     r.add_argument("--max-s", type=float, help="stop after this many seconds")
+    r.add_argument("--echo", type=int, metavar="PORT", help="UDP echo service on this tunnel port (opens the data plane)")
     c = sub.add_parser("ctl", help="send one command to a running qcd-peer")
     c.add_argument("socket")
     c.add_argument("command", nargs="+")

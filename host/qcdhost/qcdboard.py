@@ -1,7 +1,7 @@
 """qcdboard: put qcd on an ESP32 board and look at it.
 
   qcdboard table  [--board B] [--bin FILE]            show/check the partition table, write its binary
-  qcdboard flash  --port P [--board B] [--firmware F] [--erase] [--dry-run]
+  qcdboard flash  --port P [--board B] [--firmware F] [--erase] [--dry-run] [--keep DIR]
   qcdboard deploy --port P [--mip [JSON]] [--app] [--config FILE] [--packages qcd,ike]
   qcdboard diag   --port P
   qcdboard dump   (--port P | --image FLASH.bin) [--board B] [--repl] [--out FILE]
@@ -18,8 +18,9 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
           firmware.bin. --erase erases the whole chip first: needed once when
           a board that ran stock MicroPython gets this table (its filesystem
           moves). --dry-run prints the esptool command, checked by esptool's
-          own parser, and runs nothing.
-  deploy  copies lib/ (qcd, ike: the device set) to /lib with mpremote fs cp (only
+          own parser, and runs nothing; the files it names (table binary,
+          split firmware) stay in a directory it prints (--keep DIR: there).
+  deploy  copies lib/ (qcd, ike, ikebase: the device set) to /lib with mpremote fs cp (only
           changed files), or installs package.json with mip (--mip; its
           micropython-lib dependency hmac comes from the mip index).
   diag    prints the board's QCD state through qcd.diag over the REPL:
@@ -35,6 +36,7 @@ Exit status: 0 done; 1 the tool it runs failed; 2 wrong arguments.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,38 +101,46 @@ def cmd_table(a):
 
 def cmd_flash(a):
     b, t = board_and_table(a.board)
-    tmp = tempfile.mkdtemp(prefix="qcdboard-")
-    pt = os.path.join(tmp, "partition-table.bin")
-    with open(pt, "wb") as f:
-        f.write(partitions.to_binary(t))
-    parts = [(PARTITION_TABLE_OFFSET, pt)]
-    cleanup = []
-    if a.firmware:
+    # The files the esptool command names: in a temporary directory removed
+    # after the write; with --dry-run (or --keep) in one that stays, so the
+    # printed command can be run as it is.
+    keep = a.keep or a.dry_run
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
+        tmp = a.keep
+    else:
+        tmp = tempfile.mkdtemp(prefix="qcdboard-flash-")
+    try:
+        pt = os.path.join(tmp, "partition-table-%s.bin" % b.name)
+        with open(pt, "wb") as f:
+            f.write(partitions.to_binary(t))
+        parts = [(PARTITION_TABLE_OFFSET, pt)]
+        if a.firmware:
+            try:
+                fw = esptool_cmd.firmware_parts(b, a.firmware, tmp)
+            except (ValueError, OSError) as e:
+                fail(str(e))
+            if os.path.isdir(a.firmware):
+                built = os.path.join(a.firmware, "partition_table", "partition-table.bin")
+                if os.path.exists(built):
+                    with open(built, "rb") as f:
+                        if f.read() != partitions.to_binary(t):
+                            fail("%s was not built with %s's partition table (make firmware BOARD=%s)" % (a.firmware, b.name, b.name))
+            parts = sorted(parts + fw)
+        args = esptool_cmd.write_flash(b, a.port, parts, baud=a.baud, erase_all=a.erase)
         try:
-            fw, cleanup = esptool_cmd.firmware_parts(b, a.firmware)
-        except (ValueError, OSError) as e:
-            fail(str(e))
-        if os.path.isdir(a.firmware):
-            built = os.path.join(a.firmware, "partition_table", "partition-table.bin")
-            if os.path.exists(built):
-                with open(built, "rb") as f:
-                    if f.read() != partitions.to_binary(t):
-                        fail("%s was not built with %s's partition table (make firmware BOARD=%s)" % (a.firmware, b.name, b.name))
-        parts = sorted(parts + fw)
-    args = esptool_cmd.write_flash(b, a.port, parts, baud=a.baud, erase_all=a.erase)
-    try:
-        esptool_cmd.parse(args)
-    except Exception as e:  # click's UsageError/BadParameter: esptool would refuse it
-        fail("esptool would refuse %s: %s" % (" ".join(args), e))
-    print("esptool " + " ".join(args))
-    try:
+            esptool_cmd.parse(args)
+        except Exception as e:  # click's UsageError/BadParameter: esptool would refuse it
+            fail("esptool would refuse %s: %s" % (" ".join(args), e))
+        if a.dry_run:
+            print("dry run, nothing written; the files this command names are kept in %s (remove it when done):" % tmp)
+        print("esptool " + " ".join(args))
         if a.dry_run:
             return 0
         return esptool_cmd.run(args, check=False).returncode and 1
     finally:
-        for p in cleanup + [pt]:
-            os.unlink(p)
-        os.rmdir(tmp)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cmd_deploy(a):
@@ -181,16 +191,17 @@ def cmd_dump(a):
     else:
         if not a.port:
             fail("dump wants --port, --image or --repl --port")
-        tmp = tempfile.mkdtemp(prefix="qcdboard-")
-        raw = os.path.join(tmp, "qcd.bin")
-        args = esptool_cmd.read_flash(b, a.port, q.offset, q.size, raw, baud=a.baud)
-        print("esptool " + " ".join(args), file=sys.stderr)
-        if esptool_cmd.run(args, check=False).returncode:
-            fail("esptool read-flash failed", 1)
-        with open(raw, "rb") as f:
-            data = f.read()
-        os.unlink(raw)
-        os.rmdir(tmp)
+        tmp = tempfile.mkdtemp(prefix="qcdboard-dump-")
+        try:
+            raw = os.path.join(tmp, "qcd.bin")
+            args = esptool_cmd.read_flash(b, a.port, q.offset, q.size, raw, baud=a.baud)
+            print("esptool " + " ".join(args), file=sys.stderr)
+            if esptool_cmd.run(args, check=False).returncode:
+                fail("esptool read-flash failed", 1)
+            with open(raw, "rb") as f:
+                data = f.read()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # also when esptool failed
     out = a.out
     if out:
         with open(out, "wb") as f:
@@ -251,7 +262,8 @@ def main(argv=None):
     p.add_argument("--baud", type=int, default=esptool_cmd.DEFAULT_BAUD)
     p.add_argument("--firmware", help="ESP-IDF build directory or combined firmware.bin")
     p.add_argument("--erase", action="store_true", help="erase the whole chip first")
-    p.add_argument("--dry-run", action="store_true", help="print the esptool command only")
+    p.add_argument("--dry-run", action="store_true", help="print the esptool command only (the files it names are kept)")
+    p.add_argument("--keep", metavar="DIR", help="write the files esptool is given (table, split firmware) into DIR and keep them")
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("deploy", help="copy lib/ (the device set) to the board with mpremote")

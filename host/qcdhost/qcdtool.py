@@ -16,7 +16,7 @@ answer with the same tokens, RFC 6290 §6), and decode a raw dump.
   qcdtool provision IMAGE --secret-file F
   qcdtool inspect IMAGE [--json]
 
-An IMAGE is the partition's raw bytes, as `esptool read_flash OFFSET SIZE`
+An IMAGE is the partition's raw bytes, as `esptool read-flash OFFSET SIZE`
 dumps it or the flash emulator (qcdhost.emu.flash) keeps it; the emulator's
 sidecar IMAGE.emu.json, if present, says whether it is encrypted (and holds
 its device key) and counts erases.
@@ -251,7 +251,7 @@ def cmd_provision(args):
     if emu.encrypted:
         print("note: this image is encrypted under the emulator's device key: it is for the emulator and virtual board, not for esptool")
     else:
-        print("flash it at the qcd partition's offset: esptool write_flash OFFSET %s  (add --encrypt for a partition flagged encrypted)" % args.image)
+        print("flash it at the qcd partition's offset: esptool write-flash OFFSET %s  (add --encrypt for a partition flagged encrypted)" % args.image)
     return 0
 
 

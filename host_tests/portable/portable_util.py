@@ -20,3 +20,13 @@ def spis(seed):
     b = det_bytes(seed, 16)
     # SPIs are never zero; make sure of it for the responder SPI too.
     return b[0:8], b[8:15] + b"\x01"
+
+
+class SA:
+    """What the notify hook reads of an engine's IKE SA (docs/hook.md)."""
+
+    def __init__(self, spi_i, spi_r, initiator, peer):
+        self.spi_i = spi_i
+        self.spi_r = spi_r
+        self.initiator = initiator
+        self.peer = peer

@@ -1,7 +1,7 @@
 # qcd.hook: the notify hook an IKE engine calls, maker and taker together.
 import unittest
 
-from portable_util import det_bytes, spis
+from portable_util import SA, det_bytes, spis
 from qcd import hook, wire
 from qcdhost.keys import MemoryKeys
 from qcd.tokens import fingerprint, ip_bytes, make_token
@@ -58,9 +58,9 @@ class TestRebootStory(unittest.TestCase):
         keys = MemoryKeys([S])
         d, g = device(keys), gateway()
         ns = d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER)
-        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        d.ike_up(SA(I, R, True, PEER), 0)
         g.protected(wire.IKE_AUTH, I, R, ns, 0)
-        g.ike_sa_event(hook.ESTABLISHED, I, R, False, DEV, 0)
+        g.ike_up(SA(I, R, False, DEV), 0)
         # While the SA lives, the device never answers for it (§9.2).
         self.assertIsNone(d.unknown_ike_spi(stale_request(), PEER, 10))
         # Reboot: same key source (it lives in flash), new hook.
@@ -74,8 +74,8 @@ class TestRebootStory(unittest.TestCase):
         keys = MemoryKeys([S])
         d, g = device(keys), gateway()
         g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
-        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
-        d.child_sa_event(hook.ESTABLISHED, 0xCAFE0001, I, R, True, PEER, 0)
+        d.ike_up(SA(I, R, True, PEER), 0)
+        d.child_up(SA(I, R, True, PEER), 0xCAFE0001, 0)
         self.assertEqual(keys.child_count(), 1)
         d2 = device(keys)
         ans = d2.unknown_esp_spi(b"\xca\xfe\x00\x01" + bytes(40), ("192.0.2.1", 4500), 5)
@@ -84,8 +84,8 @@ class TestRebootStory(unittest.TestCase):
     def test_child_delete_drops_the_mapping(self):
         keys = MemoryKeys([S])
         d = device(keys)
-        d.child_sa_event(hook.ESTABLISHED, 0xCAFE0001, I, R, True, PEER, 0)
-        d.child_sa_event(hook.DELETED, 0xCAFE0001, I, R, True, PEER, 0)
+        d.child_up(SA(I, R, True, PEER), 0xCAFE0001, 0)
+        d.child_down(SA(I, R, True, PEER), 0xCAFE0001, 0)
         self.assertEqual(keys.child_count(), 0)
 
     def test_new_ike_sa_with_the_peer_prunes_stale_mappings(self):
@@ -94,32 +94,45 @@ class TestRebootStory(unittest.TestCase):
         keys.child_put(0xAAAA0002, I, R, True, ip_bytes("198.51.100.1"))  # another peer
         d = device(keys)
         i2, r2 = spis(21)
-        d.ike_sa_event(hook.ESTABLISHED, i2, r2, True, PEER, 0)
-        d.child_sa_event(hook.ESTABLISHED, 0xBBBB0001, i2, r2, True, PEER, 0)
+        d.ike_up(SA(i2, r2, True, PEER), 0)
+        d.child_up(SA(i2, r2, True, PEER), 0xBBBB0001, 0)
         self.assertIsNone(keys.child_get(0xAAAA0001))
         self.assertTrue(keys.child_get(0xAAAA0002) is not None)
         self.assertTrue(keys.child_get(0xBBBB0001) is not None)
 
-    def test_rekey_moves_liveness_and_forgets_the_old_token(self):
-        d, g = device(), gateway()
+    def test_rekey_moves_the_map_and_both_sas_stay_held_until_the_old_one_ends(self):
+        keys = MemoryKeys([S])
+        d, g = device(keys), gateway()
         i2, r2 = spis(22)
+        old_d, new_d = SA(I, R, True, PEER), SA(i2, r2, True, PEER)
+        old_g, new_g = SA(I, R, False, DEV), SA(i2, r2, False, DEV)
         g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
-        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
+        d.ike_up(old_d, 0)
+        d.child_up(old_d, 0xCAFE0001, 0)
         g.protected(wire.CREATE_CHILD_SA, i2, r2, d.notifies_for(hook.REKEY_INITIATED, i2, r2, True, PEER), 1)
-        d.ike_sa_event(hook.REKEYED, i2, r2, True, PEER, 1, (I, R))
-        g.ike_sa_event(hook.REKEYED, i2, r2, False, DEV, 1, (I, R))
-        self.assertEqual(d.maker.live, {i2 + r2})
+        d.ike_rekey(old_d, new_d, 1)
+        g.ike_rekey(old_g, new_g, 1)
+        self.assertEqual(keys.child_get(0xCAFE0001)[0:2], (i2, r2))
+        # §9.2: the peer may still use the old SA until it reads our answer
+        self.assertEqual(d.maker.held, {I, i2})
+        self.assertTrue(g.taker.has(I, R) and g.taker.has(i2, r2))
+        d.ike_down(old_d, 2)
+        g.ike_down(old_g, 2)
+        self.assertEqual(d.maker.held, {i2})
+        self.assertEqual(keys.child_count(), 1)
         self.assertFalse(g.taker.has(I, R))
         self.assertTrue(g.taker.has(i2, r2))
 
     def test_delete_forgets(self):
         d, g = device(), gateway()
         g.protected(wire.IKE_AUTH, I, R, d.notifies_for(hook.AUTH_REQUEST, I, R, True, PEER), 0)
-        d.ike_sa_event(hook.ESTABLISHED, I, R, True, PEER, 0)
-        g.ike_sa_event(hook.DELETED, I, R, False, DEV, 5)
-        d.ike_sa_event(hook.DELETED, I, R, True, PEER, 5)
+        d.ike_up(SA(I, R, True, PEER), 0)
+        d.child_up(SA(I, R, True, PEER), 0xCAFE0001, 0)
+        g.ike_down(SA(I, R, False, DEV), 5)
+        d.ike_down(SA(I, R, True, PEER), 5)
         self.assertEqual(len(g.taker), 0)
-        self.assertEqual(len(d.maker.live), 0)
+        self.assertEqual(len(d.maker.held), 0)
+        self.assertEqual(d.keys.child_count(), 0)  # its Child SAs went with it
 
 
 class TestWalls(unittest.TestCase):

@@ -76,11 +76,28 @@ class TestAnswerIke(unittest.TestCase):
         self.assertIsNone(m.answer_ike(req(exchange=200), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_exchange"], 2)
 
-    def test_never_for_a_live_sa_section_9_2(self):
+    def test_never_for_a_held_sa_by_either_spi_and_either_i_flag_section_9_2(self):
+        # Our SPI is the initiator's (we initiated) or the responder's; the
+        # request's I flag may point at either; any of them is refused.
+        for ours_is_initiator in (True, False):
+            m = maker()
+            m.ike_created(I if ours_is_initiator else R)
+            for flags in (wire.FLAG_I, 0):
+                self.assertIsNone(m.answer_ike(req(flags=flags), "192.0.2.1", 0))
+            self.assertEqual(m.counters["refused_known_sa"], 2)
+
+    def test_held_from_created_to_gone_whatever_came_between(self):
         m = maker()
-        m.live.add(I + R)
+        i2, r2 = spis(6)
+        m.ike_created(I)  # IKE_SA_INIT sent: we know only our SPI
         self.assertIsNone(m.answer_ike(req(), "192.0.2.1", 0))
-        self.assertEqual(m.counters["refused_known_sa"], 1)
+        m.ike_up(I, R, True, "192.0.2.1")
+        m.ike_created(i2)  # our rekey request in flight
+        m.ike_rekeyed(I, R, i2, r2, True)
+        self.assertIsNone(m.answer_ike(req(), "192.0.2.1", 0))  # the old SA lingers
+        m.ike_gone(I, R, True)
+        self.assertIsNotNone(m.answer_ike(req(), "192.0.2.1", 0))
+        self.assertEqual(m.held, {i2})
 
     def test_silent_on_malformed(self):
         m = maker()
@@ -137,7 +154,7 @@ class TestAnswerEsp(unittest.TestCase):
         self.assertIsNone(m.answer_esp(b"\xc0\xff\xee\x02" + bytes(20), 0))
         self.assertIsNone(m.answer_esp(b"\x00\x00\x00\x05" + bytes(20), 0))
         self.assertIsNone(m.answer_esp(b"\xc0\xff\xee", 0))
-        m.live.add(I + R)
+        m.ike_created(I)  # the entry says we initiated: I is ours
         self.assertIsNone(m.answer_esp(b"\xc0\xff\xee\x01" + bytes(20), 0))
         c = m.counters
         self.assertEqual((c["refused_unmapped"], c["refused_malformed"], c["refused_known_sa"]), (1, 2, 1))

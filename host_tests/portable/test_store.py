@@ -348,16 +348,18 @@ class TestDamage(unittest.TestCase):
 class TestHookIntegration(unittest.TestCase):
     def test_the_map_persisted_through_the_hook_answers_esp_after_a_reboot(self):
         from qcd import wire
-        from qcd.hook import DELETED, ESTABLISHED, QcdHook
+        from portable_util import SA
+        from qcd.hook import QcdHook
         from qcd.tokens import make_token
 
         e, s = fresh()
         h = QcdHook(keys=s, rate=None)
         peer = ("192.0.2.7", 4500)
-        h.ike_sa_event(ESTABLISHED, I1, R1, True, peer, 0)
-        h.child_sa_event(ESTABLISHED, 0xC0FFEE01, I1, R1, True, peer, 0)
-        h.child_sa_event(ESTABLISHED, 0xC0FFEE02, I1, R1, True, peer, 0)
-        h.child_sa_event(DELETED, 0xC0FFEE02, I1, R1, True, peer, 0)
+        sa = SA(I1, R1, True, peer)
+        h.ike_up(sa, 0)
+        h.child_up(sa, 0xC0FFEE01, 0)
+        h.child_up(sa, 0xC0FFEE02, 0)
+        h.child_down(sa, 0xC0FFEE02, 0)
         # The device reboots: a new hook over the remounted store.
         e, s = reboot(e)
         h = QcdHook(keys=s, rate=None)

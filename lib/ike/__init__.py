@@ -4,6 +4,8 @@
 # extensions (ike.hook; docs/hook.md), and two thin I/O shells (the CPython
 # one, qcdhost.ikeshell, lives on the host side, outside lib/):
 #   ike.device   MicroPython sockets + select (firmware)
+#   ike.aio      the same device loop as an asyncio task (MicroPython and
+#                CPython asyncio), beside the app's own tasks
 #
 #   ike.const            RFC 7296 numbers
 #   ike.crypto           the crypto adapter (cryptolib / cryptography)
@@ -18,7 +20,12 @@
 #   ike.ike_sa_init, ike.ike_auth, ike.informational, ike.create_child_sa
 #                        the exchanges
 #   ike.esp              ESP-in-UDP with the Child SA keys
+#   ike.tunnel           the data plane: UDP datagrams and ping through the
+#                        Child SA (IPv4 in ESP tunnel mode); loaded only by
+#                        an app that opens a tunnel
 #   ike.config           the JSON configuration
+#   ike.config_payload   CP(CFG_REQUEST/CFG_REPLY) for a virtual IP, and a
+#                        gateway's address pool; loaded only when configured
 #
 # lib/ike never imports qcd (design principle 2).
 

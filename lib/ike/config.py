@@ -35,6 +35,9 @@ _KNOWN = (
     "reinitiate_s",
     "cookie_threshold",
     "half_open_timeout_s",
+    "half_open_max",
+    "half_open_per_source",
+    "accept_ike_sa_init",
     "initial_contact",
 )
 
@@ -51,6 +54,12 @@ def _ms(v, what, allow_none=True):
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
         raise ConfigError("%s must be a number of seconds >= 0" % what)
     return int(v * 1000)
+
+
+def _count(v, what, least):
+    if not isinstance(v, int) or isinstance(v, bool) or v < least:
+        raise ConfigError("%s must be an integer >= %d" % (what, least))
+    return v
 
 
 def _port(v, what):
@@ -154,6 +163,24 @@ class Config:
             raise ConfigError("cookie_threshold must be an integer >= 0")
         self.cookie_threshold = ct
         self.half_open_ms = _ms(d.get("half_open_timeout_s", 30), "half_open_timeout_s", False)
+        # Hard caps on half-open IKE SAs (responder, IKE_AUTH not yet seen),
+        # each holding about 2 KB of heap (`make bench ONLY=halfopen`) and
+        # having cost a D-H exponentiation. A
+        # COOKIE (§2.6) only proves the source address is reachable, so an
+        # address that echoes it could otherwise hold any number. At a cap
+        # the oldest half-open SA (of that source, or of all) is dropped
+        # first. Per source: strongSwan's charon.block_threshold is 5.
+        self.half_open_max = _count(d.get("half_open_max", 16), "half_open_max", 1)
+        self.half_open_per_source = _count(d.get("half_open_per_source", 5), "half_open_per_source", 1)
+        # Whether IKE_SA_INIT requests are answered at all. A responder must;
+        # a device that only initiates does not by default, so nobody can
+        # make it spend exponentiations and heap on half-open SAs.
+        acc = d.get("accept_ike_sa_init", not self.initiator)
+        if not isinstance(acc, bool):
+            raise ConfigError("accept_ike_sa_init must be true or false")
+        if not acc and not self.initiator:
+            raise ConfigError("accept_ike_sa_init: a responder must accept IKE_SA_INIT (false only with role initiator)")
+        self.accept_ike_sa_init = acc
         self.initial_contact = bool(d.get("initial_contact", True))
         self.extra = {}
         for k in d:

@@ -37,7 +37,7 @@ from ike.const import (
     TS_UNACCEPTABLE,
     notify_name,
 )
-from ike.hook import DELETED, REKEY_INITIATED, REKEY_RESPONSE, REKEYED
+from ike.hook import REKEY_INITIATED, REKEY_RESPONSE
 from ike.sa import ChildSa, IkeSa
 
 
@@ -96,7 +96,12 @@ def start(eng, sa, kind, arg, now):
             (PT_NONCE, ni),
             (PT_KE, payloads.encode_ke(sa.group, kp.public)),
         ]
-        eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (spi, ni, kp), now)
+        # The new SA exists at the peer as soon as it answers, and it may
+        # use it before its answer reaches us: the hook holds our new SPI
+        # from now on (RFC 6290 §9.2); the peer's SPI is filled in later.
+        new = IkeSa(spi, bytes(8), True, sa.peer, sa.natt, now)
+        eng.reserve(new, now)
+        eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (spi, ni, kp, new), now)
 
 
 # -- our request answered ------------------------------------------------------------
@@ -151,7 +156,7 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
 
 
 def _ike_answered(eng, sa, req, inner, ns, errs, now):
-    spi, ni, kp = req.ctx
+    spi, ni, kp, new = req.ctx
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     nr = payloads.first(inner, PT_NONCE)
     ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
@@ -165,15 +170,19 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
         sa.collision = None
         if sa.state == state.REKEYING:
             sa.state = state.ike_next(sa.state, "rekey_abort")
+        eng.release(new, now)
         if col is not None:
             _finish(eng, sa, col[0], False, now)  # the peer's rekey stands
         else:
             eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
         return
     nr = bytes(nr)
-    new = IkeSa(spi, chosen[0], True, sa.peer, sa.natt, now)
+    new.spi_r = chosen[0]
+    new.peer = sa.peer
+    new.natt = sa.natt
+    new.created = new.last_recv = now
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
-    eng.add_sa(new)
+    eng.add_sa(new, True)
     # docs/hook.md §2: for a CREATE_CHILD_SA response that rekeys the IKE
     # SA, the notifies belong to the new SA.
     eng.hook_protected(CREATE_CHILD_SA, new.spi_i, new.spi_r, ns, now)
@@ -186,9 +195,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             # the peer deletes the old SA.
             eng.log("ike: IKE SA rekey collision: ours (%s) is redundant" % new.name())
             new.successor = theirs
-            # The peer's rekey response may have handed the hook a token
-            # for it: the hook hears it is gone.
-            eng.hook_ike(DELETED, new, now)
+            # Held until the Delete completes (ike_down from eng.close).
             eng.task(new, "delete_ike", None, now)
             _finish(eng, sa, theirs, False, now)
             return
@@ -212,8 +219,9 @@ def _inherit(new, old, ni, nr, seed, now):
 
 
 def _finish(eng, old, new, we_initiated, now):
-    """The rekey is decided: `new` replaces `old` (§2.8). Children move,
-    the hook hears "rekeyed" and each Child SA again under the new SPIs."""
+    """The rekey is decided: `new` replaces `old` (§2.8). Children move;
+    the hook hears ike_rekey once (the old SA stays held until its
+    ike_down)."""
     if old.state == state.REKEYING and we_initiated:
         old.state = state.ike_next(old.state, "rekey_done")
     elif old.state in (state.ESTABLISHED, state.REKEYING):
@@ -222,8 +230,8 @@ def _finish(eng, old, new, we_initiated, now):
     old.reported = False
     old.last_recv = now
     new.reported = True
-    eng.hook_ike(REKEYED, new, now, (old.spi_i, old.spi_r))
     eng.move_children(old, new, now)
+    eng._hook("ike_rekey", None, old, new, now)
     # Queued work moves with the children; the old SA only gets deleted.
     new.tasks = [t for t in old.tasks if t[0] != "delete_ike"] + new.tasks
     old.tasks = [t for t in old.tasks if t[0] == "delete_ike"]

@@ -39,7 +39,7 @@ from ike.const import (
     notify_name,
     PAYLOAD_NAMES,
 )
-from ike.hook import DELETED, ESTABLISHED, NullHook
+from ike.hook import NullHook
 from ike.keymat import BLOCK
 from ike.sa import Request
 
@@ -53,6 +53,7 @@ COUNTER_NAMES = (
     "tx",  # datagrams out
     "dropped_malformed",  # not an IKE message / ESP packet we could parse
     "dropped_unexpected",  # a message this state or window does not accept
+    "dropped_i_flag",  # a known SA's SPIs with the I flag of our own role (§3.1)
     "dropped_msg_id",  # Message ID outside the window (§2.3)
     "dropped_integrity",  # ICV did not verify / could not decrypt
     "dropped_unknown_spi",  # IKE SPIs nobody here holds (hook had no answer)
@@ -60,6 +61,8 @@ COUNTER_NAMES = (
     "dropped_esp",  # ESP that failed ICV, replay or had an unknown SPI
     "retransmitted",  # our requests sent again
     "answered_retransmit",  # cached response sent for a retransmitted request
+    "refused_ike_sa_init",  # IKE_SA_INIT requests to a device that only initiates
+    "half_open_dropped",  # half-open IKE SAs dropped for newer ones at a cap
     "hook_answers",  # unprotected answers the hook produced
     "hook_errors",  # the hook raised (treated as its default answer)
     "internal_errors",  # a bug: an exception escaped the engine's logic
@@ -92,6 +95,11 @@ class Engine:
         self._start_at = None
         self._serial = 0
         self.cookie_secret = self.rng(32)
+        # The data plane (ike.tunnel.Tunnel sets itself here): inbound ESP
+        # goes to it instead of an "esp" event; virtual_ip is the address a
+        # gateway assigned in CFG_REPLY (ike.config_payload), 4 bytes.
+        self.tunnel = None
+        self.virtual_ip = None
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
@@ -190,20 +198,27 @@ class Engine:
         ns = [(n[0], n[1], n[3]) for n in notifies]
         self._hook("protected", None, exchange, spi_i, spi_r, ns, now)
 
-    def hook_ike(self, event, sa, now, old=None):
-        if old is None:
-            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
-        else:
-            self._hook("ike_sa_event", None, event, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now, old)
-
-    def hook_child(self, event, child, sa, now):
-        self._hook("child_sa_event", None, event, child.spi_in, sa.spi_i, sa.spi_r, sa.initiator, sa.peer, now)
-
     # -- SA tables -----------------------------------------------------------------
+    #
+    # The hook hears of every IKE SA the engine holds, from the moment it
+    # has our SPI (ike_created: IKE_SA_INIT sent or answered, a rekey's new
+    # SA, our rekey request in flight) to the moment it is dropped for any
+    # reason (ike_down, exactly once): RFC 6290 §9.2 needs that whole span.
 
-    def add_sa(self, sa):
+    def add_sa(self, sa, announced=False):
         sa.idx = self.serial()
         self.sas[sa.local_spi] = sa
+        if not announced:
+            self._hook("ike_created", None, sa, sa.created)
+
+    def reserve(self, sa, now):
+        """An IKE SA that exists only in a request of ours (the new SA of an
+        IKE SA rekey we asked for): the hook holds its SPI until add_sa(sa,
+        True) or release()."""
+        self._hook("ike_created", None, sa, now)
+
+    def release(self, sa, now):
+        self._hook("ike_down", None, sa, now)
 
     def sa_list(self):
         return list(self.sas.values())
@@ -213,7 +228,7 @@ class Engine:
         sa.state = state.ike_next(sa.state, "auth_done")
         sa.established = now
         sa.reported = True
-        self.hook_ike(ESTABLISHED, sa, now)
+        self._hook("ike_up", None, sa, now)
         self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
         self.log("ike: IKE SA %s established with %s:%d (%s)" % (sa.name(), sa.peer[0], sa.peer[1], "initiator" if sa.initiator else "responder"))
 
@@ -221,27 +236,27 @@ class Engine:
         sa.children.append(child)
         child.replay = esp.ReplayWindow()
         self.children[child.spi_in] = (child, sa)
-        self.hook_child(ESTABLISHED, child, sa, now)
+        self._hook("child_up", None, sa, child.spi_in, now)
         self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
         self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
 
-    def remove_child(self, sa, child, now, reason):
+    def remove_child(self, sa, child, now, reason, tell_hook=True):
         if child in sa.children:
             sa.children.remove(child)
         if self.children.get(child.spi_in, (None,))[0] is child:
             del self.children[child.spi_in]
         child.state = state.CLOSED
-        self.hook_child(DELETED, child, sa, now)
+        if tell_hook:  # not when its IKE SA goes: ike_down covers them all
+            self._hook("child_down", None, sa, child.spi_in, now)
         self.event("child_down", sa=sa.name(), child=child.name(), reason=reason)
         self.log("ike: Child SA %s deleted (%s)" % (child.name(), reason))
 
     def move_children(self, old, new, now):
         """An IKE SA rekey moves every Child SA to the new IKE SA (§2.8);
-        the hook sees each again under the new SPIs (docs/hook.md §6)."""
+        the hook's ike_rekey covers them (docs/hook.md)."""
         for c in old.children:
             new.children.append(c)
             self.children[c.spi_in] = (c, new)
-            self.hook_child(ESTABLISHED, c, new, now)
         old.children = []
 
     def close(self, sa, reason, now, report=True):
@@ -255,9 +270,12 @@ class Engine:
             if self.half_open[k] is sa:
                 del self.half_open[k]
         was_up = sa.reported
+        req = sa.request
+        if req is not None and req.kind == "rekey_ike":
+            self.release(req.ctx[3], now)  # the new SA our rekey asked for
         for c in list(sa.children):
             if was_up and report:
-                self.remove_child(sa, c, now, reason)
+                self.remove_child(sa, c, now, reason, False)
             else:
                 if self.children.get(c.spi_in, (None,))[0] is c:
                     del self.children[c.spi_in]
@@ -265,8 +283,8 @@ class Engine:
         sa.state = state.CLOSED
         sa.request = None
         sa.tasks = []
+        self._hook("ike_down", None, sa, now)
         if was_up and report:
-            self.hook_ike(DELETED, sa, now)
             self.event("ike_down", sa=sa.name(), reason=reason, peer=sa.peer)
             self.log("ike: IKE SA %s deleted (%s)" % (sa.name(), reason))
         elif not was_up and sa.successor is None:
@@ -394,6 +412,12 @@ class Engine:
                     ike_sa_init.on_response(self, sa, m, src, natt, now)
                     return
         sa = self._lookup(m)
+        if sa is not None and bool(m.flags & FLAG_I) == sa.initiator:
+            # The I flag says the sender is the original initiator (§3.1):
+            # the peer's messages carry the opposite of our role. Dropped,
+            # and never taken for a message for unknown SPIs.
+            self.count("dropped_i_flag")
+            return
         if sa is None:
             ans = self._hook("unknown_ike_spi", None, data, src, now)
             if ans:
@@ -414,13 +438,16 @@ class Engine:
         self._protected(sa, m, src, natt, now)
 
     def _lookup(self, m):
-        # The I flag says whether the sender is the original initiator, so
-        # which header SPI is ours (§3.1).
-        local = m.spi_r if m.flags & FLAG_I else m.spi_i
-        sa = self.sas.get(local)
-        if sa is None or sa.spi_i != m.spi_i or sa.spi_r != m.spi_r:
-            return None
-        return sa
+        # By the SPI pair, whichever SPI the I flag points at. RFC 6290 §9.2
+        # depends on it: a lookup that trusted the (unprotected) I flag would
+        # miss a live SA when the flag is flipped and hand the request to the
+        # hook as one for unknown SPIs, whose answer (INVALID_IKE_SPI and a
+        # valid token) deletes the live SA at the peer.
+        for spi in (m.spi_i, m.spi_r):
+            sa = self.sas.get(spi)
+            if sa is not None and sa.spi_i == m.spi_i and sa.spi_r == m.spi_r:
+                return sa
+        return None
 
     def _protected(self, sa, m, src, natt, now):
         if sa.keys is None:
@@ -522,6 +549,9 @@ class Engine:
         child.replay.update(r[0])
         child.packets_in += 1
         sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+        if self.tunnel is not None:
+            self.tunnel.esp_in(child, sa, r[1], r[2], now)
+            return
         self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
         self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
 
@@ -554,6 +584,12 @@ class Engine:
         except Exception as e:
             self._bug("send_esp", e)
             return None
+
+    def emit_esp(self, pkt, sa):
+        """An ESP packet built elsewhere (ike.tunnel) goes out to the IKE
+        SA's peer on the NAT-T port (RFC 3948: no marker before ESP)."""
+        self._out.append((pkt, sa.peer, True))
+        self.counters["tx"] += 1
 
     def _some_child(self):
         for sa in self.sas.values():

@@ -33,6 +33,28 @@ def encapsulate(spi, seq, encr_key, integ_key, payload, next_header, iv):
     return signed + crypto.hmac_sha256(integ_key, signed)[:ICV_LEN]
 
 
+def seal_into(buf, inner_len, spi, seq, encr_key, integ_key, next_header, iv):
+    """encapsulate() for a packet built in place: `buf` holds room for the
+    ESP header and IV, then the inner packet (inner_len octets), then room
+    for padding, trailer and ICV (ike.tunnel preallocates it). Returns the
+    datagram (one copy; the crypto adapter's output is the other object)."""
+    h = ESP_HDR + BLOCK
+    pad = (BLOCK - (inner_len + 2) % BLOCK) % BLOCK
+    e = h + inner_len
+    for i in range(pad):  # RFC 4303 §2.4: 1, 2, 3, ...
+        buf[e + i] = i + 1
+    e += pad
+    buf[e] = pad
+    buf[e + 1] = next_header
+    e += 2
+    struct.pack_into(">II", buf, 0, spi, seq)
+    buf[ESP_HDR:h] = iv
+    mv = memoryview(buf)
+    buf[h:e] = crypto.aes_cbc_encrypt(encr_key, iv, mv[h:e])
+    buf[e : e + ICV_LEN] = crypto.hmac_sha256(integ_key, mv[:e])[:ICV_LEN]
+    return bytes(mv[: e + ICV_LEN])
+
+
 def spi_of(packet):
     if len(packet) < ESP_HDR:
         return None

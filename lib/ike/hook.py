@@ -1,7 +1,10 @@
 # The notify hook the engine calls (docs/hook.md is the contract): a base
 # class whose methods do nothing. An extension (qcd.hook.QcdHook for RFC
 # 6290) implements the same method names; the engine needs no import from
-# it, and moments and events are plain strings.
+# it, and moments are plain strings. Lifecycle methods are named after the
+# event (as strongSwan's listener.h: ike_updown, ike_rekey, child_updown) and
+# take the engine's SA object: anything with spi_i, spi_r (8 octets each),
+# initiator (we are the original initiator) and peer ((ip, port)).
 #
 # The engine calls every method inside try/except: a hook that raises is
 # counted (Engine.counters["hook_errors"]) and treated as the default answer.
@@ -12,12 +15,6 @@ AUTH_RESPONSE = "auth_response"
 REKEY_RESPONSE = "rekey_response"
 REKEY_INITIATED = "rekey_initiated"
 ADDRESS_CHANGED = "address_changed"
-
-# Lifecycle events (docs/hook.md §6)
-ESTABLISHED = "established"
-REKEYED = "rekeyed"
-DELETED = "deleted"
-
 
 class NullHook:
     """No extension: adds nothing, answers nothing, deletes nothing."""
@@ -37,8 +34,20 @@ class NullHook:
     def unknown_esp_spi(self, packet, src, now):
         return None
 
-    def ike_sa_event(self, event, spi_i, spi_r, initiator, peer, now, old=None):
+    def ike_created(self, sa, now):
         return None
 
-    def child_sa_event(self, event, spi_in, spi_i, spi_r, initiator, peer, now):
+    def ike_up(self, sa, now):
+        return None
+
+    def ike_rekey(self, old, new, now):
+        return None
+
+    def ike_down(self, sa, now):
+        return None
+
+    def child_up(self, sa, spi_in, now):
+        return None
+
+    def child_down(self, sa, spi_in, now):
         return None

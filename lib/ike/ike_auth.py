@@ -18,6 +18,7 @@ from ike.const import (
     INITIAL_CONTACT,
     NO_PROPOSAL_CHOSEN,
     PT_AUTH,
+    PT_CP,
     PT_IDI,
     PT_IDR,
     PT_N,
@@ -54,11 +55,43 @@ def send_request(eng, sa, now):
         pls.append(_n(INITIAL_CONTACT))
     pls.append((PT_IDR, _id_body(cfg.id_peer)))
     pls.append((PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth)))
+    if _wants_vip(cfg):
+        # §2.19: CP(CFG_REQUEST) after AUTH; only then is the module loaded
+        from ike import config_payload
+
+        pls.append((PT_CP, config_payload.request(config_payload.initiator_wants(cfg)[1])))
     pls.append((PT_SA, payloads.encode_sa(proposals.esp_offer(spi.to_bytes(4, "big")))))
     pls.append((PT_TSI, payloads.encode_ts(cfg.ts_local)))
     pls.append((PT_TSR, payloads.encode_ts(cfg.ts_peer)))
     pls += eng.hook_notifies(AUTH_REQUEST, sa.spis(), True, sa.peer)
     eng.send_request(sa, "auth", IKE_AUTH, pls, spi, now)
+
+
+def _wants_vip(cfg):
+    t = cfg.extra.get("tunnel")
+    return isinstance(t, dict) and t.get("virtual_ip") is True
+
+
+def _has_pool(cfg):
+    t = cfg.extra.get("tunnel")
+    return isinstance(t, dict) and t.get("pool") is not None
+
+
+def _cfg_reply(eng, sa, inner):
+    """§3.15: the virtual IP (and DNS servers) the responder assigned, kept
+    on the engine for ike.tunnel; None when the reply assigned none."""
+    from ike import config_payload
+
+    body = payloads.first(inner, PT_CP)
+    got = config_payload.parse_reply(body) if body is not None else None
+    if got is None or got[0] is None:
+        eng.virtual_ip = None
+        eng.log("ike: no virtual IP assigned under %s (no usable CP(CFG_REPLY))" % sa.name())
+        return
+    eng.virtual_ip = got[0]
+    eng.virtual_dns = got[1]
+    eng.event("virtual_ip", sa=sa.name(), addr=tsmod.ipv4_text(got[0]), dns=[tsmod.ipv4_text(d) for d in got[1]])
+    eng.log("ike: virtual IP %s assigned under %s (DNS %s)" % (tsmod.ipv4_text(got[0]), sa.name(), ",".join(tsmod.ipv4_text(d) for d in got[1]) or "-"))
 
 
 def _verify(eng, sa, inner, signed_message, nonce, sk_p, id_kind):
@@ -91,6 +124,8 @@ def on_response(eng, sa, req, m, inner, now):
         eng.close(sa, why, now)
         return
     sa.peer_id = ident
+    if _wants_vip(cfg):
+        _cfg_reply(eng, sa, inner)
     eng.hook_protected(IKE_AUTH, sa.spi_i, sa.spi_r, ns, now)
     eng.established(sa, now)
     # The Child SA (§1.2): the responder's choice must be within our offer.
@@ -133,9 +168,27 @@ def on_request(eng, sa, m, inner, src, natt, now):
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     tsi_o = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
     tsr_o = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
+    cp_pls = []
+    peer_ts = cfg.ts_peer
+    if _has_pool(cfg) and payloads.first(inner, PT_CP) is not None:
+        # §2.19 / §3.15: an address from the pool for this identity, and
+        # TSi narrowed to it (the device offers 0.0.0.0/0 or its subnet)
+        from ike import config_payload
+
+        ask, dns = config_payload.wants_address(payloads.first(inner, PT_CP))
+        if ask:
+            pool = config_payload.pool_of(eng)
+            vip = pool.assign(ident)
+            if vip is not None:
+                cp_pls = [(PT_CP, config_payload.reply(vip, pool.dns if dns else ()))]
+                # inside the configured ts_peer, or TS_UNACCEPTABLE below
+                peer_ts = tsmod.narrow([tsmod.from_text(tsmod.ipv4_text(vip))], cfg.ts_peer)
+                eng.log("ike: virtual IP %s assigned to %s" % (tsmod.ipv4_text(vip), sa.name()))
+            else:
+                eng.log("ike: address pool exhausted; no virtual IP for %s" % sa.name())
     if props is not None and tsi_o is not None and tsr_o is not None:
         chosen = proposals.choose_esp(props)
-        tsi = tsmod.narrow(tsi_o, cfg.ts_peer)
+        tsi = tsmod.narrow(tsi_o, peer_ts)
         tsr = tsmod.narrow(tsr_o, cfg.ts_local)
         if chosen is None:
             child_pls = [_n(NO_PROPOSAL_CHOSEN)]
@@ -157,6 +210,6 @@ def on_request(eng, sa, m, inner, src, natt, now):
         eng.event("child_failed", sa=sa.name(), reason=notify_name(payloads.decode_notify(child_pls[0][1])[0]))
     idr = _id_body(cfg.id_local)
     auth = keymat.psk_auth(cfg.psk, sa.init_resp, sa.ni, sa.keys.sk_pr, idr)
-    pls = [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + child_pls
+    pls = [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + cp_pls + child_pls
     pls += eng.hook_notifies(AUTH_RESPONSE, sa.spis(), False, sa.peer)
     eng.respond(sa, m, pls, now)

@@ -206,8 +206,37 @@ def _answer(eng, m, src, natt, ntype, data=b""):
     eng.emit(message.build(m.spi_i, ZERO_SPI, IKE_SA_INIT, FLAG_R, 0, pls), src, natt)
 
 
+def _half_open(eng, ip=None):
+    """Our half-open IKE SAs as responder (IKE_AUTH not yet received),
+    oldest first; only those from `ip` when given."""
+    out = [sa for sa in eng.sas.values() if sa.state == state.INIT_DONE and not sa.initiator and (ip is None or sa.peer[0] == ip)]
+    out.sort(key=lambda sa: sa.idx)
+    return out
+
+
+def _make_room(eng, ip, now):
+    """The hard caps on half-open IKE SAs (config half_open_per_source,
+    half_open_max): drop the oldest until a new one fits. A COOKIE only
+    shows that the source can receive, so without a cap one address that
+    echoes every COOKIE holds as many SAs (each a D-H exponentiation and
+    about 4 KB) as it sends requests (issue 13 §2)."""
+    cfg = eng.cfg
+    for ip_, cap in ((ip, cfg.half_open_per_source), (None, cfg.half_open_max)):
+        held = _half_open(eng, ip_)
+        while len(held) >= cap:
+            victim = held.pop(0)
+            eng.count("half_open_dropped")
+            eng.log("ike: half-open IKE SA %s from %s dropped: %s cap of %d reached" % (victim.name(), victim.peer[0], "per-source" if ip_ else "global", cap))
+            eng.close(victim, "half-open IKE SA dropped for a newer one (cap)", now)
+
+
 def on_request(eng, m, src, natt, now):
     cfg = eng.cfg
+    if not cfg.accept_ike_sa_init:
+        # A device that only initiates answers no IKE_SA_INIT (config
+        # accept_ike_sa_init): silence, no state, no exponentiation.
+        eng.count("refused_ike_sa_init")
+        return
     # §3.1: the initiator's SPI is never zero; IKE_SA_INIT is Message ID 0
     if m.msg_id != 0 or m.spi_i == ZERO_SPI:
         eng.count("dropped_unexpected")
@@ -278,6 +307,7 @@ def on_request(eng, m, src, natt, now):
         pls += _nat_payloads(eng, sa, sa.spi_r, sa.peer, natt)
     data = message.build(sa.spi_i, sa.spi_r, IKE_SA_INIT, FLAG_R, 0, pls)
     sa.init_resp = data
+    _make_room(eng, src[0], now)
     eng.add_sa(sa)
     eng.half_open[key] = sa
     eng.log_msg("out", IKE_SA_INIT, True, 0, pls, src)

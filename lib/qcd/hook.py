@@ -16,7 +16,7 @@ from qcd import wire
 from qcd.maker import Maker
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from qcd.taker import Taker
-from qcd.tokens import STYLE_SPIS, fingerprint, ip_bytes
+from qcd.tokens import STYLE_SPIS, fingerprint
 
 # Moments at which the engine builds a message the hook may add notifies to.
 AUTH_REQUEST = "auth_request"  # our first IKE_AUTH request (we initiate)
@@ -24,11 +24,6 @@ AUTH_RESPONSE = "auth_response"  # our last IKE_AUTH response (we respond)
 REKEY_RESPONSE = "rekey_response"  # our CREATE_CHILD_SA response rekeying the IKE SA
 REKEY_INITIATED = "rekey_initiated"  # we initiated an IKE SA rekey; engine sends an INFORMATIONAL
 ADDRESS_CHANGED = "address_changed"  # the peer's address changed (MOBIKE); INFORMATIONAL
-
-# Lifecycle events.
-ESTABLISHED = "established"
-REKEYED = "rekeyed"
-DELETED = "deleted"
 
 MAKER = 1
 TAKER = 2
@@ -200,61 +195,70 @@ class QcdHook:
             self._bug("unknown_esp_spi", e)
             return None
 
-    # -- 6. lifecycle ------------------------------------------------------------
+    # -- 6. lifecycle: one method per event ------------------------------------
+    #
+    # `sa` is the engine's IKE SA object: spi_i, spi_r (8 octets), initiator
+    # (we are its original initiator), peer ((ip, port)). Every SA reported by
+    # ike_created ends with exactly one ike_down.
 
-    def ike_sa_event(self, event, spi_i, spi_r, initiator, peer, now, old=None):
-        """An IKE SA was established, rekeyed (old = (spi_i, spi_r) of the SA
-        it replaces) or deleted."""
+    def ike_created(self, sa, now):
+        """The engine holds a new IKE SA under our SPI (IKE_SA_INIT sent or
+        answered, a rekey's new SA, our rekey request in flight)."""
         try:
-            key = bytes(spi_i) + bytes(spi_r)
-            m = self.maker
-            if m is not None and (event == ESTABLISHED or event == REKEYED):
-                m.live.add(key)
-                if event == ESTABLISHED:
-                    self._prune_children(_ip(peer))
-            # The SA that is gone: a deleted one, or the one a rekey replaced.
-            gone = key if event == DELETED else bytes(old[0]) + bytes(old[1]) if event == REKEYED and old is not None else None
-            if gone is not None:
-                if m is not None:
-                    m.live.discard(gone)
-                if self.taker is not None:
-                    self.taker.forget(gone[0:8], gone[8:16])
+            if self.maker is not None:
+                self.maker.ike_created(sa.spi_i if sa.initiator else sa.spi_r)
         except Exception as e:
-            self._bug("ike_sa_event", e)
+            self._bug("ike_created", e)
 
-    def _prune_children(self, peer_ip):
-        # A new IKE SA with this peer (with INITIAL_CONTACT, RFC 7296 §2.4)
-        # ends every older SA the peer held with us: map entries for the peer
-        # whose IKE SA is not live here are of no further use.
-        keys = self.keys
-        if peer_ip is None or not hasattr(keys, "children"):
-            return
+    def ike_up(self, sa, now):
+        """IKE_AUTH completed: the SA is established."""
         try:
-            pip = ip_bytes(peer_ip)
-        except ValueError:
-            return
-        live = self.maker.live
-        stale = []
-        for spi, entry in keys.children():
-            if entry[3] == pip and entry[0] + entry[1] not in live:
-                stale.append(spi)
-        for spi in stale:
-            keys.child_drop(spi)
-
-    def child_sa_event(self, event, spi_in, spi_i, spi_r, initiator, peer, now):
-        """A Child SA with inbound ESP SPI `spi_in` (int) under IKE SA
-        (spi_i, spi_r) was established (or moved to a new IKE SA by a rekey)
-        or deleted. A rekeyed Child SA is a new one plus a deleted one.
-        The maker keeps the §8.2 map in its key source."""
-        try:
-            if self.maker is None:
-                return
-            if event == ESTABLISHED or event == REKEYED:
-                self.keys.child_put(spi_in, bytes(spi_i), bytes(spi_r), initiator, ip_bytes(_ip(peer)))
-            elif event == DELETED:
-                self.keys.child_drop(spi_in)
+            if self.maker is not None:
+                self.maker.ike_up(bytes(sa.spi_i), bytes(sa.spi_r), sa.initiator, _ip(sa.peer))
         except Exception as e:
-            self._bug("child_sa_event", e)
+            self._bug("ike_up", e)
+
+    def ike_rekey(self, old, new, now):
+        """IKE SA `new` replaced `old` (RFC 7296 §2.8); `old` stays held
+        until its ike_down. `new.initiator`: we initiated the rekey."""
+        try:
+            if self.maker is not None:
+                self.maker.ike_rekeyed(bytes(old.spi_i), bytes(old.spi_r), bytes(new.spi_i), bytes(new.spi_r), new.initiator)
+        except Exception as e:
+            self._bug("ike_rekey", e)
+
+    def ike_down(self, sa, now):
+        """The engine dropped the IKE SA, in any state, for any reason (a
+        Delete, a timeout, a QCD verdict, a failed handshake, a rekey's
+        linger time): the maker no longer holds it, the taker forgets its
+        token, and its Child SAs leave the §8.2 map."""
+        try:
+            spi_i, spi_r = bytes(sa.spi_i), bytes(sa.spi_r)
+            if self.maker is not None:
+                self.maker.ike_gone(spi_i, spi_r, sa.initiator)
+            if self.taker is not None:
+                self.taker.forget(spi_i, spi_r)
+        except Exception as e:
+            self._bug("ike_down", e)
+
+    def child_up(self, sa, spi_in, now):
+        """A Child SA with our inbound ESP SPI `spi_in` (int) was installed
+        under IKE SA `sa` (the first one, or the new one of a Child SA
+        rekey)."""
+        try:
+            if self.maker is not None:
+                self.maker.child_up(spi_in, bytes(sa.spi_i), bytes(sa.spi_r), sa.initiator, _ip(sa.peer))
+        except Exception as e:
+            self._bug("child_up", e)
+
+    def child_down(self, sa, spi_in, now):
+        """The Child SA `spi_in` was deleted (not reported when its IKE SA
+        goes: ike_down covers those)."""
+        try:
+            if self.maker is not None:
+                self.maker.child_gone(spi_in)
+        except Exception as e:
+            self._bug("child_down", e)
 
     # -- diagnostics -------------------------------------------------------------
 
@@ -264,7 +268,7 @@ class QcdHook:
         if self.maker is not None:
             st["style"] = "5.1" if self.maker.style == STYLE_SPIS else "5.2"
             st["secrets"] = [fingerprint(s) for s in self.keys.secrets()]
-            st["live_ike_sas"] = len(self.maker.live)
+            st["live_ike_sas"] = len(self.maker.held)
             if hasattr(self.keys, "child_count"):
                 st["child_map"] = self.keys.child_count()
             st["maker"] = dict(self.maker.counters)

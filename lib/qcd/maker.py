@@ -4,6 +4,19 @@
 # after IKE SA rekeys), and after a reboot it regenerates the token for a stale
 # SA's SPIs and sends it back unprotected, so the peer (the taker) can delete
 # the dead SA at once.
+#
+# RFC 6290 §9.2 is the rule that makes this safe: "the token maker MUST NOT
+# send an unprotected QCD token for an IKE SA it holds". An answer for a live
+# SA is a forged deletion waiting to happen: the attacker hands it to the
+# peer, which deletes the tunnel the device thinks is up. The maker owns the
+# set it must never answer for (`held`): the local SPI of every IKE SA the
+# engine holds, in any state, fed by the lifecycle events (ike_created ..
+# ike_gone): half-open, IKE_AUTH in flight in either role, the new SA of a
+# rekey in flight, the old SA a rekey replaced while it lingers, an SA whose
+# Delete is in flight. A request is refused when EITHER header SPI is in the
+# set, whatever the I flag says: every SA a peer holds with us carries the
+# SPI we chose, and we know it before we know the peer's (IKE_SA_INIT sent,
+# rekey requested).
 
 from qcd import wire
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE, TokenBucket
@@ -25,7 +38,7 @@ COUNTER_NAMES = (
     "refused_unprotected",  # first payload not SK/SKF
     "refused_sa_init",  # IKE_SA_INIT or responder SPI zero
     "refused_exchange",  # reserved or unknown exchange type
-    "refused_known_sa",  # RFC 6290 §9.2: the SA exists here
+    "refused_known_sa",  # RFC 6290 §9.2: the SA exists here, in any state
     "refused_unmapped",  # ESP SPI not in the §8.2 map
     "refused_window",  # outside the answer window after boot
     "refused_rate",  # token bucket empty
@@ -64,7 +77,8 @@ class Maker:
         self.bucket = TokenBucket(rate, burst) if rate else None
         self.window_ms = window_ms
         self.boot_ms = boot_ms
-        self.live = set()  # SPI-I|SPI-R of the IKE SAs this node holds
+        # §9.2: our SPI of every IKE SA the engine holds, in any state
+        self.held = set()
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
 
     def _count(self, name):
@@ -97,6 +111,64 @@ class Maker:
         self._count("handed_over")
         return [(wire.QUICK_CRASH_DETECTION, self.protocol_id, tok)]
 
+    # -- what the engine holds (RFC 6290 §9.2) and the §8.2 map -----------------
+
+    def holds(self, spi_i, spi_r):
+        """§9.2: True when either SPI is ours for an IKE SA held here."""
+        return spi_i in self.held or spi_r in self.held
+
+    def ike_created(self, spi):
+        """The engine holds a new IKE SA under our SPI `spi` (any state)."""
+        self.held.add(bytes(spi))
+
+    def ike_up(self, spi_i, spi_r, initiator, peer_ip):
+        """IKE_AUTH done. A new IKE SA with this peer (with INITIAL_CONTACT,
+        RFC 7296 §2.4) ends every older SA the peer held with us: §8.2 map
+        entries for the peer whose IKE SA is not held here go."""
+        self.held.add(bytes(spi_i if initiator else spi_r))
+        if peer_ip is None:
+            return
+        try:
+            pip = ip_bytes(peer_ip)
+        except ValueError:
+            return
+        keys = self.keys
+        stale = []
+        for spi, e in keys.children():
+            if e[3] == pip and (e[0] if e[2] else e[1]) not in self.held:
+                stale.append(spi)
+        for spi in stale:
+            keys.child_drop(spi)
+
+    def ike_rekeyed(self, old_i, old_r, spi_i, spi_r, initiator):
+        """IKE SA (spi_i, spi_r) replaced (old_i, old_r): its Child SAs move
+        with it in the §8.2 map (RFC 7296 §2.8). The old SA stays held until
+        its ike_gone: the peer may use it until it reads our answer."""
+        self.held.add(bytes(spi_i if initiator else spi_r))
+        keys = self.keys
+        for spi, e in keys.children():
+            if e[0] == old_i and e[1] == old_r:
+                keys.child_put(spi, spi_i, spi_r, initiator, e[3])
+
+    def ike_gone(self, spi_i, spi_r, initiator):
+        """The engine dropped the IKE SA (any state, any reason): no longer
+        held, and its Child SAs leave the §8.2 map."""
+        self.held.discard(bytes(spi_i if initiator else spi_r))
+        keys = self.keys
+        gone = [spi for spi, e in keys.children() if e[0] == spi_i and e[1] == spi_r]
+        for spi in gone:
+            keys.child_drop(spi)
+
+    def child_up(self, spi, spi_i, spi_r, initiator, peer_ip):
+        """A Child SA with our inbound ESP SPI `spi` (int) under IKE SA
+        (spi_i, spi_r): into the §8.2 map."""
+        self.keys.child_put(spi, spi_i, spi_r, initiator, ip_bytes(peer_ip))
+
+    def child_gone(self, spi):
+        self.keys.child_drop(spi)
+
+    # -- answers ---------------------------------------------------------------
+
     def _may_answer(self, now):
         # Cheap checks first, the bucket last: garbage never drains it.
         if self.window_ms is not None and now - self.boot_ms > self.window_ms:
@@ -111,7 +183,8 @@ class Maker:
         """The §4.5 answer to an IKE message for SPIs nobody here knows, or None.
 
         Only for a well-formed, protected request that is not IKE_SA_INIT and
-        names no SA this node holds (RFC 6290 §4.5, §9.2; RFC 7296 §2.21.4).
+        names no SA this node holds, by either SPI (RFC 6290 §4.5, §9.2; RFC
+        7296 §2.21.4).
         """
         m = wire.parse(buf)
         if m is None:
@@ -124,7 +197,7 @@ class Maker:
             return self._count("refused_exchange")
         if not m.is_protected():
             return self._count("refused_unprotected")
-        if m.spi_i + m.spi_r in self.live:
+        if self.holds(m.spi_i, m.spi_r):  # §9.2, whatever the I flag says
             return self._count("refused_known_sa")
         if self._may_answer(now) is None:
             return None
@@ -146,7 +219,7 @@ class Maker:
         if entry is None:
             return self._count("refused_unmapped")
         spi_i, spi_r, initiator, peer_ip = entry
-        if spi_i + spi_r in self.live:
+        if self.holds(spi_i, spi_r):  # §9.2
             return self._count("refused_known_sa")
         if self._may_answer(now) is None:
             return None

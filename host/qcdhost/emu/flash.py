@@ -188,7 +188,7 @@ class MemoryBacking:
 
 
 class FileBacking:
-    """An image file (raw physical bytes: what `esptool read_flash` gives for
+    """An image file (raw physical bytes: what `esptool read-flash` gives for
     the partition) plus a JSON sidecar IMAGE.emu.json."""
 
     def __init__(self, path, readonly=False):
@@ -593,5 +593,5 @@ class FlashEmu:
         }
 
     def physical(self, addr, n):
-        """Raw physical bytes (what esptool read_flash would dump)."""
+        """Raw physical bytes (what esptool read-flash would dump)."""
         return self.backing.read(addr, n)

@@ -70,7 +70,7 @@ def run(args, check=True):
     return subprocess.run(cmd, check=check)
 
 
-def firmware_parts(board, firmware):
+def firmware_parts(board, firmware, workdir):
     """The (address, file) pairs of a MicroPython firmware, without its
     partition table (the flash tool writes the board's own at 0x8000).
 
@@ -78,15 +78,15 @@ def firmware_parts(board, firmware):
     `make firmware`): bootloader/bootloader.bin and micropython.bin; or a
     combined firmware.bin (MicroPython's download or build output), which
     starts at the bootloader offset and holds bootloader, table and app at
-    their flash addresses; it is split so the board's table replaces its own.
-    Returns (parts, temporary files to delete)."""
+    their flash addresses; it is split so the board's table replaces its own,
+    the two pieces written into directory `workdir`. Returns the parts."""
     if os.path.isdir(firmware):
         boot = os.path.join(firmware, "bootloader", "bootloader.bin")
         app = os.path.join(firmware, "micropython.bin")
         for p in (boot, app):
             if not os.path.isfile(p):
                 raise ValueError("%s is not an ESP-IDF build directory of MicroPython: no %s" % (firmware, os.path.relpath(p, firmware)))
-        return [(board.bootloader_offset, boot), (0x10000, app)], []
+        return [(board.bootloader_offset, boot), (0x10000, app)]
     with open(firmware, "rb") as f:
         data = f.read()
     boot_len = PARTITION_TABLE_OFFSET - board.bootloader_offset
@@ -96,10 +96,10 @@ def firmware_parts(board, firmware):
             "%s is not a combined MicroPython firmware for %s: want an ESP image (0xE9) at 0 and at 0x%x (the app at 0x10000, bootloader at 0x%x)"
             % (firmware, board.chip, app_at, board.bootloader_offset)
         )
-    base = firmware + ".qcd"
+    base = os.path.join(workdir, os.path.basename(firmware))
     boot, app = base + ".bootloader.bin", base + ".app.bin"
     with open(boot, "wb") as f:
         f.write(data[:boot_len])
     with open(app, "wb") as f:
         f.write(data[app_at:])
-    return [(board.bootloader_offset, boot), (0x10000, app)], [boot, app]
+    return [(board.bootloader_offset, boot), (0x10000, app)]

@@ -18,10 +18,11 @@ from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
 SECTOR = 4096  # NOR erase unit, and the store's block size
 QCD_LABEL = "qcd"
-# The store wants 4..16 blocks of 4 KiB (docs/FORMAT.md); 64 KiB is the
-# reference size of the boards here.
+# The store takes 4..255 blocks of 4 KiB (docs/FORMAT.md: MIN_BLOCKS and
+# MAX_BLOCKS of lib/qcd/store.py; a test keeps these equal to them); 64 KiB
+# is the reference size of the boards here.
 QCD_MIN_SECTORS = 4
-QCD_MAX_SECTORS = 16
+QCD_MAX_SECTORS = 255
 # MicroPython's stock app partition on 4 MiB boards (partitions-4MiBplus.csv,
 # v1.27.0 and v1.28.0): the size its own builds are checked against by
 # ESP-IDF's check_sizes.py. Ours must not be smaller.

@@ -15,12 +15,24 @@ DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
 # The firmware app: (host path, device path).
 APP_FILES = ((os.path.join(FIRMWARE_DIR, "qcdapp.py"), "lib/qcdapp.py"), (os.path.join(FIRMWARE_DIR, "main.py"), "main.py"))
+# What each package imports from the others: deploying one brings these too.
+NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
 
 
 def package_files(packages=None):
     """[(host path, device path)] of the .py files that go onto a device:
     the device set (qcdhost.devset: lib/, whole), or the packages named."""
     return devset.files(packages)
+
+
+def with_needs(packages):
+    """packages plus the ones they import (NEEDS), each once, needs first."""
+    out = []
+    for pkg in packages:
+        for dep in NEEDS.get(pkg, ()) + (pkg,):
+            if dep not in out:
+                out.append(dep)
+    return out
 
 
 def _mkdirs_code(dev_paths):
@@ -36,11 +48,12 @@ def _mkdirs_code(dev_paths):
 
 
 def deploy_cp(port, app=False, config=None, packages=None):
-    """mpremote argv copying the device set (lib/: qcd, ike, ...) to /lib on
-    the board; with app, also the firmware app (firmware/qcdapp.py to /lib,
+    """mpremote argv copying the device set (lib/: qcd, ike, ikebase, ...)
+    to /lib on the board, or the packages named and those they import
+    (NEEDS); with app, also the firmware app (firmware/qcdapp.py to /lib,
     main.py to /); with config, that file to /qcd.json. `fs cp` skips files whose
     sha256 already matches, so a second deploy copies only what changed."""
-    files = package_files(packages)
+    files = package_files(None if packages is None else with_needs(packages))
     if app:
         files += list(APP_FILES)
     if config:

@@ -1,0 +1,158 @@
+# Heap per half-open IKE SA (responder, IKE_SA_INIT answered, IKE_AUTH not
+# yet received) and what the caps bound it to, unchanged on CPython and on
+# MicroPython. Prints `RESULT name value` lines for bench/section_halfopen.py.
+#
+#   python3 bench/halfopen_bench.py                          (qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/halfopen_bench.py
+#
+# The requests are one initiator's IKE_SA_INIT with the initiator SPI
+# changed, as an attacker replaying a captured request from addresses it
+# owns would send them. cookie_threshold is set out of the way: a COOKIE
+# round trip changes nothing in what the responder holds afterwards.
+# MicroPython: gc.mem_alloc() after a collection at the top level (the
+# WebAssembly port collects only there: run.mjs's _mpwasm_steps). CPython:
+# tracemalloc, current traced bytes.
+import gc
+import sys
+
+MICRO = sys.implementation.name == "micropython"
+N = 10  # half-open SAs measured
+FLOOD = 100  # requests from one address for the cap figure
+S = {}
+
+CFG_DEV = {
+    "role": "initiator",
+    "local": {"addr": "192.0.2.2", "port": 500, "natt_port": 4500},
+    "peer": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
+    "psk": "a-long-pre-shared-key",
+    "id_local": "dev.example",
+    "id_peer": "gw.example",
+    "ts_local": ["10.2.0.0/24"],
+    "ts_peer": ["10.1.0.0/16"],
+    "dpd_s": 0,
+    "start_delay_s": None,
+}
+
+
+def gw_cfg(**kw):
+    d = {
+        "role": "responder",
+        "local": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
+        "psk": "a-long-pre-shared-key",
+        "id_local": "gw.example",
+        "id_peer": "dev.example",
+        "ts_local": ["10.1.0.0/16"],
+        "ts_peer": ["10.2.0.0/24"],
+        "dpd_s": 0,
+        "cookie_threshold": 1000000,
+    }
+    d.update(kw)
+    return d
+
+
+def result(name, value):
+    print("RESULT %s %s" % (name, value))
+
+
+def install_crypto():
+    from ike import crypto
+
+    if not crypto.available():
+        return
+    import jscrypto
+    import jsrandom
+
+    crypto.install(
+        aes_cbc=lambda k, iv, d, e: bytes.fromhex(jscrypto.aes_cbc(bytes(k).hex(), bytes(iv).hex(), bytes(d).hex(), e)),
+        sha1=lambda d: bytes.fromhex(jscrypto.sha1(bytes(d).hex())),
+        random=lambda n: bytes(jsrandom.bytes(n)),
+    )
+
+
+def heap():
+    gc.collect()
+    if MICRO:
+        return gc.mem_alloc()
+    import tracemalloc
+
+    return tracemalloc.get_traced_memory()[0]
+
+
+def prepare():
+    from ike.config import Config
+    from ike.engine import Engine
+
+    install_crypto()
+    a = Engine(Config(CFG_DEV))
+    a.initiate(0)
+    S["req"] = a.take_datagrams()[0][0]
+    S["Engine"], S["Config"] = Engine, Config
+    S["eng"] = Engine(Config(gw_cfg(half_open_max=1000, half_open_per_source=1000)))
+    S["spis"] = [(0x2000 + n).to_bytes(8, "big") for n in range(N + FLOOD)]
+    S["srcs"] = [("198.51.100.%d" % (n + 1), 500) for n in range(N)]
+
+
+def send(eng, k, src):
+    eng.receive(S["spis"][k] + S["req"][8:], src, False, 0)
+    eng.take_datagrams()
+    eng.take_events()
+
+
+def collect():
+    gc.collect()  # on the WebAssembly port: runs before the next step
+
+
+def mark(name):
+    def step():
+        S[name] = heap()
+
+    return step
+
+
+def fill():
+    for k in range(N):
+        send(S["eng"], k, S["srcs"][k])
+
+
+def flood():
+    # default caps; FLOOD requests from one address
+    eng = S["eng"]
+    for k in range(FLOOD):
+        send(eng, N + k, ("198.51.100.200", 500))
+
+
+def report():
+    from ike import state
+
+    eng = S["eng"]
+    per = (S["filled"] - S["empty"]) / N
+    held = len([sa for sa in eng.sas.values() if sa.state == state.INIT_DONE])
+    result("per_half_open_bytes", "%.0f" % per)
+    result("n_measured", N)
+    result("request_bytes", len(S["req"]))
+    result("flood_requests", FLOOD)
+    result("flood_held", held)
+    result("flood_dropped", eng.counters["half_open_dropped"])
+    result("flood_heap_bytes", S["flooded"] - S["empty_flood"])
+    result("cap_global", eng.cfg.half_open_max)
+    result("cap_per_source", eng.cfg.half_open_per_source)
+    result("internal_errors", eng.counters["internal_errors"])
+
+
+def empty_flood_engine():
+    S["eng"] = S["Engine"](S["Config"](gw_cfg()))
+
+
+steps = [prepare, collect, mark("empty"), fill, collect, mark("filled"), empty_flood_engine, collect, mark("empty_flood"), flood, collect, mark("flooded"), report]
+if MICRO:
+    try:
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
+    except NameError:
+        for s in steps:
+            s()
+else:
+    import tracemalloc
+
+    tracemalloc.start()
+    for s in steps:
+        s()

@@ -1,0 +1,133 @@
+# ike.aio on CPython's asyncio with real UDP sockets: the device loop as a
+# task beside an app task that sends readings through the tunnel, against
+# qcd-peer as the gateway with its UDP echo service (--echo). The
+# same module runs on MicroPython (the firmware example app, firmware/
+# readings.py; the virtual board's check in test_readings_app).
+import asyncio
+import time
+
+from peers import PSK, Peer, free_port, gateway_config
+
+from ike import aio, device
+from ike.tunnel import Tunnel, TunnelError
+
+GW_IP = "10.1.0.1"
+
+
+def dev_cfg(gw_ports, **kw):
+    d = {
+        "role": "initiator",
+        "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
+        "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
+        "psk": PSK,
+        "id_local": "dev.example",
+        "id_peer": "gw.example",
+        "ts_local": ["10.2.0.0/24"],
+        "ts_peer": ["10.1.0.0/16"],
+        "nat_t": "force",
+        "dpd_s": 0,
+        "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
+        "tunnel": {"inner_addr": "10.2.0.5"},
+    }
+    d.update(kw)
+    return d
+
+
+def gateway(tmp_path, **kw):
+    gw = Peer(str(tmp_path), "gw", gateway_config(tunnel={"inner_addr": GW_IP}, **kw), args=["--echo", "7"])
+    gw.start()
+    return gw
+
+
+async def readings(tun, n, got, gaps):
+    """The app: wait for the tunnel, send n readings, collect the echoes;
+    beside it a ticker records the longest time the loop did not let it run."""
+    s = tun.socket(5000)
+    while tun.address() is None:
+        await asyncio.sleep(0.01)
+    for i in range(n):
+        s.sendto(b"reading %d" % i, (GW_IP, 7))
+        r = await aio.recvfrom(s, 5000)
+        got.append(r)
+    s.close()
+
+
+async def ticker(gaps, done):
+    last = time.monotonic()
+    while not done:
+        await asyncio.sleep(0.001)
+        t = time.monotonic()
+        gaps.append(t - last)
+        last = t
+
+
+def test_device_loop_as_a_task_carries_readings_to_the_gateways_echo_and_back(tmp_path):
+    gw = gateway(tmp_path)
+    try:
+        eng = device.new_engine(dev_cfg(gw.ports()), log=lambda line: None)
+        tun = Tunnel(eng)
+        got, gaps, done = [], [], []
+
+        async def main():
+            loop_task = asyncio.create_task(aio.serve(eng, stop=lambda: bool(done)))
+            tick = asyncio.create_task(ticker(gaps, done))
+            await asyncio.wait_for(readings(tun, 3, got, gaps), 60)
+            done.append(1)
+            await loop_task
+            await tick
+
+        asyncio.run(main())
+        assert got == [(b"reading %d" % i, (GW_IP, 7)) for i in range(3)]
+        assert gaps  # the other task ran beside the loop (how long it waited: make bench ONLY=tunnel)
+        st = gw.ctl("tunnel")
+        assert st["counters"]["received"] == 3 and st["counters"]["sent"] == 3
+        assert eng.counters["internal_errors"] == 0
+        # the gateway pings the device's inner address: answered while the
+        # device loop runs again (same engine, new sockets on the same ports)
+        done.clear()
+
+        async def pinged():
+            t = asyncio.create_task(aio.serve(eng, stop=lambda: bool(done)))
+            await asyncio.sleep(0)  # the task has bound its sockets by its first await
+            assert gw.ctl("ping 10.2.0.5 42")["ok"]
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if tun.counters["echo_answered"]:
+                    break
+            done.append(1)
+            await t
+
+        asyncio.run(pinged())
+        assert tun.counters["echo_answered"] == 1
+        gw.wait(lambda st: True)
+        assert gw.ctl("tunnel")["replies"] == [["10.2.0.5", 0x5143, 42]]
+    finally:
+        gw.stop()
+
+
+def test_datagrams_outside_the_selectors_are_refused_on_both_sides(tmp_path):
+    gw = gateway(tmp_path)
+    try:
+        eng = device.new_engine(dev_cfg(gw.ports()), log=lambda line: None)
+        tun = Tunnel(eng)
+        done = []
+        errors = []
+
+        async def main():
+            t = asyncio.create_task(aio.serve(eng, stop=lambda: bool(done)))
+            while tun.address() is None:
+                await asyncio.sleep(0.01)
+            try:
+                tun.sendto(b"x", ("10.9.0.1", 7))
+            except TunnelError as e:
+                errors.append(str(e))
+            # the gateway refuses to send to an address outside the device's selector
+            errors.append(gw.ctl("send 10.3.0.1:5000 hello")["error"])
+            done.append(1)
+            await t
+
+        asyncio.run(main())
+        assert "outside the traffic selectors" in errors[0]
+        assert "outside the traffic selectors" in errors[1]
+    finally:
+        gw.stop()
