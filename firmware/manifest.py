@@ -21,3 +21,6 @@ package("qcd", base_path="../lib")
 # The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the
 # store, the IKE engine with the QCD hook, the watchdog.
 module("qcdapp.py")
+# The example app beside it (a reading through the tunnel every N seconds,
+# the IKE loop as an asyncio task): `import readings; readings.run()`.
+module("readings.py")

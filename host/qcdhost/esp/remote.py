@@ -13,10 +13,10 @@ from qcdhost.paths import CHECKOUT, FIRMWARE_DIR
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
-# The firmware app: (host path, device path).
-APP_FILES = ((os.path.join(FIRMWARE_DIR, "qcdapp.py"), "lib/qcdapp.py"), (os.path.join(FIRMWARE_DIR, "main.py"), "main.py"))
 # What each package imports from the others: deploying one brings these too.
 NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
+# The firmware app: (host path, device path).
+APP_FILES = tuple((os.path.join(FIRMWARE_DIR, h), d) for h, d in (("qcdapp.py", "lib/qcdapp.py"), ("readings.py", "lib/readings.py"), ("main.py", "main.py")))
 
 
 def package_files(packages=None):
