@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-import strongswan
+from qcdhost import strongswan
 from peers import Peer
 from test_ike_strongswan import CONN, PSK, Setup, charon_ok, our_cfg, wait_match  # noqa: F401 (fixture)
 
