@@ -146,7 +146,7 @@ def test_notify_names_are_ianas_as_scapy_has_them():
     # IANA assigned; scapy's IKEv2 layer is an independent copy of that table.
     from scapy.contrib.ikev2 import IKEv2NotifyMessageTypes
 
-    from qcd import names
+    from qcdhost import names
 
     theirs = {n: v.replace("IV2_NOTIFY_", "") for n, v in IKEv2NotifyMessageTypes.items()}
     assert names.NOTIFY_NAMES == theirs
