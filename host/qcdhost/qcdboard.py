@@ -169,9 +169,10 @@ def cmd_diag(a):
     sys.stderr.write(p.stderr)
     if p.returncode:
         return 1
-    if "app: stopped by diag" in p.stdout and not a.no_resume:
-        # mpremote's Ctrl-C stopped the app's loop: start it again at once
-        # (its watchdog would otherwise reset the board).
+    if ("app: stopped by diag" in p.stdout or "(retries stopped by diag)" in p.stdout) and not a.no_resume:
+        # mpremote's Ctrl-C stopped the app's loop (start it again at once:
+        # its watchdog would otherwise reset the board) or the wait between
+        # its setup retries (they go on).
         r = remote.run(remote.resume_app(a.port), capture=True, timeout=a.timeout)
         print("app: resumed" if r.returncode == 0 else "app: could not resume: %s" % r.stderr.strip())
     return 0

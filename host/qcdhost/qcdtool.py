@@ -194,7 +194,10 @@ def cmd_respond(args):
             why += " (%s)" % wire.last_error
         print("qcdtool: the device stays silent: %s" % why, file=sys.stderr)
         return 1
-    print((marker + out).hex())
+    # Several answers (a tuple) when the key source holds several secrets
+    # and cannot tell which one made the peer's token: one line each.
+    for a in out if isinstance(out, tuple) else (out,):
+        print((marker + a).hex())
     return 0
 
 
