@@ -10,7 +10,6 @@
 # contents, mixing CRC-valid headers and records with extreme field values
 # and raw bytes, to the writable mount.
 import binascii
-import os
 import struct
 import subprocess
 import sys
