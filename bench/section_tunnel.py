@@ -22,6 +22,7 @@ def run(bench):
     L = []
     L.append("## Data plane: datagrams through the tunnel, sockets, asyncio")
     L.append("")
+    L.append("Run alone on %s UTC with `make bench ONLY=tunnel`." % __import__("datetime").datetime.now(__import__("datetime").timezone.utc).strftime("%Y-%m-%d %H:%M"))
     L.append("`python3 bench/tunnel_bench.py` and `node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py`: two engines in")
     L.append("memory with a Tunnel each (ike.tunnel), %s / %s datagrams per figure (CPython / MicroPython), no sockets." % (cp["n"], mp["n"]))
     L.append("*send* is `sock.sendto()` on the device: inner IPv4/UDP headers, RFC 768 checksum, selector checks, ESP; *ESP* is")
@@ -35,12 +36,14 @@ def run(bench):
         L.append("| send, %s-octet payload | %s µs | %s µs |" % (size, cp["send_us_" + size], mp["send_us_" + size]))
         L.append("| of which ESP (encrypt + ICV) | %s µs | %s µs |" % (cp["esp_us_" + size], mp["esp_us_" + size]))
         L.append("| echo round trip, %s octets | %s µs (%s /s) | %s µs (%s /s) |" % (size, cp["echo_us_" + size], cp["echo_per_s_" + size], mp["echo_us_" + size], mp["echo_per_s_" + size]))
-        L.append("| heap allocated per send, %s octets | – | %s B |" % (size, mp["alloc_per_send_" + size]))
+        L.append("| heap allocated per send, %s octets (of which ESP) | – | %s B (%s B) |" % (size, mp["alloc_per_send_" + size], mp["alloc_per_esp_" + size]))
     L.append("| heap per open tunnel socket | %s B | %s B |" % (cp["per_socket_bytes"], mp["per_socket_bytes"]))
     L.append("| heap per Tunnel (its preallocated packet buffer included) | %s B | %s B |" % (cp["per_tunnel_bytes"], mp["per_tunnel_bytes"]))
     L.append("| largest UDP payload (MTU 1500) | %s B | %s B |" % (cp["max_payload"], mp["max_payload"]))
     for g in groups:
-        L.append("| longest single engine step in a handshake, D-H group %d (%s side) | %s ms | %s ms |" % (g, mp["handshake_longest_step_where_group%d" % g], cp["handshake_longest_step_ms_group%d" % g], mp["handshake_longest_step_ms_group%d" % g]))
+        for side in ("device", "gateway"):
+            k = "handshake_longest_step_ms_%s_group%d" % (side, g)
+            L.append("| longest single engine step in a handshake, D-H group %d, %s side | %s ms | %s ms |" % (g, side, cp[k], mp[k]))
     L.append("")
     L.append("The engine runs between two awaits of ike.aio's task, so its longest step is the longest an asyncio task beside it")
     L.append("waits: the step that computes a D-H exponentiation (two on the responder). \"Allocated per send\" is")
