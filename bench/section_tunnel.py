@@ -7,6 +7,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "tunnel_bench.py")
 AIO = os.path.join(HERE, "tunnel_aio_bench.py")
+VBOARD = os.path.join(HERE, "tunnel_vboard_bench.py")
 
 
 def run(bench):
@@ -16,9 +17,12 @@ def run(bench):
     mp = bench.micropython(SCRIPT, paths=("lib:/lib",))
     groups = [int(g) for g in cp["groups"].split(",")]
     aio = {}
+    vb = {}
     for g in groups:
         bench.log("tunnel: asyncio on CPython, group %d" % g)
         aio[g] = bench.cpython(AIO, g)
+        bench.log("tunnel: asyncio on the virtual board (MicroPython), group %d" % g)
+        vb[g] = bench.cpython(VBOARD, g)
     L = []
     L.append("## Data plane: datagrams through the tunnel, sockets, asyncio")
     L.append("")
@@ -50,15 +54,21 @@ def run(bench):
     L.append("`gc.mem_alloc()` growth (no collection runs inside a step on this port): the checksum's big integer, the crypto")
     L.append("adapter's copies and results, and the datagram; with the bridge's hex strings on this port.")
     L.append("")
-    L.append("`python3 bench/tunnel_aio_bench.py GROUP`: the device loop (ike.aio.serve) as an asyncio task with real UDP")
-    L.append("sockets against tools/qcd-peer (`--echo 7`), and a ticker task that sleeps 1 ms and records how late it woke.")
+    L.append("`python3 bench/tunnel_aio_bench.py GROUP` (CPython) and `python3 bench/tunnel_vboard_bench.py GROUP` (bench/tunnel_mpy_aio.py")
+    L.append("as main.py of the virtual board, `tools/vboard --net --headless`: the WebAssembly MicroPython's asyncio and the")
+    L.append("board's UDP sockets): the device loop (ike.aio.serve) as an asyncio task with real UDP sockets against tools/qcd-peer")
+    L.append("(`--echo 7`), a ticker task that sleeps 1 ms and records how late it woke, and readings sent one at a time, each")
+    L.append("awaiting its echo (`aio.recvfrom`).")
     L.append("")
-    L.append("| figure (CPython asyncio, real sockets) | " + " | ".join("group %d" % g for g in groups) + " |")
-    L.append("|---|" + "---:|" * len(groups))
-    L.append("| handshake (start to tunnel address) | " + " | ".join("%s ms" % aio[g]["handshake_ms"] for g in groups) + " |")
-    L.append("| longest block of the ticker during the handshake | " + " | ".join("%s ms" % aio[g]["longest_block_ms_handshake"] for g in groups) + " |")
-    L.append("| readings echoed through the tunnel (one at a time) | " + " | ".join("%s /s (%s of 200)" % (aio[g]["readings_per_s"], aio[g]["readings_answered"]) for g in groups) + " |")
-    L.append("| longest block of the ticker during the readings | " + " | ".join("%s ms" % aio[g]["longest_block_ms_readings"] for g in groups) + " |")
+    L.append("| figure (asyncio, real sockets) | " + " | ".join("CPython, group %d | MicroPython (virtual board), group %d" % (g, g) for g in groups) + " |")
+    L.append("|---|" + "---:|---:|" * len(groups))
+    L.append("| handshake (start to tunnel address) | " + " | ".join("%s ms | %s ms" % (aio[g]["handshake_ms"], vb[g]["handshake_ms"]) for g in groups) + " |")
+    L.append("| longest block of the ticker during the handshake | " + " | ".join("%s ms | %s ms" % (aio[g]["longest_block_ms_handshake"], vb[g]["longest_block_ms_handshake"]) for g in groups) + " |")
+    L.append("| readings echoed through the tunnel (one at a time) | " + " | ".join("%s /s (%s of 200) | %s /s (%s)" % (aio[g]["readings_per_s"], aio[g]["readings_answered"], vb[g]["readings_per_s"], vb[g]["readings_answered"]) for g in groups) + " |")
+    L.append("| longest block of the ticker during the readings | " + " | ".join("%s ms | %s ms" % (aio[g]["longest_block_ms_readings"], vb[g]["longest_block_ms_readings"]) for g in groups) + " |")
+    L.append("")
+    L.append("On MicroPython the loop polls (ike.aio: every %s ms when idle, every 1 ms for 200 ms after traffic); the virtual" % vb[groups[0]]["poll_ms"])
+    L.append("board's sockets and AES cross into Node for every call, which its readings rate includes.")
     L.append("")
     L.append("On an ESP32 the D-H step is the figure to plan for: MicroPython's mpz pow() is not interruptible, so a task")
     L.append("beside the loop waits for one MODP-2048 exponentiation (a 256-bit exponent, ike.dh) at a time, twice per")
