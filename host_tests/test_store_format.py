@@ -1,5 +1,7 @@
 # The on-flash format of qcd.store, pinned against docs/FORMAT.md and against
-# an image the store wrote before (host_tests/data/store_v1_golden.bin.gz).
+# images the store wrote before (host_tests/data/store_v1_golden.bin.gz, by
+# today's writer, and store_v1_e80588e.bin.gz, by the store of commit e80588e,
+# which still appended to the head block across boots).
 #
 # Three independent checks:
 #   - a decoder written here from FORMAT.md alone (not from store.py) reads
@@ -11,11 +13,12 @@
 #     byte for byte (plain flash), and the same physical bytes as then on
 #     encrypted flash (a SHA-256 is pinned): the writer's behaviour, down to
 #     where compaction and eviction put each record, has not changed;
-#   - the golden image, written by the store of commit e80588e, mounts.
+#   - both golden images mount, and read as the decoder reads them.
 # The workload covers a blank first boot, evictions at the map's cap, IPv4
 # and IPv6 peers, both roles, rollovers and a retirement, several rounds of
-# compaction on a 4-block partition, a power cut that tears a record, and
-# reboots.
+# compaction on a 4-block partition, reboots (each boot's first block takes
+# the whole log), and a power cut that tears a record in the middle of a
+# block, left as it is (the last boot only reads).
 #
 # A deliberate change to what the store writes (not to the format) changes
 # the image: regenerate it with `python host_tests/test_store_format.py
@@ -41,9 +44,13 @@ from qcd.store import Store  # noqa: E402
 from qcd.tokens import fingerprint  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "data", "store_v1_golden.bin.gz")
+# Written by the store of commit e80588e (same format; that writer appended
+# to the newest block after a reboot): must still mount.
+GOLDEN_E80588E = os.path.join(HERE, "data", "store_v1_e80588e.bin.gz")
 # SHA-256 of the physical bytes the workload leaves on encrypted flash
 # (flashemu's model, its default key for seed 0).
-GOLDEN_ENCRYPTED_SHA256 = "e8a17f7c0db39ce258b4c1cb329c01ea2d63f4d093e4d7db9230ac2e327533cd"
+GOLDEN_ENCRYPTED_SHA256 = "8a0229ff21ef6894f2113fa75c77c3517c648e73d479e81caa8a591ba133252b"
+GOLDEN_CHILDREN = 10  # the map at its cap when the power was cut
 BLOCKS = 4
 CAP = 10
 
@@ -79,21 +86,28 @@ def workload(encrypted=False):
             s.child_drop(spi)
         else:
             s.child_put(spi, *ike(k % 11))
-    # A power cut tears the 4th flash operation from here, a 48-byte CHILD_NEW
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    for k in range(5):
+        s.child_put(0x3000 + k, *ike(20 + k))
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    s.child_put(0x4000, *ike(30))
+    s.child_drop(0x2001)
+    e = e.reboot(seed=1)
+    s = Store(e, None, max_children=CAP)  # boot 5: the whole log in a new block
+    for k in range(240):  # Child SAs moving between IKE SAs: into a second block
+        s.child_put(0x3000 + k % 4, *ike(20 + k % 3))
+    # A power cut tears the 3rd flash operation from here, a 48-byte CHILD_NEW
     # in the middle of a block (the emulator clears a random half of its bits).
-    e = e.reboot(cut_at=4, seed=1)
-    s = Store(e, None, max_children=CAP)  # its BOOT record is operation 1
+    e.cut_at = e.ops + 3
     try:
         for k in range(5):
-            s.child_put(0x3000 + k, *ike(20 + k))
+            s.child_put(0x5000 + k, *ike(40 + k))
     except flashemu.PowerCut:
         pass
     e = e.reboot()
-    s = Store(e, None, max_children=CAP)  # finds the torn record, opens a new block
-    s.child_put(0x4000, *ike(30))
-    s.child_drop(0x2001)
-    e = e.reboot()
-    s = Store(e, None, max_children=CAP)
+    s = Store(e, None, max_children=CAP, readonly=True, count_boot=False)
     return backing, e, s
 
 
@@ -216,14 +230,25 @@ def emu_reader(e):
     return read, erased
 
 
-def golden_backing():
-    with gzip.open(GOLDEN, "rb") as f:
+def golden_backing(path=GOLDEN):
+    with gzip.open(path, "rb") as f:
         data = f.read()
     return MemoryBacking(data=data)
 
 
 def test_the_golden_image_matches_format_md():
     e = FlashEmu(golden_backing(), readonly=True)
+    d = decode(*emu_reader(e), BLOCKS)
+    assert d["boot"] == 5
+    assert len(d["secrets"]) == 2 and max(d["secrets"]) == 3
+    assert d["secrets"][2] == hashlib.sha256(b"golden secret 2").digest()
+    assert GOLDEN_CHILDREN == len(d["children"]) <= CAP
+    assert d["torn"], "the power cut left a torn record"
+    assert len(d["chain"]) >= 2
+
+
+def test_the_e80588e_image_matches_format_md():
+    e = FlashEmu(golden_backing(GOLDEN_E80588E), readonly=True)
     d = decode(*emu_reader(e), BLOCKS)
     # What the workload left, as the format says to read it.
     assert d["boot"] == 5
@@ -234,10 +259,11 @@ def test_the_golden_image_matches_format_md():
     assert len(d["chain"]) >= 2
 
 
-def test_the_store_mounts_the_golden_image_as_format_md_reads_it():
-    e = FlashEmu(golden_backing(), readonly=True)
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_E80588E], ids=["golden", "e80588e"])
+def test_the_store_mounts_the_golden_image_as_format_md_reads_it(path):
+    e = FlashEmu(golden_backing(path), readonly=True)
     d = decode(*emu_reader(e), BLOCKS)
-    s = Store(FlashEmu(golden_backing(), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
+    s = Store(FlashEmu(golden_backing(path), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
     gens = sorted(d["secrets"], reverse=True)
     assert s.secrets() == [d["secrets"][g] for g in gens]
     assert dict(s.children()) == d["children"]
@@ -245,6 +271,20 @@ def test_the_store_mounts_the_golden_image_as_format_md_reads_it():
     live = [b for b in range(BLOCKS) if s.block_info(b)[0] == "live"]
     assert sorted(live) == sorted(d["chain"])
     assert s.status()["damage_count"] >= 1  # the torn record is reported
+
+
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_E80588E], ids=["golden", "e80588e"])
+def test_a_writable_mount_of_the_golden_image_keeps_what_it_holds(path):
+    backing = golden_backing(path)
+    s0 = Store(FlashEmu(golden_backing(path), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
+    e = FlashEmu(backing)
+    s = Store(e, None, max_children=CAP)
+    assert e.violations == 0
+    assert s.secrets() == s0.secrets() and dict(s.children()) == dict(s0.children())
+    assert s.boot_count == s0.boot_count + 1
+    s2 = Store(FlashEmu(backing), None, max_children=CAP, readonly=True, count_boot=False)
+    assert s2.secrets() == s0.secrets() and dict(s2.children()) == dict(s0.children())
+    assert s2.status()["damage_count"] == 0  # the torn block is stale now
 
 
 def test_the_store_writes_the_golden_image_byte_for_byte():
@@ -266,6 +306,7 @@ def test_the_store_writes_the_same_encrypted_image_as_before():
     d = decode(*emu_reader(e), BLOCKS)
     assert dict(s.children()) == d["children"]
     assert s.boot_count == d["boot"] == 5
+    assert d["torn"] and len(d["chain"]) >= 2
 
 
 if __name__ == "__main__":
