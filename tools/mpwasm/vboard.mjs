@@ -27,7 +27,9 @@
 //          Default off: without it the board has no socket module.
 // --headless  no terminal: the console goes to stdout, nothing is read;
 //          power on, boot.py, main.py (resets as the board does them), and
-//          exit 0 once main.py has ended. SIGKILL is a power cut.
+//          exit 0 once main.py and the asyncio tasks it created have ended
+//          (this port's asyncio runs them from JS timers). SIGKILL is a
+//          power cut.
 // --yield-kb, --gc-log  see "Garbage collection" below.
 // --cut-file PATH  a power cut in the middle of a flash write, on demand:
 //          when PATH appears (checked at every select.poll, so within half
@@ -811,6 +813,22 @@ if (opts.headless) {
   // told (machine.reset, the watchdog); exit 0 when main.py has ended.
   busy = true;
   await doReset(PWRON_RESET);
+  // asyncio tasks main.py created (ike.aio, firmware/readings.py): this
+  // port's asyncio runs them from JS timers once Python has returned, so
+  // the board stays on while its task queue holds any.
+  const pending = () => {
+    try {
+      mp.runPython("import sys\n_vboard_t = sys.modules.get('asyncio')\n_vboard_t = bool(_vboard_t and _vboard_t.core._task_queue.peek())");
+      return mp.globals.get("_vboard_t");
+    } catch (e) {
+      return false;
+    }
+  };
+  while (!pendingReset && pending()) {
+    await new Promise((r) => setTimeout(r, 50));
+    flush();
+  }
+  flush();
   process.exit(0);
 }
 
