@@ -8,8 +8,8 @@ mip (mpremote mip install github:OWNER/REPO, or a local path to the file)
 reads "urls": [device path under the install target, source], with sources
 relative to package.json; and "deps": micropython-lib packages by name.
 Every .py of lib/ (the device set, qcdhost.devset) is listed, so the list
-is generated, not kept by hand. The qcd core needs micropython-lib's hmac (qcd/tokens.py);
-firmware builds freeze it instead (firmware/manifest.py).
+is generated, not kept by hand. No micropython-lib dependency: HMAC-SHA-256 is
+lib/ikebase/hmac256.py, so stock ESP32 firmware needs nothing else.
 """
 import json
 import os
@@ -21,7 +21,7 @@ from qcdhost import devset
 ROOT = os.path.dirname(devset.LIB)
 
 PATH = os.path.join(ROOT, "package.json")
-DEPS = [["hmac", "latest"]]
+DEPS = []  # micropython-lib packages the device needs: none
 
 
 def version():

@@ -20,9 +20,10 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
           moves). --dry-run prints the esptool command, checked by esptool's
           own parser, and runs nothing; the files it names (table binary,
           split firmware) stay in a directory it prints (--keep DIR: there).
-  deploy  copies lib/ (qcd, ike, ikebase: the device set) to /lib with mpremote fs cp (only
-          changed files), or installs package.json with mip (--mip; its
-          micropython-lib dependency hmac comes from the mip index).
+  deploy  copies lib/ (ikebase, qcd, ike: the device set) to /lib with
+          mpremote fs cp (only changed files; --packages qcd brings ikebase too), or
+          installs package.json with mip (--mip; no micropython-lib
+          dependencies).
           --config FILE is checked first as the app would (qcd-peer check)
           and not copied when it is broken.
   diag    prints the board's QCD state through qcd.diag over the REPL:

@@ -5,7 +5,7 @@ board.
 
   vboard [--dir DIR] [--board QCD_ESP32] [--link PATH] [--heap BYTES]
                [--flash-encryption] [--net [--yield-kb N] [--gc-log]]
-               [--headless] [--app CONFIG]
+               [--headless] [--stock] [--app CONFIG]
 
 DIR (default build/vboard) holds the board's state:
   DIR/flash.bin   whole-flash image; made on first use from the board's
@@ -20,9 +20,16 @@ select.poll; and the esp32 firmware's cryptolib and hashlib.sha1, which IKE
 needs), so the firmware app's IKE loop runs (vboard.mjs's header says how,
 and how its heap is collected: --yield-kb, --gc-log).
 
+--stock: the firmware's frozen modules are those of stock ESP32 firmware
+(MicroPython 1.27/1.28): the WebAssembly port's extra frozen micropython-lib
+modules (hmac, unittest, logging, ...) are hidden unless installed on the
+board's filesystem, so what `make deploy` leaves is tested as a stock board
+would run it.
+
 --headless: no terminal. This process becomes the board (same pid: kill -9
 is a power cut): it powers on, runs boot.py and main.py with the console on
-stdout, and exits 0 when main.py ends. For demos and tests:
+stdout, and exits 0 when main.py and the asyncio tasks it created have
+ended (firmware/readings.py runs the IKE loop as one). For demos and tests:
 
   vboard --dir DIR --net --headless --app qcd.json
 
@@ -76,6 +83,7 @@ def main(argv=None):
     ap.add_argument("--net", action="store_true", help="UDP networking on the host's stack (socket, select; cryptolib, hashlib.sha1)")
     ap.add_argument("--yield-kb", type=int, help="with --net: the running app yields to the top level for a garbage collection after this much allocation (KiB, default 1024)")
     ap.add_argument("--gc-log", action="store_true", help="with --net: one line on stderr per top-level collection (heap before and after) and the running app's heap every 30 s")
+    ap.add_argument("--stock", action="store_true", help="only the frozen modules stock ESP32 firmware has (asyncio, mip, ...): this port's extra frozen micropython-lib modules (hmac, unittest, logging, ...) import only when installed on the board's filesystem")
     ap.add_argument("--headless", action="store_true", help="no terminal: become the board process, console on stdout, exit when main.py ends")
     ap.add_argument("--app", metavar="CONFIG", help="first copy the firmware app, lib/qcd, lib/ike and CONFIG (as /qcd.json) into the board's filesystem")
     ap.add_argument("--cut-file", metavar="PATH", help="with --net: when PATH appears, the flash emulator tears its next write (a power cut mid-write: the board exits 137)")
@@ -115,6 +123,8 @@ def main(argv=None):
             board.append("--gc-log")
         if a.cut_file:
             board += ["--cut-file", os.path.abspath(a.cut_file)]
+    if a.stock:
+        board.append("--stock")
     if a.headless:
         sys.stdout.flush()
         sys.stderr.flush()
