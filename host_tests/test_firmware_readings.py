@@ -8,6 +8,7 @@
 # virtual board (vboard --net --headless) with main.py running
 # readings.run(), the WebAssembly port's asyncio driving ike.aio.
 import json
+import os
 import subprocess
 import sys
 import textwrap
