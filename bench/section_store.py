@@ -29,7 +29,7 @@ def run(bench):
     bench.log("store: wear on the emulator (CPython, littlefs-python)")
     res = bench.cpython(WEAR)
     bench.log("store: heap on MicroPython (WebAssembly)")
-    ram = bench.micropython(RAM, paths=("lib/qcd:/lib/qcd", "tools/flashemu.py:/lib/flashemu.py", "bench/naive_store.py:/lib/naive_store.py"))
+    ram = bench.micropython(RAM, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase", "tools/flashemu.py:/lib/flashemu.py", "bench/naive_store.py:/lib/naive_store.py"))
     runs = {}
     for k, v in res.items():
         runs[k] = json.loads(v)

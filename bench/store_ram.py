@@ -3,7 +3,7 @@
 # the steady (50 Child SAs on 5 IKE SAs) and heavy (500 on 50) workloads, on
 # an emulated 64 KiB partition. Prints `RESULT name value` lines.
 #
-#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path tools/flashemu.py:/lib/flashemu.py \
+#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase --path tools/flashemu.py:/lib/flashemu.py \
 #        --path bench/naive_store.py:/lib/naive_store.py bench/store_ram.py
 #
 # A heap figure is gc.mem_alloc() after a collection that really ran: on this

@@ -10,10 +10,16 @@ include("$(PORT_DIR)/boards/manifest.py")
 # micropython-lib's hmac (qcd/tokens.py: HMAC-SHA-256 tokens).
 require("hmac")
 
-# The product: QCD (lib/qcd) and the IKEv2 engine that calls it (lib/ike).
+# The product: QCD (lib/qcd), the IKEv2 engine that calls it (lib/ike) and
+# the pieces both use (lib/ikebase).
 # The device sets, file by file: qcd/names.py, qcd/keys.py and ike/host.py
 # (CPython sockets) are host-only (tools/board/remote.py HOST_ONLY; a test
 # checks these lists against it).
+package(
+    "ikebase",
+    files=["__init__.py", "hmac256.py"],
+    base_path="../lib",
+)
 package(
     "qcd",
     files=["__init__.py", "diag.py", "hook.py", "maker.py", "ratelimit.py", "store.py", "taker.py", "tokens.py", "wire.py"],
@@ -28,3 +34,6 @@ package(
 # The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the
 # store, the IKE engine with the QCD hook, the watchdog.
 module("qcdapp.py")
+# The example app beside it (a reading through the tunnel every N seconds,
+# the IKE loop as an asyncio task): `import readings; readings.run()`.
+module("readings.py")

@@ -13,6 +13,11 @@
 #   5. build the QCD hook on the store and run the IKE engine's device loop
 #      with it, feeding the watchdog from the loop.
 #
+# Beside other asyncio tasks (firmware/readings.py is the example): setup()
+# does steps 1-4 and makes the engine and its tunnel (APP.tunnel, ike.tunnel)
+# without starting the loop; serve() is step 5 as a coroutine for
+# asyncio.create_task (ike.aio), feeding the watchdog at every wake-up.
+#
 # Everything it holds stays in qcdapp.APP, so an operator at the REPL (and
 # `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state, and
 # APP.engine, which resume() continues with after a Ctrl-C.
@@ -47,6 +52,7 @@ class App:
         self.store = None
         self.hook = None
         self.engine = None
+        self.tunnel = None
         self.wdt = None
         self.wlan = None
         self.log_lines = []
@@ -234,6 +240,62 @@ def _run(app):
         if pe is not None:
             pe(e)
     return app
+
+
+def setup(config_path=CONFIG_PATH):
+    """Steps 1-4 and the engine with its tunnel, for an app that runs the
+    IKE loop as an asyncio task (serve()). APP; APP.state says why not when
+    APP.engine is None."""
+    global APP
+    APP = app = App()
+    try:
+        _setup(app, config_path)
+    except SetupError as e:
+        app.state = "setup failed: %s" % e
+        app.log(app.state)
+        return app
+    if _import("socket") is None or _import("select") is None:
+        app.state = "ready; IKE not started: this board has no socket module"
+        app.log(app.state)
+        return app
+    from ike import device
+    from ike.tunnel import Tunnel
+
+    app.engine = device.new_engine(app.config, app.hook, log=app.log)
+    try:
+        app.tunnel = Tunnel(app.engine)
+    except ValueError as e:
+        app.state = "setup failed: %s" % e
+        app.log(app.state)
+        app.engine = None
+        return app
+    app.state = "ready"
+    return app
+
+
+async def serve(app=None):
+    """Step 5 as an asyncio task: the IKE loop (ike.aio.serve) on APP's
+    engine until stop() is called or the task is cancelled."""
+    from ike import aio
+
+    app = app or APP
+    app.state = "running"
+    try:
+        await aio.serve(app.engine, stop=lambda: app.state != "running", feed=app.feed)
+        app.state = "stopped"
+    except Exception as e:
+        app.state = "failed: %s: %s" % (type(e).__name__, e)
+        app.log(app.state)
+        pe = getattr(sys, "print_exception", None)
+        if pe is not None:
+            pe(e)
+    return app
+
+
+def stop():
+    """End serve() at its next wake-up."""
+    if APP is not None and APP.state == "running":
+        APP.state = "stopping"
 
 
 def _tick():

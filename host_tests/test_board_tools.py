@@ -157,7 +157,7 @@ def test_package_json_is_current_and_lists_every_device_module():
         pkg = json.load(f)
     assert ["hmac", "latest"] in pkg["deps"]
     srcs = set()
-    for top in ("qcd", "ike"):
+    for top in ("ikebase", "qcd", "ike"):
         for d, dirs, files in os.walk(os.path.join(ROOT, "lib", top)):
             dirs[:] = [x for x in dirs if x != "__pycache__"]
             srcs |= {os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")}
@@ -166,6 +166,16 @@ def test_package_json_is_current_and_lists_every_device_module():
     assert {src for _, src in pkg["urls"]} == srcs - host_only
     for dest, src in pkg["urls"]:
         assert src == "lib/" + dest and os.path.isfile(os.path.join(ROOT, src))
+
+
+def test_deploying_one_package_brings_the_packages_it_imports():
+    # lib/qcd and lib/ike both import lib/ikebase: `qcdboard deploy
+    # --packages qcd` must not leave a board where `import qcd.tokens` fails.
+    args = remote.deploy_cp("/dev/null", packages=["qcd"])
+    dests = [a for a in args if a.startswith(":")]
+    assert ":lib/ikebase/hmac256.py" in dests and ":lib/qcd/tokens.py" in dests
+    assert not [d for d in dests if d.startswith(":lib/ike/")]
+    assert remote.with_needs(["ike", "qcd"]) == ["ikebase", "ike", "qcd"]
 
 
 def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):

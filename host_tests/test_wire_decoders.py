@@ -141,3 +141,40 @@ def test_scapy_decodes_the_answer_through_udp_4500(secret_file):
     pkt = IP(bytes(IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=4500, dport=4500) / ans))
     notes = [n for n in pkt.iterpayloads() if isinstance(n, IKEv2_Notify)]
     assert [n.type for n in notes] == [4, 16419] and bytes(notes[1].notify) == TOKEN
+
+
+def test_notify_names_are_ianas_as_scapy_has_them():
+    # qcd.names (qcdtool decode, and qcd-peer's log) names every notify type
+    # IANA assigned; scapy's IKEv2 layer is an independent copy of that table.
+    from scapy.contrib.ikev2 import IKEv2NotifyMessageTypes
+
+    from qcd import names
+
+    theirs = {n: v.replace("IV2_NOTIFY_", "") for n, v in IKEv2NotifyMessageTypes.items()}
+    assert names.NOTIFY_NAMES == theirs
+    assert names.NOTIFY_NAMES[16396] == "MOBIKE_SUPPORTED" and names.NOTIFY_NAMES[16410] == "TICKET_REQUEST"
+
+
+def test_qcd_peer_logs_a_peers_notify_types_by_name():
+    # A message with notifies the engine does not handle (strongSwan sends
+    # MOBIKE_SUPPORTED in IKE_AUTH): qcd-peer's log line names them.
+    import runpy
+
+    from support import TOOLS
+
+    from ike import const
+    from ike.engine import Engine
+
+    saved = dict(const.NOTIFY_NAMES)
+    try:
+        assert const.notify_name(16396) == "N_16396"  # the device's short table
+        runpy.run_path(os.path.join(TOOLS, "qcd-peer"), run_name="qcd_peer")["lend_names"]()
+        lines = []
+        eng = Engine.__new__(Engine)
+        eng._log = lines.append
+        n = lambda t: (const.PT_N, b"\x00\x00" + t.to_bytes(2, "big"))  # noqa: E731
+        eng.log_msg("in", const.IKE_AUTH, False, 1, [n(16396), n(16410), n(16419)], ("192.0.2.1", 4500))
+        assert "[N(MOBIKE_SUPPORTED) N(TICKET_REQUEST) N(QUICK_CRASH_DETECTION)]" in lines[0], lines
+    finally:
+        const.NOTIFY_NAMES.clear()
+        const.NOTIFY_NAMES.update(saved)

@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 from board.remote import HOST_ONLY  # noqa: E402
 
 ARCHES = ("xtensawin", "rv32imc")
-PACKAGES = ("qcd", "ike")
+PACKAGES = ("ikebase", "qcd", "ike")
 # Size targets in bytes of .mpy, per architecture, for a package's device set.
 TARGETS = {"qcd": 12 * 1024}
 HOST_MARK = " (host only)"

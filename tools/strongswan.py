@@ -158,6 +158,27 @@ class Charon:
         self.peers.append(p)
         return p
 
+    def gateway_netns(self):
+        """nsenter prefix that runs a command in charon's own network
+        namespace: the gateway's protected side (10.1.0.1 on its lo), where
+        kernel-libipsec routes the Child SA's traffic."""
+        return ["nsenter", "--net=/proc/%d/ns/net" % self.proc.pid]
+
+    def gateway_side(self, args, log_path=None, wait=True, timeout=30.0):
+        """Run a command on the gateway's protected side: started and
+        returned (wait=False: a service, stopped with the charon), or run
+        to its end (CompletedProcess)."""
+        if wait:
+            return subprocess.run(self.gateway_netns() + list(args), capture_output=True, text=True, timeout=timeout)
+        with open(log_path or os.devnull, "ab") as out:
+            p = subprocess.Popen(self.gateway_netns() + list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.peers.append(p)
+        return p
+
+    def load_pool(self, name, addrs):
+        """A virtual-IP pool for roadwarriors (connection option pools=[name])."""
+        self.session().load_pool({name: {"addrs": addrs}})
+
     def session(self):
         if self._vici is None:
             import vici

@@ -185,9 +185,14 @@ class TestSecrets(unittest.TestCase):
         e, s = fresh()
         old = s.secrets()[0]
         s.rollover(b"n" * 32)
-        self.assertFalse(s.retire(fingerprint(b"n" * 32)))
+        with self.assertRaises(ValueError) as cm:
+            s.retire(fingerprint(b"n" * 32))
+        self.assertIn("is the current secret", str(cm.exception))
         self.assertTrue(s.retire(fingerprint(old)))
-        self.assertFalse(s.retire(fingerprint(old)))
+        with self.assertRaises(ValueError) as cm:
+            s.retire(fingerprint(old))
+        self.assertIn("no secret with fingerprint", str(cm.exception))
+        self.assertIn(fingerprint(b"n" * 32), str(cm.exception))  # names what is held
         e, s = reboot(e)
         self.assertEqual(s.secrets(), [b"n" * 32])
 

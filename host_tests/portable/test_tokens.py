@@ -36,6 +36,20 @@ class TestMakeToken(unittest.TestCase):
         self.assertNotEqual(a, b)
         self.assertNotEqual(a, tokens.make_token(s, i, r))
 
+    def test_cached_pads_stay_right_across_many_secrets(self):
+        # make_token keeps each secret's padded HMAC key (qcd.tokens._keys);
+        # cycling through more secrets than it keeps, and back, must give the
+        # same tokens as a one-shot HMAC, whatever is cached.
+        from ikebase.hmac256 import hmac_sha256
+
+        i, r = spis(9)
+        secrets = [det_bytes(50 + k, 32) for k in range(tokens._KEYS_MAX + 3)]
+        for _ in range(2):
+            for s in secrets:
+                self.assertEqual(tokens.make_token(s, i, r), hmac_sha256(s, i + r))
+        self.assertTrue(len(tokens._keys) <= tokens._KEYS_MAX)
+        self.assertEqual(tokens.make_token(bytearray(secrets[0]), i, r), hmac_sha256(secrets[0], i + r))
+
 
 class TestCompare(unittest.TestCase):
     def test_ct_equal(self):

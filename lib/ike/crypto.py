@@ -1,30 +1,37 @@
 # The crypto adapter: every primitive the engine uses, behind five functions.
 #
 #   aes_cbc_encrypt(key, iv, data) / aes_cbc_decrypt(key, iv, data)
-#   hmac_sha256(key, data)    a NEW hmac object per call
+#   hmac_sha256(key, data)    one-shot HMAC-SHA-256
+#   hmac_key(key)             the same key for many MACs: .digest(data)
 #   sha1(data), sha256(data)
 #   random_bytes(n)
 #   ct_equal(a, b)            constant-time comparison of MACs
 #
 # Backends, chosen at import:
 #   MicroPython  cryptolib.aes(key, 2, iv) (mode 2 = CBC: the MODE_* names
-#                are absent on stock firmware), hashlib, micropython-lib hmac,
-#                os.urandom
+#                are absent on stock firmware), hashlib, os.urandom
 #   CPython      the `cryptography` package for AES, the standard library for
 #                the rest
-# No AES is written by hand here. Where a backend lacks a primitive (the
-# WebAssembly MicroPython has no cryptolib, no os.urandom and no sha1), a
-# caller installs one with install(); until then using it raises
-# CryptoUnavailable, which the engine turns into "no answer".
+# HMAC is ikebase.hmac256 on both (padded key blocks computed once per key;
+# its header says why it is not micropython-lib's hmac, which stock ESP32
+# firmware does not have anyway). No AES is written by hand here. Where a
+# backend lacks a primitive (the WebAssembly MicroPython has no cryptolib,
+# no os.urandom and no sha1), a caller installs one with install(); until
+# then using it raises CryptoUnavailable, which the engine turns into "no
+# answer".
 #
 # Traps (micropython-esp32-reference.md §6, §9): built-in hash objects are
-# single-use (digest() finalises), so every MAC is a fresh hmac.new(); an
-# AES object either encrypts or decrypts, and CBC state carries over between
-# calls, so every operation builds its own object; data must be a multiple of
-# 16 octets (callers pad, RFC 7296 §3.14 and RFC 4303 §2.4).
+# single-use (digest() finalises) and cannot be copied, so every MAC feeds
+# fresh sha256 objects (ikebase.hmac256); an AES object either encrypts or
+# decrypts, and CBC state carries over between calls, so every operation
+# builds its own object; data must be a multiple of 16 octets (callers pad,
+# RFC 7296 §3.14 and RFC 4303 §2.4).
 
 import hashlib
-import hmac
+
+from ikebase.hmac256 import HmacKey as hmac_key  # noqa: F401
+from ikebase.hmac256 import ct_equal  # noqa: F401
+from ikebase.hmac256 import hmac_sha256  # noqa: F401
 
 
 class CryptoUnavailable(Exception):
@@ -106,11 +113,6 @@ def aes_cbc_decrypt(key, iv, data):
     return _aes_cbc(key, iv, data, False)
 
 
-def hmac_sha256(key, data):
-    # micropython-lib's hmac wants bytes for the key, never a memoryview.
-    return hmac.new(bytes(key), bytes(data), hashlib.sha256).digest()
-
-
 def sha256(data):
     return hashlib.sha256(bytes(data)).digest()
 
@@ -125,14 +127,3 @@ def random_bytes(n):
     if _random is None:
         raise CryptoUnavailable("no random source")
     return bytes(_random(n))
-
-
-def ct_equal(a, b):
-    # Touches every octet whatever the first difference (MicroPython's hmac
-    # has no compare_digest).
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= a[i] ^ b[i]
-    return r == 0

@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 
+from ike import state
 from ike.engine import NON_ESP_MARKER  # noqa: F401  (re-exported for tools)
 from ike.ts import ipv4
 
@@ -59,6 +60,10 @@ def make_logger(stream):
         stream.flush()
 
     return log
+
+
+# Control commands that act on an IKE SA that is up.
+_NEEDS_SA = ("liveness", "rekey-ike", "rekey-child", "delete-child", "delete-ike", "esp")
 
 
 class HostShell:
@@ -175,7 +180,12 @@ class HostShell:
                 st["hook"] = self.status_extra()
             st["ok"] = True
             st["ports"] = [e.local_port, e.local_natt_port]
+            st["ike_sas_up"] = sum(1 for sa in e.sas.values() if sa.up())
             return st
+        if cmd in _NEEDS_SA and not any(sa.up() for sa in e.sas.values()):
+            # Said in the answer, not logged: `ctl --wait` asks again and
+            # again while an initiator is still in its start_delay_s.
+            return self.refused(cmd, {"packet": None} if cmd == "esp" else None)
         if cmd == "initiate":
             ok = e.initiate(now)
         elif cmd == "liveness":
@@ -193,7 +203,9 @@ class HostShell:
             pkt = e.send_esp(now, payload)
             ok = pkt is not None
             self._flush()
-            return {"ok": ok, "packet": pkt.hex() if pkt else None}
+            if not ok:
+                return self.refused(cmd, {"packet": None})
+            return {"ok": ok, "packet": pkt.hex()}
         elif cmd == "stop":
             self.stop()
             ok = True
@@ -202,7 +214,43 @@ class HostShell:
         else:
             return {"ok": False, "error": "unknown command %r" % cmd}
         self._flush()
-        return {"ok": bool(ok)}
+        if not ok:
+            return self.refused(cmd)
+        return {"ok": True}
+
+    def refused(self, cmd, extra=None):
+        """The answer to a command the engine did not start: why, in the
+        answer itself (not only in the log), and "retry": true when waiting
+        can change that (qcd-peer ctl --wait retries those)."""
+        why, retry = self.why_not(cmd)
+        out = {"ok": False, "error": why, "retry": retry}
+        if extra:
+            out.update(extra)
+        return out
+
+    def why_not(self, cmd):
+        """(reason, whether it may pass by itself) for a refused command."""
+        e = self.eng
+        if cmd == "initiate":
+            return "no peer address configured (peer.addr)", False
+        ups = [sa for sa in e.sas.values() if sa.up()]
+        if not ups:
+            start_at = getattr(e, "_start_at", None)
+            coming = [sa for sa in e.sas.values() if sa.state in (state.INIT_SENT, state.AUTH_SENT, state.INIT_DONE)]
+            if start_at is not None:
+                return "no IKE SA is up yet: this initiator starts one in %.1f s (start_delay_s or reinitiate_s)" % (max(0, start_at - self.now()) / 1000.0), True
+            if coming:
+                return "no IKE SA is up yet: IKE SA %s is being set up (%s)" % (coming[0].name(), coming[0].state), True
+            if e.cfg.initiator:
+                return "no IKE SA is up (none scheduled: `initiate` starts one)", False
+            return "no IKE SA is up: this responder waits for its peer to start one", True
+        if cmd in ("rekey-child", "delete-child", "esp"):
+            kids = [c for sa in ups for c in sa.children if c.state == state.INSTALLED]
+            if not kids:
+                return "no Child SA is installed under IKE SA %s" % ups[-1].name(), True
+            if cmd == "esp" and not any(sa.natt for sa in ups):
+                return "ESP here is UDP-encapsulated only: IKE SA %s is not on the NAT-T port (\"nat_t\": \"force\")" % ups[-1].name(), False
+        return "the engine did not start %s (its log line says why)" % cmd, False
 
     def run(self, max_s=None):
         """Serve until stop() (a signal, or the "stop" command). On a stop,

@@ -25,16 +25,17 @@ def prf_plus(key, seed, length):
         T1 = prf (K, S | 0x01)
         T2 = prf (K, T1 | S | 0x02) ...
     "The prf+ function is not defined beyond 255 times the size of the prf
-    function output." Each round is a new HMAC object (crypto.hmac_sha256):
-    MicroPython's hash objects are single-use.
+    function output." K's padded blocks are computed once for all rounds
+    (crypto.hmac_key).
     """
     if length > 255 * PRF_LEN:
         raise ValueError("prf+ is not defined beyond 255 rounds")
+    k = crypto.hmac_key(key)
     out = bytearray()
     t = b""
     n = 1
     while len(out) < length:
-        t = prf(key, t + seed + bytes((n,)))
+        t = k.digest(t + seed + bytes((n,)))
         out += t
         n += 1
     return bytes(out[:length])

@@ -38,12 +38,15 @@ class MemoryKeys:
         self._secrets.insert(0, check_secret(secret))
 
     def retire(self, fp):
-        """Forget the secret with fingerprint `fp` (never the current one)."""
-        for i in range(1, len(self._secrets)):
+        """Forget the secret with fingerprint `fp` (never the current one);
+        ValueError saying why, as qcd.store's retire."""
+        for i in range(len(self._secrets)):
             if fingerprint(self._secrets[i]) == fp:
+                if i == 0:
+                    raise ValueError("%s is the current secret: roll over to a new one first" % fp)
                 del self._secrets[i]
                 return True
-        return False
+        raise ValueError("no secret with fingerprint %r here (held: %s)" % (fp, ", ".join(fingerprint(s) for s in self._secrets) or "none"))
 
     def child_get(self, spi):
         return self._map.get(spi)

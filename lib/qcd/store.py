@@ -260,16 +260,20 @@ class Store:
         return fingerprint(secret)
 
     def retire(self, fp):
-        """Forget the secret with fingerprint `fp` (never the current one)."""
+        """Forget the secret with fingerprint `fp` (never the current one).
+        True when done; ValueError saying why when not (the current secret,
+        or no secret with that fingerprint: the ones held are named)."""
         cur = max(self._secrets) if self._secrets else -1
         for g in self._secrets:
-            if g != cur and fingerprint(self._secrets[g][0]) == fp:
+            if fingerprint(self._secrets[g][0]) == fp:
+                if g == cur:
+                    raise ValueError("%s is the current secret: roll over to a new one first" % fp)
                 self._writable()
                 self._append(_rec(_T_RETIRE, g))
                 del self._secrets[g]
                 self._sort_secrets()
                 return True
-        return False
+        raise ValueError("no secret with fingerprint %r here (held: %s)" % (fp, ", ".join(fingerprint(s) for s in self.secrets()) or "none"))
 
     # -- diagnostics ------------------------------------------------------------------
 

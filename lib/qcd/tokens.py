@@ -11,12 +11,14 @@
 # Rockhopper uses HMAC-SHA-512 with a 64-byte secret; a racoon2 variant uses
 # HMAC-SHA-1 truncated to 16 bytes.
 #
-# hashlib and hmac are the stdlib on CPython and micropython-lib's hmac over the
-# built-in sha256 on MicroPython. There, hash objects are single-use, so every
-# token is a fresh hmac.new(...).digest().
+# The MAC is ikebase.hmac256 (the IKE prf uses it too): its padded key blocks
+# are built once per secret and kept in _keys, so a token costs two sha256()
+# runs in C and nothing else (issue 10 §5); no micropython-lib hmac needed.
 
 import hashlib
-import hmac
+
+from ikebase.hmac256 import HmacKey, ct_equal  # noqa: F401 (ct_equal: qcd.taker)
+from ikebase.hmac256 import ct_equal_loop as _ct_equal  # noqa: F401 (the portable one)
 
 SECRET_LEN = 32  # octets; RFC 6290 §5.1 wants at least 128 bits
 TOKEN_LEN = 32  # octets of HMAC-SHA-256 output
@@ -28,6 +30,22 @@ STYLE_ADDR = 2  # RFC 6290 §5.2: token bound to the taker's address too
 
 _sha256 = hashlib.sha256
 
+# secret -> HmacKey. A maker holds one to a few secrets (current, previous);
+# more than _KEYS_MAX distinct secrets start the cache afresh.
+_keys = {}
+_KEYS_MAX = 4
+
+
+def _key(secret):
+    if type(secret) is not bytes:
+        secret = bytes(secret)
+    k = _keys.get(secret)
+    if k is None:
+        if len(_keys) >= _KEYS_MAX:
+            _keys.clear()
+        k = _keys[secret] = HmacKey(secret)
+    return k
+
 
 def make_token(secret, spi_i, spi_r, taker_addr=None):
     """The token for the IKE SA (spi_i, spi_r): 32 bytes.
@@ -37,23 +55,7 @@ def make_token(secret, spi_i, spi_r, taker_addr=None):
     checked (8-byte SPIs); nothing from the network reaches here unchecked.
     """
     msg = spi_i + spi_r if taker_addr is None else spi_i + spi_r + taker_addr
-    return hmac.new(secret, msg, _sha256).digest()
-
-
-def _ct_equal(a, b):
-    # RFC 6290 §9: compare tokens in constant time. MicroPython's hmac has no
-    # compare_digest, so this loop is the portable fallback: it touches every
-    # byte whatever the first difference is.
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= a[i] ^ b[i]
-    return r == 0
-
-
-# On CPython, hmac.compare_digest is the vetted C implementation.
-ct_equal = getattr(hmac, "compare_digest", None) or _ct_equal
+    return _key(secret).digest(msg)
 
 
 def check_secret(s):

@@ -13,8 +13,10 @@ LIB = os.path.join(ROOT, "lib")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIAG_SCRIPT = os.path.join(HERE, "device_diag.py")
 READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
-PACKAGES = ("qcd", "ike")  # lib/<name>, those that exist
-APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/main.py", "main.py"))
+PACKAGES = ("ikebase", "qcd", "ike")  # lib/<name>, those that exist
+# What each package imports from the others: deploying one brings these too.
+NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
+APP_FILES = (("firmware/qcdapp.py", "lib/qcdapp.py"), ("firmware/readings.py", "lib/readings.py"), ("firmware/main.py", "main.py"))
 # Modules of lib/ that no device imports; host tools and tests do. They stay
 # out of everything that goes onto a board: `qcdboard deploy`, package.json
 # (mip) and firmware/manifest.py (the freeze lists the device set file by
@@ -45,6 +47,16 @@ def package_files(packages=PACKAGES, host_only=False):
     return out
 
 
+def with_needs(packages):
+    """packages plus the ones they import (NEEDS), each once, needs first."""
+    out = []
+    for pkg in packages:
+        for dep in NEEDS.get(pkg, ()) + (pkg,):
+            if dep not in out:
+                out.append(dep)
+    return out
+
+
 def _mkdirs_code(dev_paths):
     dirs = set()
     for p in dev_paths:
@@ -58,11 +70,12 @@ def _mkdirs_code(dev_paths):
 
 
 def deploy_cp(port, app=False, config=None, packages=PACKAGES):
-    """mpremote argv copying lib/qcd (and lib/ike) to /lib on the board,
-    without the host-only modules (HOST_ONLY); with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
+    """mpremote argv copying lib/qcd (and lib/ike, and lib/ikebase that both
+    import: NEEDS) to /lib on the board, without the host-only modules
+    (HOST_ONLY); with app, also the firmware app (firmware/qcdapp.py to /lib, main.py
     to /); with config, that file to /qcd.json. `fs cp` skips files whose
     sha256 already matches, so a second deploy copies only what changed."""
-    files = package_files(packages)
+    files = package_files(with_needs(packages))
     if app:
         files += [(os.path.join(ROOT, h), d) for h, d in APP_FILES]
     if config:

@@ -1,0 +1,63 @@
+# Section: the data plane (issue 12): datagrams per second and the cost per
+# datagram through the tunnel, on CPython and the WebAssembly MicroPython,
+# bytes per open tunnel socket, and the longest time the device loop keeps
+# other asyncio tasks waiting during a handshake.
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "tunnel_bench.py")
+AIO = os.path.join(HERE, "tunnel_aio_bench.py")
+
+
+def run(bench):
+    bench.log("tunnel: CPython")
+    cp = bench.cpython(SCRIPT)
+    bench.log("tunnel: MicroPython (WebAssembly)")
+    mp = bench.micropython(SCRIPT, paths=("lib:/lib",))
+    groups = [int(g) for g in cp["groups"].split(",")]
+    aio = {}
+    for g in groups:
+        bench.log("tunnel: asyncio on CPython, group %d" % g)
+        aio[g] = bench.cpython(AIO, g)
+    L = []
+    L.append("## Data plane: datagrams through the tunnel, sockets, asyncio")
+    L.append("")
+    L.append("`python3 bench/tunnel_bench.py` and `node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py`: two engines in")
+    L.append("memory with a Tunnel each (ike.tunnel), %s / %s datagrams per figure (CPython / MicroPython), no sockets." % (cp["n"], mp["n"]))
+    L.append("*send* is `sock.sendto()` on the device: inner IPv4/UDP headers, RFC 768 checksum, selector checks, ESP; *ESP* is")
+    L.append("`esp.seal_into` alone (padding, AES-CBC-256, HMAC-SHA-256-128 ICV); *echo* is a datagram to the gateway's socket,")
+    L.append("echoed back and received (two seals, two opens). On the WebAssembly port AES runs in Node through run.mjs's")
+    L.append("hex-string bridge (an ESP32 has cryptolib in C), so its ESP figures are the bridge's as much as ours.")
+    L.append("")
+    L.append("| figure | CPython | MicroPython (WebAssembly) |")
+    L.append("|---|---:|---:|")
+    for size in ("64", "1394"):
+        L.append("| send, %s-octet payload | %s µs | %s µs |" % (size, cp["send_us_" + size], mp["send_us_" + size]))
+        L.append("| of which ESP (encrypt + ICV) | %s µs | %s µs |" % (cp["esp_us_" + size], mp["esp_us_" + size]))
+        L.append("| echo round trip, %s octets | %s µs (%s /s) | %s µs (%s /s) |" % (size, cp["echo_us_" + size], cp["echo_per_s_" + size], mp["echo_us_" + size], mp["echo_per_s_" + size]))
+        L.append("| heap allocated per send, %s octets | – | %s B |" % (size, mp["alloc_per_send_" + size]))
+    L.append("| heap per open tunnel socket | %s B | %s B |" % (cp["per_socket_bytes"], mp["per_socket_bytes"]))
+    L.append("| heap per Tunnel (its preallocated packet buffer included) | %s B | %s B |" % (cp["per_tunnel_bytes"], mp["per_tunnel_bytes"]))
+    L.append("| largest UDP payload (MTU 1500) | %s B | %s B |" % (cp["max_payload"], mp["max_payload"]))
+    for g in groups:
+        L.append("| longest single engine step in a handshake, D-H group %d (%s side) | %s ms | %s ms |" % (g, mp["handshake_longest_step_where_group%d" % g], cp["handshake_longest_step_ms_group%d" % g], mp["handshake_longest_step_ms_group%d" % g]))
+    L.append("")
+    L.append("The engine runs between two awaits of ike.aio's task, so its longest step is the longest an asyncio task beside it")
+    L.append("waits: the step that computes a D-H exponentiation (two on the responder). \"Allocated per send\" is")
+    L.append("`gc.mem_alloc()` growth (no collection runs inside a step on this port): the checksum's big integer, the crypto")
+    L.append("adapter's copies and results, and the datagram; with the bridge's hex strings on this port.")
+    L.append("")
+    L.append("`python3 bench/tunnel_aio_bench.py GROUP`: the device loop (ike.aio.serve) as an asyncio task with real UDP")
+    L.append("sockets against tools/qcd-peer (`--echo 7`), and a ticker task that sleeps 1 ms and records how late it woke.")
+    L.append("")
+    L.append("| figure (CPython asyncio, real sockets) | " + " | ".join("group %d" % g for g in groups) + " |")
+    L.append("|---|" + "---:|" * len(groups))
+    L.append("| handshake (start to tunnel address) | " + " | ".join("%s ms" % aio[g]["handshake_ms"] for g in groups) + " |")
+    L.append("| longest block of the ticker during the handshake | " + " | ".join("%s ms" % aio[g]["longest_block_ms_handshake"] for g in groups) + " |")
+    L.append("| readings echoed through the tunnel (one at a time) | " + " | ".join("%s /s (%s of 200)" % (aio[g]["readings_per_s"], aio[g]["readings_answered"]) for g in groups) + " |")
+    L.append("| longest block of the ticker during the readings | " + " | ".join("%s ms" % aio[g]["longest_block_ms_readings"] for g in groups) + " |")
+    L.append("")
+    L.append("On an ESP32 the D-H step is the figure to plan for: MicroPython's mpz pow() is not interruptible, so a task")
+    L.append("beside the loop waits for one MODP-2048 exponentiation (a 256-bit exponent, ike.dh) at a time, twice per")
+    L.append("handshake on the device (its KE, then the shared secret), plus the engine's other work in that step.")
+    return "\n".join(L)

@@ -1,0 +1,279 @@
+# The data plane (ike.tunnel) on CPython and on MicroPython, unchanged:
+# datagrams per second through the tunnel, the cost per datagram of ESP
+# (AES-CBC + HMAC-SHA-256-128 ICV) and of the rest (IPv4/UDP headers,
+# checksums, selectors), bytes allocated per datagram, heap per open tunnel
+# socket and per Tunnel, and the longest engine step during a handshake
+# (what an asyncio task beside ike.aio waits at most, per DH group).
+# Prints `RESULT name value` lines for bench/section_tunnel.py.
+#
+#   python3 bench/tunnel_bench.py                           (lib/ on sys.path)
+#   node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py
+#
+# Two engines in memory (device and gateway, a Tunnel each), no sockets:
+# what is measured is lib/ike's own work. On the WebAssembly port AES comes
+# from Node's crypto through tools/mpwasm/run.mjs's jscrypto bridge (hex
+# strings across the JS proxy), where an ESP32 has cryptolib in C: its ESP
+# figure there is the bridge's as much as ours; the "rest" is ours alone.
+import gc
+import sys
+import time
+
+MICRO = sys.implementation.name == "micropython"
+N = 200 if MICRO else 2000  # datagrams per measurement
+S = {}
+
+DEV = {
+    "role": "initiator",
+    "local": {"addr": "192.0.2.2", "port": 500, "natt_port": 4500},
+    "peer": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
+    "psk": "a-long-pre-shared-key",
+    "id_local": "dev.example",
+    "id_peer": "gw.example",
+    "ts_local": ["10.2.0.0/24"],
+    "ts_peer": ["10.1.0.0/16"],
+    "dpd_s": 0,
+    "start_delay_s": None,
+    "nat_t": "force",
+    "tunnel": {"inner_addr": "10.2.0.5"},
+}
+GW = {
+    "role": "responder",
+    "local": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
+    "psk": "a-long-pre-shared-key",
+    "id_local": "gw.example",
+    "id_peer": "dev.example",
+    "ts_local": ["10.1.0.0/16"],
+    "ts_peer": ["10.2.0.0/24"],
+    "dpd_s": 0,
+    "tunnel": {"inner_addr": "10.1.0.1"},
+}
+
+
+def result(name, value):
+    print("RESULT %s %s" % (name, value))
+
+
+if MICRO:
+
+    def clock_us():
+        return time.ticks_us()
+
+    def since_us(t0):
+        return time.ticks_diff(time.ticks_us(), t0)
+
+else:
+
+    def clock_us():
+        return time.perf_counter()
+
+    def since_us(t0):
+        return (time.perf_counter() - t0) * 1e6
+
+
+def install_crypto():
+    from ike import crypto
+
+    if not crypto.available():
+        return
+    import jscrypto
+    import jsrandom
+
+    crypto.install(
+        aes_cbc=lambda k, iv, d, e: bytes.fromhex(jscrypto.aes_cbc(bytes(k).hex(), bytes(iv).hex(), bytes(d).hex(), e)),
+        sha1=lambda d: bytes.fromhex(jscrypto.sha1(bytes(d).hex())),
+        random=lambda n: bytes(jsrandom.bytes(n)),
+    )
+
+
+def heap():
+    gc.collect()
+    if MICRO:
+        return gc.mem_alloc()
+    import tracemalloc
+
+    return tracemalloc.get_traced_memory()[0]
+
+
+def allocated():
+    """Bytes allocated so far (MicroPython: no collection runs inside a step
+    on the WebAssembly port, so mem_alloc only grows; CPython: tracemalloc's
+    peak is not it, so this is only used on MicroPython)."""
+    return gc.mem_alloc() if MICRO else 0
+
+
+class Link:
+    """Device and gateway engines; step() delivers, timing each engine call."""
+
+    def __init__(self, dev, gw):
+        from ike.config import Config
+        from ike.engine import Engine
+
+        self.dev = Engine(Config(dev))
+        self.gw = Engine(Config(gw))
+        self.longest = 0
+        self.longest_what = ""
+
+    def timed(self, what, f, *a):
+        t0 = clock_us()
+        r = f(*a)
+        d = since_us(t0)
+        if d > self.longest:
+            self.longest = d
+            self.longest_what = what
+        return r
+
+    def pump(self):
+        for _ in range(20):
+            moved = False
+            for src, dst, name, addr in ((self.dev, self.gw, "gateway", "192.0.2.2"), (self.gw, self.dev, "device", "192.0.2.1")):
+                src.take_events()
+                for data, to, natt in src.take_datagrams():
+                    moved = True
+                    self.timed(name, dst.receive, data, (addr, 4500 if natt else 500), natt, 0)
+            if not moved:
+                return
+
+
+def handshake(group):
+    dev = dict(DEV, dh_groups=[group])
+    gw = dict(GW, dh_groups=[group])
+    ln = Link(dev, gw)
+    ln.timed("device", ln.dev.initiate, 0)
+    ln.pump()
+    return ln
+
+
+def prepare():
+    from ike import dh
+    from ike.tunnel import Tunnel
+
+    install_crypto()
+    groups = [g for g in (14, 31) if g in dh.SUPPORTED]
+    for g in groups:
+        ln = handshake(g)
+        result("handshake_longest_step_ms_group%d" % g, "%.1f" % (ln.longest / 1000))
+        result("handshake_longest_step_where_group%d" % g, ln.longest_what)
+    result("groups", ",".join(str(g) for g in groups))
+    ln = Link(DEV, GW)
+    S["dt"] = Tunnel(ln.dev)
+    S["gt"] = Tunnel(ln.gw)
+    ln.dev.initiate(0)
+    ln.pump()
+    S["ln"] = ln
+    S["echo"] = S["gt"].socket(7)
+    S["sock"] = S["dt"].socket(5000)
+
+
+def collect():
+    gc.collect()
+
+
+def send_only(size):
+    """Device side only: build + ESP for N datagrams of `size` octets."""
+
+    def step():
+        ln, s = S["ln"], S["sock"]
+        data = b"r" * size
+        dst = ("10.1.0.1", 7)
+        a0 = allocated()
+        t0 = clock_us()
+        for _ in range(N):
+            s.sendto(data, dst)
+            ln.dev._out.clear()
+        us = since_us(t0)
+        a1 = allocated()
+        result("send_us_%d" % size, "%.1f" % (us / N))
+        if MICRO:
+            result("alloc_per_send_%d" % size, "%.0f" % ((a1 - a0) / N))
+
+    return step
+
+
+def esp_only(size):
+    """The ESP part alone (esp.seal_into: padding, AES-CBC, ICV) on an inner
+    packet of size + 28 octets already in the tunnel's buffer."""
+
+    def step():
+        from ike import esp
+
+        dt = S["dt"]
+        child = S["ln"].dev.sas[list(S["ln"].dev.sas)[0]].children[0]
+        iv = bytes(16)
+        n = size + 28
+        t0 = clock_us()
+        for i in range(N):
+            esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], child.keys[3], 4, iv)
+        result("esp_us_%d" % size, "%.1f" % (since_us(t0) / N))
+
+    return step
+
+
+def round_trip(size):
+    """Device -> gateway -> device: one datagram out, delivered, echoed,
+    delivered back (four ESP operations: seal, open, seal, open)."""
+
+    def step():
+        ln, s, e = S["ln"], S["sock"], S["echo"]
+        data = b"r" * size
+        t0 = clock_us()
+        got = 0
+        for _ in range(N):
+            s.sendto(data, ("10.1.0.1", 7))
+            for pkt, to, natt in ln.dev.take_datagrams():
+                ln.gw.receive(pkt, ("192.0.2.2", 4500), True, 0)
+            r = e.recvfrom()
+            e.sendto(r[0], r[1])
+            for pkt, to, natt in ln.gw.take_datagrams():
+                ln.dev.receive(pkt, ("192.0.2.1", 4500), True, 0)
+            if s.recvfrom() is not None:
+                got += 1
+        us = since_us(t0)
+        result("echo_us_%d" % size, "%.1f" % (us / N))
+        result("echo_per_s_%d" % size, "%.0f" % (N * 1e6 / us))
+        result("echo_lost_%d" % size, N - got)
+
+    return step
+
+
+def sockets_step():
+    S["socks"] = [S["dt"].socket(0) for _ in range(20)]
+
+
+def tunnel_step():
+    from ike.tunnel import Tunnel
+
+    S["t2"] = Tunnel(S["ln"].dev)  # replaces the engine's tunnel (fine here: last)
+
+
+def mark(name):
+    def step():
+        S[name] = heap()
+
+    return step
+
+
+def report():
+    result("per_socket_bytes", "%.0f" % ((S["after_socks"] - S["before_socks"]) / 20))
+    result("per_tunnel_bytes", S["after_tunnel"] - S["before_tunnel"])
+    result("max_payload", S["dt"].max_payload)
+    result("n", N)
+    result("internal_errors", S["ln"].dev.counters["internal_errors"] + S["ln"].gw.counters["internal_errors"])
+
+
+steps = [prepare, collect]
+for size in (64, 1394):
+    steps += [send_only(size), collect, esp_only(size), collect, round_trip(size), collect]
+steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark("before_tunnel"), tunnel_step, collect, mark("after_tunnel"), report]
+
+if MICRO:
+    try:
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+    except NameError:
+        for s in steps:
+            s()
+else:
+    import tracemalloc
+
+    tracemalloc.start()
+    for s in steps:
+        s()

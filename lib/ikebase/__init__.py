@@ -1,0 +1,7 @@
+# ikebase: IKEv2 pieces that both lib/qcd and lib/ike use (those two packages
+# never import each other). Runs on MicroPython and CPython.
+#
+#   ikebase.hmac256   HMAC-SHA-256 with the padded key blocks computed once
+#                     per key; constant-time comparison of MACs
+#
+# Modules are imported on demand: `import ikebase` costs almost nothing.
