@@ -4,14 +4,25 @@
 #   1. read the configuration file (/qcd.json): the IKE peer configuration
 #      of lib/ike (docs/config.md: peer, PSK, IDs, traffic selectors, and its
 #      "qcd" section) plus "wifi" and "device" sections read here;
-#   2. start the watchdog;
-#   3. bring Wi-Fi up (before the store: on first boot the store creates the
+#   2. bring Wi-Fi up (before the store: on first boot the store creates the
 #      QCD secret with os.urandom, which is true-random only while the radio
 #      is on; reference doc §6 and trap 13);
-#   4. find the `qcd` partition with esp32.Partition.find(TYPE_DATA, ...)
+#   3. find the `qcd` partition with esp32.Partition.find(TYPE_DATA, ...)
 #      (find() defaults to TYPE_APP) and mount the store on it;
-#   5. build the QCD hook on the store and run the IKE engine's device loop
-#      with it, feeding the watchdog from the loop.
+#   4. build the QCD hook on the store and run the IKE engine's device loop
+#      with it; the watchdog starts at the loop's first turn and is fed from
+#      the loop.
+#
+# Steps 1-4 are the setup. When it fails (no or a bad configuration, Wi-Fi
+# not connecting, no `qcd` partition, a store that cannot be used, a module
+# missing, out of memory) no watchdog is running: the board stays up with the
+# error in APP.state and APP.error (what `qcdboard diag` shows), and main.py
+# (main(retry=True)) tries the setup again after device.setup_retry_s, the
+# wait doubling up to device.setup_retry_max_s, for as long as it fails. A
+# Ctrl-C (mpremote, qcdboard diag) ends that wait at the REPL; resume() goes
+# on with it. Each retry re-reads the configuration (fix it with `qcdboard
+# deploy --config`) and keeps what already worked: a store mounted once is
+# not mounted again, so a retry adds no record to the flash.
 #
 # Beside other asyncio tasks (firmware/readings.py is the example): setup()
 # does steps 1-4 and makes the engine and its tunnel (APP.tunnel, ike.tunnel)
@@ -19,13 +30,14 @@
 # asyncio.create_task (ike.aio), feeding the watchdog at every wake-up.
 #
 # Everything it holds stays in qcdapp.APP, so an operator at the REPL (and
-# `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state, and
-# APP.engine, which resume() continues with after a Ctrl-C.
+# `qcdboard diag`) can look at it: APP.hook, APP.store, APP.state, APP.error,
+# and APP.engine, which resume() continues with after a Ctrl-C.
 #
-# Without a network module, step 3 is skipped with a message; without
-# sockets, step 5 too (the store is mounted and the hook built all the same).
-# The virtual board (tools/vboard) has no network module; with --net it has
-# sockets on the host's network, and the IKE loop runs there.
+# Without a network module, step 2 is skipped with a message; without
+# sockets or lib/ike, step 4's loop too (the store is mounted and the hook
+# built all the same). The virtual board (tools/vboard) has no network
+# module; with --net it has sockets on the host's network, and the IKE loop
+# runs there.
 import json
 import sys
 
@@ -33,6 +45,11 @@ CONFIG_PATH = "/qcd.json"
 LABEL = "qcd"
 WIFI_TIMEOUT_MS = 30000
 DEFAULT_WATCHDOG_S = 60  # device.watchdog_s; 0 disables
+# device.setup_retry_s / setup_retry_max_s: after a failed setup, wait this
+# long before the next attempt, doubling each time up to the maximum
+# (0 = no retries: the board stays at the REPL with the error).
+DEFAULT_RETRY_S = 10
+DEFAULT_RETRY_MAX_S = 600
 BOARDS_HINT = (
     "flash a qcd partition table: `make flash PORT=... BOARD=QCD_ESP32` "
     "(or QCD_ESP32_S3, QCD_ESP32_C3; tables in boards/<BOARD>/partitions-qcd.csv), "
@@ -54,8 +71,15 @@ class App:
         self.engine = None
         self.tunnel = None
         self.wdt = None
+        self.guard = 0  # watchdog seconds, set once the IKE loop runs
         self.wlan = None
         self.log_lines = []
+        self.error = None  # why the last setup attempt failed
+        self.attempts = 0  # failed setup attempts
+        self.retry = False  # main.py: retry a failed setup
+        self.retry_s = None  # the wait before the next attempt
+        self.stopped = False  # a Ctrl-C ended the setup or its wait
+        self.config_path = CONFIG_PATH
 
     def log(self, line):
         print(line)
@@ -63,11 +87,19 @@ class App:
         del self.log_lines[:-20]
 
     def feed(self):
+        if self.wdt is None and self.guard:
+            # the IKE loop's first turn: from now on the watchdog guards it
+            # (never during the setup: a setup that fails must not reset the
+            # board over and over)
+            import machine
+
+            self.wdt = start_watchdog(machine, self.guard)
+            self.log("watchdog: started, %s s" % self.guard)
         if self.wdt is not None:
             self.wdt.feed()
 
     def status(self):
-        return {"state": self.state, "partition": self.partition.info() if self.partition else None}
+        return {"state": self.state, "error": self.error, "attempts": self.attempts, "partition": self.partition.info() if self.partition else None}
 
 
 APP = None
@@ -90,9 +122,16 @@ def load_config(path=CONFIG_PATH):
         if not isinstance(cfg.get(sect, {}), dict):
             raise SetupError("%s: %r must be an object" % (path, sect))
     try:
+        import ike  # noqa: F401
+    except ImportError as e:
+        if _absent(e, "ike"):
+            return cfg  # no lib/ike on this board: the IKE loop cannot start anyway
+        raise SetupError("lib/ike cannot be imported: %s" % e)
+    try:
         from ike import config as ikeconfig
-    except ImportError:  # no lib/ike on this board: the IKE loop cannot start anyway
-        return cfg
+    except ImportError as e:
+        # lib/ike is here but something it needs is not: say what
+        raise SetupError("lib/ike cannot check %s: %s (a module lib/ike needs is missing from this board: deploy it, or use a firmware that has it)" % (path, e))
     try:
         ikeconfig.Config(cfg)  # every IKE key checked now, before the radio is on
     except ValueError as e:
@@ -114,6 +153,16 @@ def find_partition(esp32, label=LABEL):
     if size % 4096 or not 4 <= size // 4096 <= 255:
         raise SetupError("partition %r is %d bytes, not 4 to 255 blocks of 4 KiB: %s" % (label, size, BOARDS_HINT))
     return p
+
+
+def _absent(e, name):
+    """Whether ImportError `e` says module `name` itself is not there (not a
+    module it imports): CPython names it, MicroPython says "no module named
+    'name'"."""
+    n = getattr(e, "name", None)
+    if n is not None:
+        return n == name
+    return str(e).endswith("'%s'" % name)
 
 
 def start_watchdog(machine, seconds):
@@ -173,43 +222,107 @@ def _import(name):
         return None
 
 
-def main(config_path=CONFIG_PATH):
-    """Boot the app; returns when the IKE loop ends (or cannot start)."""
+def main(config_path=CONFIG_PATH, retry=False):
+    """Boot the app: set up, then run the IKE loop. Returns when the loop
+    ends (or cannot start), or when the setup failed; with retry (what
+    main.py asks for) a failed setup is tried again on the back-off of
+    device.setup_retry_s / setup_retry_max_s until it works or a Ctrl-C
+    ends the wait."""
     global APP
     APP = app = App()
-    try:
-        _setup(app, config_path)
-    except SetupError as e:
-        app.state = "setup failed: %s" % e
-        app.log(app.state)
-        return app
+    app.config_path = config_path
+    app.retry = retry
+    return _boot(app)
+
+
+def _boot(app):
+    while True:
+        try:
+            ok = _attempt(app)
+            if ok:
+                break
+            if not app.retry or not app.retry_s:
+                return app
+            app.log("setup: attempt %d failed; next in %d s (Ctrl-C: REPL; qcdapp.resume() goes on)" % (app.attempts, app.retry_s))
+            _sleep_s(app.retry_s)
+        except KeyboardInterrupt:
+            app.log("setup: stopped (Ctrl-C) after %d failed attempt(s); qcdapp.resume() goes on with it" % app.attempts)
+            app.error = app.error or "setup interrupted"
+            app.state = "setup failed: %s" % app.error
+            app.stopped = True
+            return app
     return _run(app)
+
+
+def _sleep_s(seconds):
+    import time
+
+    time.sleep_ms(int(seconds * 1000))  # Ctrl-C ends it, as on the esp32 port
+
+
+def _attempt(app):
+    """One setup attempt: True when done; else the error is in app.state
+    and app.error, and app.retry_s says how long to wait."""
+    app.stopped = False
+    try:
+        _setup(app, app.config_path)
+        app.error = None
+        return True
+    except Exception as e:  # noqa: BLE001 (whatever it is, the board must stay diagnosable)
+        app.attempts += 1
+        try:
+            app.error = str(e) if isinstance(e, SetupError) else "%s: %s" % (type(e).__name__, e)
+        except MemoryError:
+            app.error = "MemoryError"
+        app.state = "setup failed: %s" % app.error
+        try:
+            app.log(app.state)
+        except MemoryError:
+            pass
+        app.retry_s = _backoff(app)
+        return False
+
+
+def _backoff(app):
+    dev = (app.config or {}).get("device") or {}
+    first = dev.get("setup_retry_s", DEFAULT_RETRY_S)
+    most = dev.get("setup_retry_max_s", DEFAULT_RETRY_MAX_S)
+    if not isinstance(first, (int, float)) or first <= 0:
+        return None
+    if not isinstance(most, (int, float)) or most < first:
+        most = first
+    wait = first
+    for _ in range(app.attempts - 1):
+        wait = wait * 2
+        if wait >= most:
+            return most
+    return wait
 
 
 def _setup(app, config_path):
     import esp32
-    import machine
     import os
     import time
 
-    app.config = cfg = load_config(config_path)
+    app.config = None
+    cfg = load_config(config_path)
+    app.config = cfg
     dev = cfg.get("device") or {}
-    app.wdt = start_watchdog(machine, dev.get("watchdog_s", DEFAULT_WATCHDOG_S))
     network = _import("network")
     if network is None:
         app.log("wifi: skipped, this board has no network module")
     else:
         app.wlan = wifi_up(network, cfg, app, time.ticks_ms, time.ticks_diff, time.sleep_ms)
-    app.feed()
     app.partition = find_partition(esp32, dev.get("partition", LABEL))
-    from qcd import store as qstore
+    if app.store is None:
+        # mounted once: a retry does not mount (and count a boot) again
+        from qcd import store as qstore
 
-    try:
-        app.store = qstore.mount(app.partition, rng=os.urandom)
-    except ValueError as e:
-        raise SetupError("cannot use partition %r: %s; %s" % (dev.get("partition", LABEL), e, BOARDS_HINT))
-    app.log("store: %r" % app.store)
-    app.feed()
+        try:
+            app.store = qstore.mount(app.partition, rng=os.urandom)
+        except ValueError as e:
+            raise SetupError("cannot use partition %r: %s; %s" % (dev.get("partition", LABEL), e, BOARDS_HINT))
+        app.log("store: %r" % app.store)
     app.hook = make_hook(cfg, app.store, time.ticks_ms(), app.log)
 
 
@@ -218,13 +331,19 @@ def _run(app):
         app.state = "ready; IKE not started: this board has no socket module"
         app.log(app.state)
         return app
-    from ike import device
+    try:
+        from ike import device
+    except ImportError as e:
+        app.state = "ready; IKE not started: %s" % ("lib/ike is not on this board" if _absent(e, "ike") else "lib/ike cannot be imported: %s" % e)
+        app.log(app.state)
+        return app
 
     if app.engine is None:
         # Kept in APP, so an interruption costs no IKE SA: resume() goes on
         # with the same engine (SAs, timers, clock).
         app.engine = device.new_engine(app.config, app.hook, log=app.log)
     app.state = "running"
+    app.guard = (app.config.get("device") or {}).get("watchdog_s", DEFAULT_WATCHDOG_S)
     try:
         device.run(app.config, app.hook, log=app.log, stop=_tick, engine=app.engine)
         app.state = "stopped"
@@ -248,11 +367,8 @@ def setup(config_path=CONFIG_PATH):
     APP.engine is None."""
     global APP
     APP = app = App()
-    try:
-        _setup(app, config_path)
-    except SetupError as e:
-        app.state = "setup failed: %s" % e
-        app.log(app.state)
+    app.config_path = config_path
+    if not _attempt(app):  # whatever failed: APP.state and APP.error say it
         return app
     if _import("socket") is None or _import("select") is None:
         app.state = "ready; IKE not started: this board has no socket module"
@@ -280,6 +396,7 @@ async def serve(app=None):
 
     app = app or APP
     app.state = "running"
+    app.guard = (app.config.get("device") or {}).get("watchdog_s", DEFAULT_WATCHDOG_S)  # started by the first feed
     try:
         await aio.serve(app.engine, stop=lambda: app.state != "running", feed=app.feed)
         app.state = "stopped"
@@ -300,15 +417,18 @@ def stop():
 
 def _tick():
     # device.run's stop() callback, called at least twice a second: feed the
-    # watchdog; never stop.
+    # watchdog (started by the first feed); never stop.
     APP.feed()
     return False
 
 
 def resume():
-    """Continue the IKE loop after an interruption: same engine (its IKE SAs
-    and Child SAs go on), hook and store; the sockets are bound again on the
-    same ports."""
-    if APP is None or APP.hook is None:
-        return main()
+    """Continue after an interruption: the IKE loop with the same engine (its
+    IKE SAs and Child SAs go on), hook and store, the sockets bound again on
+    the same ports; or, when the setup had not succeeded, the setup and its
+    retries."""
+    if APP is None:
+        return main(retry=True)
+    if APP.hook is None:
+        return _boot(APP)
     return _run(APP)

@@ -42,6 +42,7 @@
 # polling (an asyncio.Event the tunnel sets).
 
 import asyncio
+import gc
 import select
 
 from ike import device
@@ -121,6 +122,8 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
                 (natt if is_natt else ike).sendto(data, dst)
             except OSError as e:
                 log("ike: send to %s:%d failed (%s)" % (dst[0], dst[1], e))
+            except MemoryError:  # a lost datagram (ike.device's header)
+                eng.counters["out_of_memory"] += 1
         eng.take_events()  # the log lines already say what happened
 
     def drain(s, is_natt):
@@ -128,6 +131,9 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
             try:
                 data, src = s.recvfrom(device.RECV_MAX)
             except OSError:  # EAGAIN: nothing (more) there
+                return
+            except MemoryError:  # dropped, counted, logged: ike.device's rule
+                device._drop(s, eng, log)
                 return
             eng.receive(data, device._addr(src), is_natt, clock.now())
             flush()
@@ -149,18 +155,22 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
                 break
             if max_ms is not None and now - t0 >= max_ms:
                 break
-            if _CPYTHON:
-                wake.clear()
-                for s, is_natt in socks:
-                    drain(s, is_natt)
-            else:
-                for ev in poll.poll(0):
-                    obj = ev[0]
+            try:
+                if _CPYTHON:
+                    wake.clear()
                     for s, is_natt in socks:
-                        if obj is s or obj == _fileno(s):
-                            drain(s, is_natt)
-            eng.tick(clock.now())
-            flush()
+                        drain(s, is_natt)
+                else:
+                    for ev in poll.poll(0):
+                        obj = ev[0]
+                        for s, is_natt in socks:
+                            if obj is s or obj == _fileno(s):
+                                drain(s, is_natt)
+                eng.tick(clock.now())
+                flush()
+            except MemoryError:  # this turn is lost, the loop goes on
+                gc.collect()
+                eng._oom("asyncio loop", clock.ms, "one turn skipped")
             now = clock.now()
             due = eng.next_due()
             wait = device.POLL_MAX_MS if due is None else max(0, min(device.POLL_MAX_MS, due - now))

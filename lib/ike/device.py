@@ -39,7 +39,16 @@
 # matters; recvfrom may give a raw sockaddr on some ports (decoded here).
 # Ports must be configured (0 would need getsockname, which the esp32 port
 # lacks).
+#
+# Out of memory (issue 10 §7): a MemoryError never ends the loop. recvfrom
+# allocates its RECV_MAX buffer before it reads, so when that fails the
+# datagram is still queued: it is read with a one-octet buffer instead (UDP
+# drops the rest) and so dropped, counted in the engine's
+# counters["out_of_memory"] and logged; the engine does the same for a
+# MemoryError of its own (receive(), tick(): ike.engine's header). A failed
+# send is a lost datagram, which retransmission covers.
 
+import gc
 import select
 import socket
 
@@ -95,6 +104,21 @@ def _udp(addr, port):
     s.bind(socket.getaddrinfo(addr, port)[0][-1])
     s.setblocking(False)
     return s
+
+
+def _drop(s, eng, log):
+    """recvfrom could not allocate: drop the datagram it left queued (read
+    into one octet), count and log it."""
+    eng.counters["out_of_memory"] += 1
+    try:
+        s.recv(1)
+    except (OSError, MemoryError):
+        pass
+    gc.collect()
+    try:
+        log("ike: out of memory in recvfrom: datagram dropped")
+    except MemoryError:
+        pass
 
 
 def _port(s, configured):
@@ -160,6 +184,12 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                 (natt if is_natt else ike).sendto(data, dst)
             except OSError as e:
                 log("ike: send to %s:%d failed (%s)" % (dst[0], dst[1], e))
+            except MemoryError:
+                eng.counters["out_of_memory"] += 1
+                try:
+                    log("ike: out of memory in sendto: datagram lost")
+                except MemoryError:
+                    pass
         eng.take_events()  # the log lines already say what happened
 
     if not eng.device_started:
@@ -169,27 +199,36 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
     try:
         flush()  # what an interrupted run left unsent
         while True:
-            now = clock.now()
-            if stop is not None and stop():
-                break
-            if max_ms is not None and now - t0 >= max_ms:
-                break
-            due = eng.next_due()
-            wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
-            for ev in poll.poll(wait):
-                obj = ev[0]
-                if isinstance(obj, int):  # CPython's poll gives file numbers
-                    s, is_natt = by_fd[obj]
-                else:
-                    s, is_natt = obj, obj is natt
-                try:
-                    data, src = s.recvfrom(RECV_MAX)
-                except OSError:
-                    continue
-                eng.receive(data, _addr(src), is_natt, clock.now())
+            try:
+                now = clock.now()
+                if stop is not None and stop():
+                    break
+                if max_ms is not None and now - t0 >= max_ms:
+                    break
+                due = eng.next_due()
+                wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
+                for ev in poll.poll(wait):
+                    obj = ev[0]
+                    if isinstance(obj, int):  # CPython's poll gives file numbers
+                        s, is_natt = by_fd[obj]
+                    else:
+                        s, is_natt = obj, obj is natt
+                    try:
+                        data, src = s.recvfrom(RECV_MAX)
+                    except OSError:
+                        continue
+                    except MemoryError:
+                        _drop(s, eng, log)
+                        continue
+                    eng.receive(data, _addr(src), is_natt, clock.now())
+                    flush()
+                eng.tick(clock.now())
                 flush()
-            eng.tick(clock.now())
-            flush()
+            except MemoryError:
+                # anywhere else in one turn of the loop (poll's list, the
+                # clock, the log): that turn is lost, the loop goes on
+                gc.collect()
+                eng._oom("device loop", clock.ms, "one turn skipped")
     finally:
         ike.close()
         natt.close()

@@ -18,6 +18,10 @@
 # replayed or unauthenticated input changes nothing and gets no answer unless
 # RFC 7296 says to answer; an exception that still escapes the logic is a bug,
 # counted in counters["internal_errors"], never raised to the caller.
+# A MemoryError is not a bug but a full heap (a device has about 100 KB): it
+# drops the datagram being handled, or postpones what tick() was doing by
+# OOM_BACKOFF_MS (an initiation included), counted in
+# counters["out_of_memory"] and logged, and the caller's loop goes on.
 #
 # Per-exchange logic lives in ike.ike_sa_init, ike.ike_auth,
 # ike.informational and ike.create_child_sa; the legal states in ike.state.
@@ -47,6 +51,10 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2
 # Seconds an old IKE SA that was rekeyed may wait for the Delete its peer
 # owes (§2.8) before it is dropped without one.
 REKEYED_LINGER_MS = 60000
+# After an allocation failed, tick() waits this long before it tries again
+# (a MemoryError comes after the collector already ran: retrying at once
+# only spins).
+OOM_BACKOFF_MS = 1000
 
 COUNTER_NAMES = (
     "rx",  # datagrams in
@@ -66,6 +74,7 @@ COUNTER_NAMES = (
     "hook_answers",  # unprotected answers the hook produced
     "hook_errors",  # the hook raised (treated as its default answer)
     "internal_errors",  # a bug: an exception escaped the engine's logic
+    "out_of_memory",  # MemoryError: a datagram dropped or a step postponed
 )
 
 
@@ -93,6 +102,7 @@ class Engine:
         self._out = []
         self._events = []
         self._start_at = None
+        self._oom_until = None  # tick() postponed to this time by a MemoryError
         self._serial = 0
         self.cookie_secret = self.rng(32)
         # The data plane (ike.tunnel.Tunnel sets itself here): inbound ESP
@@ -139,7 +149,20 @@ class Engine:
 
     def _bug(self, where, e):
         self.counters["internal_errors"] += 1
-        self.log("ike: internal error in %s: %s %s" % (where, type(e).__name__, e))
+        try:
+            self.log("ike: internal error in %s: %s %s" % (where, type(e).__name__, e))
+        except MemoryError:
+            pass
+
+    def _oom(self, where, now, what):
+        """A MemoryError: count it, log it (if even that fits) and hold tick()
+        back for OOM_BACKOFF_MS."""
+        self.counters["out_of_memory"] += 1
+        self._oom_until = now + OOM_BACKOFF_MS
+        try:
+            self.log("ike: out of memory in " + where + ": " + what)
+        except MemoryError:
+            pass
 
     def emit(self, data, dst, natt):
         if natt:
@@ -389,6 +412,8 @@ class Engine:
         NAT-T port when `natt`."""
         try:
             self._receive(bytes(data), src, natt, now)
+        except MemoryError:
+            self._oom("receive", now, "datagram dropped")
         except Exception as e:
             self._bug("receive", e)
 
@@ -616,6 +641,12 @@ class Engine:
             self._start_at = now + self.cfg.start_delay_ms
 
     def next_due(self):
+        due = self._next_due()
+        if due is not None and self._oom_until is not None and due < self._oom_until:
+            return self._oom_until
+        return due
+
+    def _next_due(self):
         due = self._start_at
         cfg = self.cfg
         for sa in self.sas.values():
@@ -644,8 +675,14 @@ class Engine:
         return due
 
     def tick(self, now):
+        if self._oom_until is not None:
+            if now < self._oom_until:
+                return
+            self._oom_until = None
         try:
             self._tick(now)
+        except MemoryError:
+            self._oom("tick", now, "timers postponed")
         except Exception as e:
             self._bug("tick", e)
 
@@ -653,7 +690,12 @@ class Engine:
         cfg = self.cfg
         if self._start_at is not None and now >= self._start_at:
             self._start_at = None
-            self._initiate(now)
+            try:
+                self._initiate(now)
+            except MemoryError:
+                # postponed, not given up: the first IKE_SA_INIT must follow
+                self._start_at = now + OOM_BACKOFF_MS
+                self._oom("initiate", now, "IKE_SA_INIT postponed")
         for sa in self.sa_list():
             if self.sas.get(sa.local_spi) is not sa:
                 continue
@@ -733,6 +775,9 @@ class Engine:
         """Start a new IKE SA (and its Child SA) with the configured peer."""
         try:
             return self._initiate(now)
+        except MemoryError:
+            self._oom("initiate", now, "not started")
+            return False
         except Exception as e:
             self._bug("initiate", e)
             return False

@@ -88,9 +88,15 @@ def start(eng, now):
     sa.group = cfg.dh_groups[0]
     sa.ni = eng.nonce()
     sa.dh = dh.KeyPair(sa.group, eng.rng)
-    eng.add_sa(sa)
-    _send(eng, sa, now)
     eng.event("initiating", sa=sa.name(), peer=peer)
+    eng.add_sa(sa)
+    try:
+        _send(eng, sa, now)
+    except MemoryError:
+        # not half-registered: an SA in INIT_SENT without its request would
+        # never time out and would block every later initiation
+        del eng.sas[sa.local_spi]
+        raise
 
 
 def _send(eng, sa, now):

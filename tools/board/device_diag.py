@@ -22,6 +22,15 @@ try:
 except ImportError:
     _app = None
 print("board: reset_cause %d" % machine.reset_cause())
+if _app is not None and getattr(_app, "error", None):
+    # a failed setup (firmware/qcdapp.py): the board stays up, no watchdog
+    if getattr(_app, "stopped", False):
+        _next = "retries stopped by diag"
+    elif getattr(_app, "retry", False) and _app.retry_s:
+        _next = "retrying every %s s at most" % _app.retry_s
+    else:
+        _next = "no retries"
+    print("app: setup error after %d attempt(s): %s (%s)" % (_app.attempts, _app.error, _next))
 if _app is not None and _app.store is not None:
     print("app: %s" % ("stopped by diag" if _app.state == "running" else _app.state))
     print("partition: %r" % (_app.partition,))

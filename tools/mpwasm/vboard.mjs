@@ -70,7 +70,9 @@
 // 5 KB/s there.
 //
 // While Python runs a program that waits in select.poll or a blocking
-// recvfrom (--net), the board's thread still reads its terminal (--fd):
+// recvfrom (--net), or sleeps in time.sleep/sleep_ms/sleep_us (vboard/
+// time.py, with or without --net), the board's thread still reads its
+// terminal (--fd):
 // Ctrl-C raises KeyboardInterrupt in the program (mpremote, qcdboard diag),
 // other input waits for the REPL; and an unfed watchdog resets the board.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -88,6 +90,7 @@ const SHIMS = [
   ["_flashemu", path.join(HERE, "..", "flashemu.py")],
   ["esp32", path.join(HERE, "vboard", "esp32.py")],
   ["machine", path.join(HERE, "vboard", "machine.py")],
+  ["time", path.join(HERE, "vboard", "time.py")],
   ["_vboardfs", path.join(HERE, "vboard", "_vboardfs.py")],
 ].filter(([, f]) => fs.existsSync(f));
 // With --net: UDP sockets and select.poll over them, and the esp32
@@ -404,6 +407,7 @@ let softReset = false; // machine.reset_cause() answers SOFT_RESET after one
 let pendingReset = 0;
 let wdt = null; // { timeout, deadline }
 let rtcOffset = 0; // ms between the board's RTC and the host's clock
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4)); // time.sleep's Atomics.wait
 
 function jsModule() {
   return {
@@ -467,6 +471,21 @@ function jsModule() {
     },
     wdt_feed: () => {
       if (wdt) wdt.deadline = Date.now() + wdt.timeout;
+    },
+    // time.sleep_ms and friends (vboard/time.py): wait in slices, serving
+    // the terminal (Ctrl-C) and the watchdog between them, as the esp32
+    // port's mp_hal_delay_ms does. "" when the time is up, else "!intr" or
+    // "!reset".
+    sleep: (ms) => {
+      const end = Date.now() + Math.max(0, ms);
+      for (;;) {
+        flush();
+        const v = interruptOrWatchdog();
+        if (v) return v;
+        const left = end - Date.now();
+        if (left <= 0) return "";
+        Atomics.wait(SLEEPER, 0, 0, Math.min(20, left));
+      }
     },
     // cryptolib.aes and hashlib.sha1 (vboard/cryptolib.py, hashlib.py):
     // Node's AES (ECB or CBC, no padding) and SHA-1, hex in and out.
@@ -668,7 +687,7 @@ async function boot(kind) {
   }
   loadTree(mp.FS, FSROOT, "/");
   mirror(mp.FS);
-  // The esp32 and machine modules (with --net also socket, select,
+  // The esp32, machine and time modules (with --net also socket, select,
   // cryptolib, hashlib), and os.urandom (Node's crypto; the device's comes
   // from the RF noise source), as built-ins would be: imported from a
   // scratch directory that is gone before user code runs.
