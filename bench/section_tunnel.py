@@ -44,6 +44,9 @@ def run(bench):
     L.append("| heap per open tunnel socket | %s B | %s B |" % (cp["per_socket_bytes"], mp["per_socket_bytes"]))
     L.append("| heap per Tunnel (its preallocated packet buffer included) | %s B | %s B |" % (cp["per_tunnel_bytes"], mp["per_tunnel_bytes"]))
     L.append("| largest UDP payload (MTU 1500) | %s B | %s B |" % (cp["max_payload"], mp["max_payload"]))
+    L.append("| heap after `import ike.engine`, from .py (what a device loads anyway) | – | %s B |" % mp["import_bytes_engine"])
+    for m in ("tunnel", "config_payload"):
+        L.append("| heap `import ike.%s` adds, from .py (loaded only when used) | – | %s B |" % (m, mp["import_bytes_" + m]))
     for g in groups:
         for side in ("device", "gateway"):
             k = "handshake_longest_step_ms_%s_group%d" % (side, g)

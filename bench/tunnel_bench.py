@@ -254,6 +254,8 @@ def mark(name):
 
 
 def report():
+    for name, m in IMPORTS:
+        result("import_bytes_" + name, S[name + "1"] - S[name + "0"])
     result("per_socket_bytes", "%.0f" % ((S["after_socks"] - S["before_socks"]) / 20))
     result("per_tunnel_bytes", S["after_tunnel"] - S["before_tunnel"])
     result("max_payload", S["dt"].max_payload)
@@ -261,7 +263,22 @@ def report():
     result("internal_errors", S["ln"].dev.counters["internal_errors"] + S["ln"].gw.counters["internal_errors"])
 
 
-steps = [prepare, collect]
+def import_step(name):
+    def step():
+        __import__(name)
+
+    return step
+
+
+# Heap the modules take once imported, MicroPython only (compiled from .py
+# on this port; frozen .mpy on a firmware build keeps the code in flash):
+# the engine first, then each data-plane module on top. ike.aio needs
+# sockets, which run.mjs's port has not (the virtual board has).
+IMPORTS = (("engine", "ike.engine"), ("tunnel", "ike.tunnel"), ("config_payload", "ike.config_payload")) if MICRO else ()
+steps = []
+for _n, _m in IMPORTS:
+    steps += [mark(_n + "0"), import_step(_m), collect, mark(_n + "1")]
+steps += [prepare, collect]
 for size in (64, 1394):
     steps += [send_only(size), collect, esp_only(size), collect, round_trip(size), collect]
 steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark("before_tunnel"), tunnel_step, collect, mark("after_tunnel"), report]

@@ -185,7 +185,7 @@ def cmd_respond(args):
         marker = bytes(4)
     else:
         kind = "ike"
-        out = maker.answer_ike(body, src[0], 0)
+        out = maker.answer_ike(wire.parse(body), src[0], 0)
     if out is None:
         moved = [k for k, v in maker.counters.items() if v and k.startswith("refused_")]
         why = REASONS.get(moved[0], moved[0]) if moved else "no answer"

@@ -361,8 +361,7 @@ class TestHookIntegration(unittest.TestCase):
         h = QcdHook(keys=s, rate=None)
         peer = ("192.0.2.7", 4500)
         sa = SA(I1, R1, True, peer)
-        h.ike_up(sa, 0)
-        h.child_up(sa, 0xC0FFEE01, 0)
+        h.ike_up(sa, [], [0xC0FFEE01], 0)
         h.child_up(sa, 0xC0FFEE02, 0)
         h.child_down(sa, 0xC0FFEE02, 0)
         # The device reboots: a new hook over the remounted store.
