@@ -19,7 +19,7 @@ For each variant (the device set of lib/ and firmware/qcdapp.py as .py, as
   import     import what the app has imported once its IKE SA is up
   handshake  the app (firmware/qcdapp.py: config, store on the `qcd`
              partition, QCD maker, IKE loop) until one IKE SA and its Child
-             SA are up with a gateway (tools/qcd-peer, QCD taker, on
+             SA are up with a gateway (qcd-peer, QCD taker, on
              loopback): the handshake's peak
   hold       the same, then S seconds more (default 20) with a liveness
              check from the device every 2 s: the app running
@@ -45,7 +45,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.path.join(ROOT, "lib")
-sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools")]
+sys.path.insert(0, os.path.join(ROOT, "host_tests"))  # peers: the qcd-peer gateway
 
 PROBE = os.path.join(HERE, "heap_probe.py")
 STANDIN = os.path.join(HERE, "mp_esp32.py")
@@ -59,10 +59,10 @@ LINE = re.compile(r"HEAPPROBE (ok|fail) (.*)")
 def device_files():
     """[(host path, path under /lib)] of what `qcdboard deploy --app` puts
     in /lib: the device set of lib/ and the firmware app."""
-    from board import remote
+    from qcdhost.esp import remote
 
     out = [(h, d[len("lib/") :]) for h, d in remote.package_files()]
-    return out + [(os.path.join(ROOT, "firmware", "qcdapp.py"), "qcdapp.py")]
+    return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
 
 
 def mpy_cross(src, dst):

@@ -1,18 +1,17 @@
-# The virtual board (tools/vboard): the MicroPython WebAssembly port on a
+# The virtual board (vboard): the MicroPython WebAssembly port on a
 # pseudo-terminal with an ESP32's flash. Driven with the real mpremote, as a
 # user drives a board: what works against it works against a board's REPL.
 import hashlib
 import os
 import subprocess
-import sys
 
 import pytest
 from vboard_util import VBoard
 
-from support import ROOT, TOOLS
+from support import ROOT
 
-sys.path.insert(0, TOOLS)
-from board.remote import HOST_ONLY, package_files  # noqa: E402
+from qcdhost.esp.remote import package_files
+from qcdhost.paths import WASM_DIR
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +194,6 @@ def test_deploy_puts_lib_qcd_on_the_board_as_mpy_and_it_imports(vb):
         if name.endswith(".py"):
             on_board = os.path.join(vb.fs, "lib", "qcd", name[:-3] + ".mpy")
             assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", name)), name  # .mpy only
-            if "qcd/" + name in HOST_ONLY:
-                assert not os.path.exists(on_board), name  # host-only: not deployed
-                continue
             with open(on_board, "rb") as b:
                 assert b.read(2) == b"M\x06", name  # an .mpy of version 6
     assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "__pycache__"))
@@ -206,6 +202,8 @@ def test_deploy_puts_lib_qcd_on_the_board_as_mpy_and_it_imports(vb):
         "class Keys:\n"
         "    def secrets(self):\n"
         "        return [b'k' * 32]\n"
+        "    def child_count(self):\n"
+        "        return 0\n"
         "h = qcd.hook.QcdHook(keys=Keys())\n"
         "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )
@@ -234,20 +232,8 @@ def test_deploy_py_puts_the_sources_and_removes_the_mpy(vb):
     assert vb.exec("import qcd.wire\nprint(qcd.wire.__file__)").strip() == "/lib/qcd/wire.mpy"
 
 
-def test_mip_installs_package_json_and_asks_the_index_for_hmac(vb, tmp_path):
-    # No network here: the index is an empty local directory, so mip installs
-    # every file of package.json and then fails on the hmac dependency,
-    # naming exactly the index entry it wanted (mpy v6 -> package/6/...).
-    index = tmp_path / "index"
-    index.mkdir()
-    r = vb.qcdboard("deploy", "--port", vb.tty, "--mip", os.path.join(ROOT, "package.json"), "--index", str(index))
-    out = r.stdout + r.stderr
-    assert r.returncode == 1
-    assert "Installing: /lib/qcd/hook.py" in out
-    assert "%s/package/6/hmac/latest.json" % index in out
-    # hmac is frozen into the WebAssembly port, as firmware/manifest.py
-    # freezes it into the firmware: the package imports.
-    assert vb.exec("import qcd.tokens\nprint(len(qcd.tokens.make_token(bytes(32), bytes(8), bytes(8))))").strip() == "32"
+# mip (qcdboard deploy --mip): host_tests/test_vboard_stock.py installs
+# package.json on a board with stock firmware's frozen modules only.
 
 
 def test_raw_paste_is_declined_and_plain_raw_mode_carries_long_code(vb):
@@ -276,12 +262,12 @@ def test_board_refuses_a_damaged_partition_table(tmp_path):
 
 
 def test_vboard_needs_its_tools(tmp_path):
-    r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpwasm", "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["node", os.path.join(WASM_DIR, "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot open the flash image" in r.stderr
 
 
 def test_encrypted_partition_is_the_flash_emulator(vb):
-    # The `qcd` partition (flagged encrypted) is tools/flashemu.py over the
+    # The `qcd` partition (flagged encrypted) is host/qcdhost/emu/flash.py over the
     # board's image: a program that would set a bit is refused loudly, and
     # erases are counted in the sidecar beside the image.
     out = vb.exec(

@@ -22,7 +22,7 @@ def det_backing(seed, blocks):
     """A flash emulator backing holding det_bytes(seed, blocks * 4096) (a
     garbage partition), written a block at a time: the image is never held
     whole in one buffer besides the backing's own."""
-    import flashemu
+    from qcdhost.emu import flash as flashemu
 
     b = flashemu.MemoryBacking(blocks * flashemu.BLOCK_SIZE)
     for k in range(blocks):

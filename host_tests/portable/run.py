@@ -2,8 +2,8 @@
 # port, or a board). CPython runs the same files through pytest, which
 # collects the unittest.TestCase classes directly.
 #
-#   node tools/mpwasm/run.mjs --path lib:/lib --path host_tests/portable:/tests \
-#        host_tests/portable/run.py [MODULE...]
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path host_tests/portable:/tests \
+#        host_tests/portable/run.py [MODULE...]                (plus qcdhost's portable modules in /lib)
 #   micropython host_tests/portable/run.py [MODULE...]      (MICROPYPATH=lib:...)
 #   make test-board PORT=/dev/ttyUSB0                        (a board, over mpremote)
 #
@@ -15,10 +15,11 @@
 #
 # Prints unittest's report and one summary line
 #   PORTABLE ran=N failures=F errors=E skipped=S
-# and exits 1 unless every test passed. Under tools/mpwasm/run.mjs each test
-# module runs as a top-level step, so the heap is collected between modules;
-# everywhere each module and what it imported are dropped from sys.modules
-# and the heap collected after it, so the suite's peak is one module's.
+# and exits 1 unless every test passed. Under host/qcdhost/emu/wasm/run.mjs
+# each test module runs as a top-level step, so the heap is collected
+# between modules; everywhere each module and what it imported are dropped
+# from sys.modules and the heap collected after it, so the suite's peak is
+# one module's.
 import gc
 import os
 import sys
@@ -116,7 +117,7 @@ def finish():
 
 steps = [run_module(n) for n in names] + [finish]
 try:
-    _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+    _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
 except NameError:
     for s in steps:
         s()
