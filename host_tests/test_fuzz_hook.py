@@ -10,7 +10,7 @@ import random
 
 from portable_util import SA
 from qcd import hook, wire
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.tokens import ip_bytes, make_token
 
 N = int(os.environ.get("QCD_FUZZ_N", "100000"))

@@ -9,7 +9,7 @@ import hashlib
 
 from ike_util import Pair, dev_config, gw_config
 
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from ike.engine import Engine
 from qcd import hook as qhook
 from qcd import store as qstore

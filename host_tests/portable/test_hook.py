@@ -3,7 +3,7 @@ import unittest
 
 from portable_util import SA, det_bytes, spis
 from qcd import hook, wire
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.tokens import fingerprint, ip_bytes, make_token
 
 S = det_bytes(200, 32)

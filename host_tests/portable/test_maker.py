@@ -3,7 +3,7 @@ import unittest
 
 from portable_util import det_bytes, spis
 from qcd import wire
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.maker import Maker
 from qcd.tokens import STYLE_ADDR, ip_bytes, make_token
 

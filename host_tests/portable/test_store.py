@@ -1,10 +1,10 @@
-# qcd.store on tools/flashemu: what the partition keeps across reboots, how it
+# qcd.store on qcdhost.emu.flash: what the partition keeps across reboots, how it
 # spreads erases, and what it does with blank, garbage, damaged and worn flash.
 # Runs on CPython and on the WebAssembly MicroPython.
 import unittest
 
-import flashemu
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking
+from qcdhost.emu import flash as flashemu
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from portable_util import det_bytes
 from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
 from qcd.tokens import fingerprint

@@ -9,7 +9,7 @@
 #
 # It never opens a socket, reads a clock or sleeps; `now` is integer
 # milliseconds from a monotonic clock that does not wrap (the shells in
-# ike.host and ike.device keep it). `natt` says the datagram came in, or
+# qcdhost.ikeshell and ike.device keep it). `natt` says the datagram came in, or
 # must go out, on the NAT-T port (RFC 3948), where IKE carries a four-octet
 # zero non-ESP marker and anything else is ESP; the engine adds and strips
 # the marker itself.

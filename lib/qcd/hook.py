@@ -41,7 +41,7 @@ class QcdHook:
     """The notify hook with RFC 6290 behind it.
 
     role        MAKER, TAKER or MAKER | TAKER
-    keys        key source (qcd.keys.MemoryKeys or the flash store); a maker needs one
+    keys        key source (qcdhost.keys.MemoryKeys or the flash store); a maker needs one
     style       STYLE_SPIS (§5.1) or STYLE_ADDR (§5.2)
     protocol_id Protocol ID sent in N(QCD) (1 by default, RFC 6290 §4.1)
     rate, burst token bucket for unprotected answers, one per lane (qcd.ratelimit)

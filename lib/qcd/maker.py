@@ -51,7 +51,7 @@ COUNTER_NAMES = (
 class Maker:
     """Token maker logic, sans-I/O: bytes, addresses and `now` (ms) in.
 
-    keys       the key source (qcd.keys interface): secrets and §8.2 map
+    keys       the key source (qcdhost.keys interface): secrets and §8.2 map
     style      STYLE_SPIS (RFC 6290 §5.1) or STYLE_ADDR (§5.2)
     protocol_id  sent in N(QCD)'s Protocol ID field (§4.1 says 1)
     rate, burst  token bucket for unprotected answers, one per lane (the
