@@ -18,9 +18,9 @@ import struct
 
 from qcd import wire
 from qcd.hook import MAKER, QcdHook
-from qcd.keys import MemoryKeys
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE, TokenBucket
 from qcd.tokens import ip_bytes
+from qcdhost.keys import MemoryKeys
 
 GW = "192.0.2.1"
 DURATION_S = 60
