@@ -204,6 +204,8 @@ def test_deploy_puts_lib_qcd_on_the_board_as_mpy_and_it_imports(vb):
         "        return [b'k' * 32]\n"
         "    def child_count(self):\n"
         "        return 0\n"
+        "    def children(self):\n"
+        "        return []\n"
         "h = qcd.hook.QcdHook(keys=Keys())\n"
         "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )
