@@ -22,7 +22,7 @@ package(
 )
 package(
     "qcd",
-    files=["__init__.py", "diag.py", "hook.py", "maker.py", "ratelimit.py", "store.py", "taker.py", "tokens.py", "wire.py"],
+    files=["__init__.py", "diag.py", "hook.py", "log.py", "maker.py", "ratelimit.py", "store.py", "taker.py", "tokens.py", "wire.py"],
     base_path="../lib",
 )
 package(
