@@ -148,7 +148,7 @@ def decode(read, erased, blocks):
             break
         chain.append(by_seq[prev])  # the golden image has no missing block
     chain.reverse()
-    secrets, children, ikes, boot, torn = {}, {}, {}, 0, []
+    secrets, children, ikes, boot, torn, gen_tags = {}, {}, {}, 0, [], {}
     for b in chain:
         seq = hdr[b][0]
         data = read(b, 0, BLOCK_SIZE)
@@ -200,7 +200,7 @@ def decode(read, erased, blocks):
                 ike_id = struct.unpack_from("<H", data, p + 2)[0]
                 if typ == 6:
                     flags = data[p + 1]
-                    assert flags & ~3 == 0, "CHILD_NEW flags: other bits 0"
+                    gen_tags[ike_id] = flags >> 2  # bits 2-7: generation tag, 0 = not recorded
                     addr = bytes(data[p + 24 : p + 40])
                     if not flags & 2:
                         assert addr[4:] == bytes(12), "IPv4: 12 zero bytes after it"
@@ -210,9 +210,17 @@ def decode(read, erased, blocks):
                     assert data[p + 1] == 0
                 children[v] = ike_id
     out = {}
+    tags = {}
     for spi, ike_id in children.items():
         out[spi] = ikes[ike_id]  # the golden image loses no CHILD_NEW
-    return {"secrets": secrets, "children": out, "boot": boot, "chain": chain, "torn": torn}
+        tags[ikes[ike_id][0] + ikes[ike_id][1]] = gen_tags[ike_id]
+    # The generation a tag names: the one live generation g with
+    # (g - 1) % 63 + 1 == tag (FORMAT.md), else none (0).
+    gens = {}
+    for sa, t in tags.items():
+        hits = [g for g in secrets if t and (g - 1) % 63 + 1 == t]
+        gens[sa] = hits[0] if len(hits) == 1 else 0
+    return {"secrets": secrets, "children": out, "boot": boot, "chain": chain, "torn": torn, "generations": gens}
 
 
 def emu_reader(e):
@@ -268,6 +276,10 @@ def test_the_store_mounts_the_golden_image_as_format_md_reads_it(path):
     assert s.secrets() == [d["secrets"][g] for g in gens]
     assert dict(s.children()) == d["children"]
     assert s.boot_count == d["boot"]
+    # Written before the generation tag existed: every IKE SA's token
+    # generation is unknown (the maker then answers once per candidate).
+    assert set(d["generations"].values()) == {0}
+    assert all(s.generation_of(sa[:8], sa[8:]) == 0 for sa in d["generations"])
     live = [b for b in range(BLOCKS) if s.block_info(b)[0] == "live"]
     assert sorted(live) == sorted(d["chain"])
     assert s.status()["damage_count"] >= 1  # the torn record is reported
@@ -307,6 +319,36 @@ def test_the_store_writes_the_same_encrypted_image_as_before():
     assert dict(s.children()) == d["children"]
     assert s.boot_count == d["boot"] == 5
     assert d["torn"] and len(d["chain"]) >= 2
+
+
+def test_generation_tags_survive_reboots_and_compaction_as_format_md_reads_them():
+    # The same kind of workload, now telling child_put which secret
+    # generation made each IKE SA's token: what the format decoder reads
+    # from the flags' bits 2-7 is what the store answers after a reboot.
+    backing = MemoryBacking(BLOCKS * BLOCK_SIZE)
+    e = FlashEmu(backing, encrypted=True)
+    s = Store(e, flashemu._Rand(7).bytes, max_children=CAP)
+    s.rollover(hashlib.sha256(b"gen 2").digest())
+    s.rollover(hashlib.sha256(b"gen 3").digest())
+    want = {}
+    for k in range(600):  # several compactions on 4 blocks
+        spi_i, spi_r, initiator, peer = ike(k % 7)
+        gen = 1 + (k % 7) % 3
+        if k % 5 == 4:
+            s.child_drop(0x5000 + k % 8)
+        else:
+            s.child_put(0x5000 + k % 8, spi_i, spi_r, initiator, peer, gen)
+            want[spi_i + spi_r] = gen
+    assert s.compactions >= 2
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    d = decode(*emu_reader(e), BLOCKS)
+    assert dict(s.children()) == d["children"]
+    held = {e_[0] + e_[1] for _, e_ in s.children()}
+    assert held and all(d["generations"][sa] == want[sa] == s.generation_of(sa[:8], sa[8:]) for sa in held)
+    # A retired generation names nothing any more: unknown, not a wrong one.
+    s.retire(fingerprint(hashlib.sha256(b"gen 2").digest()))
+    assert all(s.generation_of(sa[:8], sa[8:]) == (0 if want[sa] == 2 else want[sa]) for sa in held)
 
 
 if __name__ == "__main__":

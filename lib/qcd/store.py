@@ -55,6 +55,9 @@ _T_CHILD_NEW = const(0x06)  # 48: IKE SA id defined, and a Child SPI on it
 _LENGTHS = {_T_BOOT: 16, _T_SECRET: 48, _T_RETIRE: 16, _T_CHILD: 16, _T_DROP: 16, _T_CHILD_NEW: 48}
 _F_INITIATOR = const(0x01)
 _F_IPV6 = const(0x02)
+# Bits 2-7 of CHILD_NEW's flags: which secret generation made the token the
+# peer holds for this IKE SA, as a tag 1..63 (FORMAT.md); 0: not recorded.
+_GEN_SHIFT = const(2)
 
 # Where a Child SPI's latest record is, packed in one small int per map
 # entry (RAM): its IKE SA id, its block, its offset / 16 in that block.
@@ -93,6 +96,11 @@ def _rec(t, v, body=b"", b1=0, ike=0):
     struct.pack_into("<BBHI", rec, 0, ((len(rec) // 16 - 1) << 6) | t, b1, ike, v)
     rec[8 : 8 + len(body)] = body
     return rec
+
+
+def _gen_tag(gen):
+    # A generation's 6-bit tag in CHILD_NEW's flags: 1..63, 0 for "unknown".
+    return (gen - 1) % 63 + 1 if gen > 0 else 0
 
 
 def _child_rec(spi, ike, d=None):
@@ -161,8 +169,9 @@ class Store:
         d = self._ike[v >> _AT_IKE][_I_DEF]
         return (d[1:9], d[9:17], bool(d[0] & _F_INITIATOR), d[17:33] if d[0] & _F_IPV6 else d[17:21])
 
-    def child_put(self, spi, spi_i, spi_r, initiator, peer_ip):
-        """Persist Child SPI -> (parent IKE SA, our role, peer address).
+    def child_put(self, spi, spi_i, spi_r, initiator, peer_ip, gen=0):
+        """Persist Child SPI -> (parent IKE SA, our role, peer address, and
+        the secret generation of the IKE SA's token, 0 if not known).
         Nothing is written when the entry is already there."""
         if not isinstance(spi, int) or not 0 <= spi <= 0xFFFFFFFF:
             raise ValueError("a Child SPI is a 32-bit unsigned int")
@@ -170,7 +179,7 @@ class Store:
             raise ValueError("IKE SPIs are 8 bytes")
         if len(peer_ip) != 4 and len(peer_ip) != 16:
             raise ValueError("a peer address is 4 or 16 bytes")
-        flags = (_F_INITIATOR if initiator else 0) | (_F_IPV6 if len(peer_ip) == 16 else 0)
+        flags = (_F_INITIATOR if initiator else 0) | (_F_IPV6 if len(peer_ip) == 16 else 0) | (_gen_tag(gen) << _GEN_SHIFT)
         d = bytes([flags]) + bytes(spi_i) + bytes(spi_r) + bytes(peer_ip) + bytes(16 - len(peer_ip))
         cur = self._children.get(spi)
         ike = self._ike_by_def.get(d)
@@ -203,6 +212,26 @@ class Store:
             return
         self.log.writable()
         self._drop(spi)
+
+    def generations(self):
+        """The generation numbers of secrets(), in the same order."""
+        return sorted(self._secrets, reverse=True)
+
+    def generation_of(self, spi_i, spi_r):
+        """The secret generation that made the token of IKE SA (spi_i, spi_r),
+        from the map: 0 when not known (no Child SA of it mapped, written
+        before generations were recorded, or the tag fits no single held
+        generation)."""
+        tags = set()
+        for e in self._ike.values():
+            d = e[0]
+            if d is not None and d[1:9] == spi_i and d[9:17] == spi_r:
+                tags.add(d[0] >> _GEN_SHIFT)
+        if len(tags) != 1:
+            return 0
+        t = tags.pop()
+        hits = [g for g in self._secrets if _gen_tag(g) == t] if t else []
+        return hits[0] if len(hits) == 1 else 0
 
     def children(self):
         """(spi, entry) pairs of the Child SPI map (a snapshot list)."""
