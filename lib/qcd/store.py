@@ -224,7 +224,7 @@ class Store:
         generation)."""
         tags = set()
         for e in self._ike.values():
-            d = e[0]
+            d = e[_I_DEF]
             if d is not None and d[1:9] == spi_i and d[9:17] == spi_r:
                 tags.add(d[0] >> _GEN_SHIFT)
         if len(tags) != 1:
