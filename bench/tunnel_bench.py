@@ -110,16 +110,14 @@ class Link:
 
         self.dev = Engine(Config(dev))
         self.gw = Engine(Config(gw))
-        self.longest = 0
-        self.longest_what = ""
+        self.longest = {"device": 0, "gateway": 0}
 
     def timed(self, what, f, *a):
         t0 = clock_us()
         r = f(*a)
         d = since_us(t0)
-        if d > self.longest:
-            self.longest = d
-            self.longest_what = what
+        if d > self.longest[what]:
+            self.longest[what] = d
         return r
 
     def pump(self):
@@ -151,8 +149,8 @@ def prepare():
     groups = [g for g in (14, 31) if g in dh.SUPPORTED]
     for g in groups:
         ln = handshake(g)
-        result("handshake_longest_step_ms_group%d" % g, "%.1f" % (ln.longest / 1000))
-        result("handshake_longest_step_where_group%d" % g, ln.longest_what)
+        for side in ("device", "gateway"):
+            result("handshake_longest_step_ms_%s_group%d" % (side, g), "%.1f" % (ln.longest[side] / 1000))
     result("groups", ",".join(str(g) for g in groups))
     ln = Link(DEV, GW)
     S["dt"] = Tunnel(ln.dev)
@@ -200,10 +198,13 @@ def esp_only(size):
         child = S["ln"].dev.sas[list(S["ln"].dev.sas)[0]].children[0]
         iv = bytes(16)
         n = size + 28
+        a0 = allocated()
         t0 = clock_us()
         for i in range(N):
             esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], child.keys[3], 4, iv)
         result("esp_us_%d" % size, "%.1f" % (since_us(t0) / N))
+        if MICRO:
+            result("alloc_per_esp_%d" % size, "%.0f" % ((allocated() - a0) / N))
 
     return step
 
@@ -253,6 +254,8 @@ def mark(name):
 
 
 def report():
+    for name, m in IMPORTS:
+        result("import_bytes_" + name, S[name + "1"] - S[name + "0"])
     result("per_socket_bytes", "%.0f" % ((S["after_socks"] - S["before_socks"]) / 20))
     result("per_tunnel_bytes", S["after_tunnel"] - S["before_tunnel"])
     result("max_payload", S["dt"].max_payload)
@@ -260,7 +263,22 @@ def report():
     result("internal_errors", S["ln"].dev.counters["internal_errors"] + S["ln"].gw.counters["internal_errors"])
 
 
-steps = [prepare, collect]
+def import_step(name):
+    def step():
+        __import__(name)
+
+    return step
+
+
+# Heap the modules take once imported, MicroPython only (compiled from .py
+# on this port; frozen .mpy on a firmware build keeps the code in flash):
+# the engine first, then each data-plane module on top. ike.aio needs
+# sockets, which run.mjs's port has not (the virtual board has).
+IMPORTS = (("engine", "ike.engine"), ("tunnel", "ike.tunnel"), ("config_payload", "ike.config_payload")) if MICRO else ()
+steps = []
+for _n, _m in IMPORTS:
+    steps += [mark(_n + "0"), import_step(_m), collect, mark(_n + "1")]
+steps += [prepare, collect]
 for size in (64, 1394):
     steps += [send_only(size), collect, esp_only(size), collect, round_trip(size), collect]
 steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark("before_tunnel"), tunnel_step, collect, mark("after_tunnel"), report]

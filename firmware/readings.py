@@ -34,7 +34,11 @@ def _reading(n):
 
 
 def settings(cfg):
+    """(to, every_s, port, count) from the "app" section; ValueError says
+    what is wrong."""
     a = cfg.get("app") or {}
+    if not isinstance(a, dict):
+        raise ValueError("app must be an object")
     to = a.get("to", "10.1.0.1:7")
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():
@@ -73,7 +77,12 @@ async def main(config_path=qcdapp.CONFIG_PATH):
     app = qcdapp.setup(config_path)
     if app.engine is None:
         return app
-    to, every_s, port, count = settings(app.config)
+    try:
+        to, every_s, port, count = settings(app.config)
+    except (ValueError, TypeError) as e:
+        app.state = "setup failed: app section: %s" % e
+        app.log(app.state)
+        return app
     loop = asyncio.create_task(qcdapp.serve(app))
     try:
         await readings(app, to, every_s, port, count, app.log)
@@ -84,4 +93,9 @@ async def main(config_path=qcdapp.CONFIG_PATH):
 
 
 def run(config_path=qcdapp.CONFIG_PATH):
-    return asyncio.run(main(config_path))
+    """asyncio.run(main()); where asyncio has no run() (the WebAssembly
+    port, whose asyncio runs tasks from JS timers once Python returns: the
+    virtual board stays on while tasks are pending), main() as a task."""
+    if hasattr(asyncio, "run"):
+        return asyncio.run(main(config_path))
+    return asyncio.create_task(main(config_path))
