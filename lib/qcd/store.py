@@ -2,7 +2,7 @@
 # (RFC 6290 §1.2: the secret must survive restarts; §8.2: the Child SPI ->
 # IKE SA map, "updated on every Child SA create, rekey and delete").
 #
-# A key source for the hook (the interface of qcd.keys) kept in a record log
+# A key source for the hook (the interface of qcdhost.keys) kept in a record log
 # on a raw data partition (qcd.log: blocks, the record frame, forward CRCs,
 # appending, compaction, the mount scan). This module is what the records
 # mean: secret generations, the Child SPI map and its IKE SA table, the boot
@@ -114,7 +114,7 @@ def _child_rec(spi, ike, d=None):
 class Store:
     """The QCD partition: secrets, the RFC 6290 §8.2 Child SPI map, a boot counter.
 
-    dev            an esp32.Partition (or the flash emulator): 4096-byte
+    dev            an esp32.Partition (or qcdhost.emu.flash.FlashEmu): 4096-byte
                    blocks, MIN_BLOCKS..MAX_BLOCKS of them
     rng            callable n -> n random bytes for a new secret; os.urandom
                    where it exists (the WebAssembly port has none: inject one)
