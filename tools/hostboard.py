@@ -15,7 +15,7 @@ select.poll, which CPython has):
   network           absent: the app skips Wi-Fi and says so
 
   tools/hostboard.py --image QCD.img --config CONFIG.json
-                     [--blocks N] [--encrypted] [--cut-at N --cut-seed S]
+                     [--blocks N] [--encrypted] [--cut-at N --cut-seed S] [--run readings]
 
 The configuration is the device's (firmware/qcd.json.example: the IKE keys
 of docs/config.md, "device" and "qcd"). The app logs to stdout. A power cut
@@ -106,6 +106,7 @@ def main(argv=None):
     p.add_argument("--encrypted", action="store_true", help="a new image is flash-encrypted")
     p.add_argument("--cut-at", type=int, help="tear the Nth flash operation of this boot (a power cut)")
     p.add_argument("--cut-seed", type=int, default=0, help="how the cut tears it")
+    p.add_argument("--run", choices=("qcdapp", "readings"), default="qcdapp", help="what main.py runs: the app (qcdapp.main) or the example app firmware/readings.py (the IKE loop as an asyncio task)")
     a = p.parse_args(argv)
     if not os.path.exists(a.config):
         p.error("no configuration file %s" % a.config)
@@ -120,7 +121,12 @@ def main(argv=None):
     import qcdapp
 
     try:
-        app = qcdapp.main(a.config)
+        if a.run == "readings":
+            import readings
+
+            app = readings.run(a.config)
+        else:
+            app = qcdapp.main(a.config)
     except flashemu.PowerCut:
         print("hostboard: power cut during flash operation %d (%s)" % (emu.ops, emu.torn), flush=True)
         os._exit(137)
