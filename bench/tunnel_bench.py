@@ -6,12 +6,12 @@
 # (what an asyncio task beside ike.aio waits at most, per DH group).
 # Prints `RESULT name value` lines for bench/section_tunnel.py.
 #
-#   python3 bench/tunnel_bench.py                           (lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py
+#   python3 bench/tunnel_bench.py                           (qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/tunnel_bench.py
 #
 # Two engines in memory (device and gateway, a Tunnel each), no sockets:
 # what is measured is lib/ike's own work. On the WebAssembly port AES comes
-# from Node's crypto through tools/mpwasm/run.mjs's jscrypto bridge (hex
+# from Node's crypto through host/qcdhost/emu/wasm/run.mjs's jscrypto bridge (hex
 # strings across the JS proxy), where an ESP32 has cryptolib in C: its ESP
 # figure there is the bridge's as much as ours; the "rest" is ours alone.
 import gc
@@ -285,7 +285,7 @@ steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark
 
 if MICRO:
     try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
     except NameError:
         for s in steps:
             s()
