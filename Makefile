@@ -19,7 +19,7 @@ PORTABLE_PATHS += $(foreach f,__init__.py keys.py names.py emu/__init__.py emu/f
 
 .DEFAULT_GOAL := help
 .PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
-.PHONY: vboard table flash deploy diag dump firmware
+.PHONY: vboard table flash deploy test-board diag dump firmware
 .PHONY: torture
 .PHONY: interop
 
@@ -92,6 +92,9 @@ flash: venv need-port ## esptool: write BOARD's partition table (+ FIRMWARE=dir|
 
 deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board as .mpy (MPY=0: as .py; APP=1: the firmware app, CONFIG=file)
 	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG)) $(if $(filter 0,$(MPY)),--py)
+
+test-board: venv need-port ## the portable suite on a board over mpremote, as .mpy, one module per soft reset (MPY=0: .py)
+	$(QCDBOARD) test --port $(PORT) $(if $(filter 0,$(MPY)),--py)
 
 diag: venv need-port ## mpremote: the board's QCD state (fingerprints, boot counter, wear, counters, SAs)
 	$(QCDBOARD) diag --port $(PORT)

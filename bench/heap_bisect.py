@@ -3,6 +3,7 @@
 
   MICROPYTHON=/path/to/micropython python bench/heap_bisect.py [--hold S]
         [--variants py,mpy[,frozen]] [--probes import,handshake,hold]
+  MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP
 
 MICROPYTHON is a build of MicroPython's unix port (ideally 32-bit, as an
 ESP32 is) whose heap is fixed by `-X heapsize=N`; the WebAssembly port
@@ -31,7 +32,12 @@ N). It also reports the live heap (gc.mem_alloc() after a collection) at
 the end of each probe in a big heap. esp32.Partition is bench/mp_esp32.py
 over an image file (its bytes are not in the heap); there is no Wi-Fi.
 
-Prints one line per figure, "RESULT name value", and a summary.
+--suite HEAP runs host_tests/portable instead, as .mpy (with the portable
+host modules and MICROPYLIB's unittest), one test module per process as
+`make test-board` runs one per soft reset: each module's result in HEAP
+bytes and the smallest heap (1 KiB steps) in which it passes.
+
+Prints one line per figure, "RESULT name value".
 """
 import argparse
 import json
@@ -201,15 +207,86 @@ def measure(micropython, variant, hold_s, probes, log=print):
     return out
 
 
+def stage_suite(top):
+    """top/lib: the device set, the portable host modules and MICROPYLIB
+    (unittest) as .mpy; top/tests: host_tests/portable as .mpy and run.py."""
+    from qcdhost import devset
+    from qcdhost.esp import remote
+
+    files = [(h, d[len("lib/") :]) for h, d in remote.package_files()]
+    files += [(h, d[len("/lib/") :]) for h, d in devset.portable_host_paths()]
+    extra = os.environ.get("MICROPYLIB")
+    if extra:
+        for d, _, fs in os.walk(extra):
+            for f in fs:
+                if f.endswith(".py"):
+                    files.append((os.path.join(d, f), os.path.relpath(os.path.join(d, f), extra)))
+    for host, rel in files:
+        mpy_cross(host, os.path.join(top, "lib", rel[:-3] + ".mpy"))
+    here = os.path.join(ROOT, "host_tests", "portable")
+    os.makedirs(os.path.join(top, "tests"))
+    for f in sorted(os.listdir(here)):
+        if f == "run.py":
+            shutil.copy(os.path.join(here, f), os.path.join(top, "tests", f))
+        elif f.endswith(".py"):
+            mpy_cross(os.path.join(here, f), os.path.join(top, "tests", f[:-3] + ".mpy"))
+    return sorted(f[:-3] for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py"))
+
+
+def suite(micropython, heap, log=print):
+    """The portable suite as .mpy, one module per process (a board's soft
+    reset between modules): per module (ran, failures, errors) in `heap`
+    bytes, and the smallest heap in which it passes."""
+    top = tempfile.mkdtemp(prefix="qcd-heap-suite-")
+    out = {}
+    try:
+        modules = stage_suite(top)
+        env = dict(os.environ, MICROPYPATH=os.path.join(top, "lib"))
+
+        def once(m, n):
+            try:
+                p = subprocess.run([micropython, "-X", "heapsize=%d" % n, os.path.join(top, "tests", "run.py"), m],
+                                   capture_output=True, text=True, timeout=900, cwd=os.path.join(top, "tests"), env=env)
+            except subprocess.TimeoutExpired:
+                return None
+            mm = re.search(r"PORTABLE ran=(\d+) failures=(\d+) errors=(\d+)", p.stdout)
+            return tuple(map(int, mm.groups())) if mm else None
+
+        for m in modules:
+            log("heap bisect: suite, %s ..." % m)
+            res = once(m, heap)
+            lo, hi = LOW // KIB, 512
+            ok = lambda n: (lambda t: t is not None and t[0] > 0 and not t[1] and not t[2])(once(m, n * KIB))  # noqa: E731
+            smallest = None
+            if ok(hi):
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if ok(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                smallest = hi * KIB
+            out[m] = (res, smallest)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hold", type=float, default=20.0, help="seconds the app runs after its SA is up (hold probe)")
     ap.add_argument("--variants", default=None, help="py,mpy (and frozen with MICROPYTHON_FROZEN)")
     ap.add_argument("--probes", default="import,handshake,hold")
+    ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
     a = ap.parse_args(argv)
     mp = os.environ.get("MICROPYTHON")
     if not mp:
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")
+        return 0
+    if a.suite:
+        res = suite(mp, a.suite)
+        for m, (t, smallest) in sorted(res.items()):
+            print("RESULT suite_%s %s min=%s" % (m, "ran=%d,failures=%d,errors=%d" % t if t else "no-summary", smallest), flush=True)
         return 0
     frozen = os.environ.get("MICROPYTHON_FROZEN")
     variants = a.variants.split(",") if a.variants else ["py", "mpy"] + (["frozen"] if frozen else [])

@@ -3,6 +3,7 @@
   qcdboard table  [--board B] [--bin FILE]            show/check the partition table, write its binary
   qcdboard flash  --port P [--board B] [--firmware F] [--erase] [--dry-run] [--keep DIR]
   qcdboard deploy --port P [--mip [JSON]] [--app] [--config FILE] [--packages qcd,ike] [--py]
+  qcdboard test   --port P [--py] [MODULE...]        the portable suite on the board
   qcdboard diag   --port P
   qcdboard dump   (--port P | --image FLASH.bin) [--board B] [--repl] [--out FILE]
   qcdboard image  -o FLASH.bin [--board B] [--qcd QCD.img]
@@ -28,6 +29,11 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
           instead. Or it installs package.json with mip (--mip; no
           micropython-lib dependencies). --config FILE is checked first as
           the app would (qcd-peer check) and not copied when it is broken.
+  test    copies the device set, the flash emulator and host_tests/portable
+          to the board (as .mpy, checked like deploy; --py: sources) and runs
+          each test module in its own mpremote session (a soft reset
+          between modules: the heap holds one module at a time); exit 1
+          unless every test passed (make test-board).
   diag    prints the board's QCD state through qcd.diag over the REPL:
           secret fingerprints and generations, boot counter, Child SPI map,
           wear per block, maker/taker counters, live SAs. Never a secret.
@@ -58,6 +64,7 @@ NEEDS = {
     "table": ["esp_idf_defs"],
     "flash": ["esp_idf_defs", "esptool"],
     "deploy": ["mpremote"],
+    "test": ["mpremote"],
     "diag": ["mpremote"],
     "dump": ["esp_idf_defs", "esptool", "mpremote"],
     "image": ["esp_idf_defs", "esptool"],
@@ -190,6 +197,44 @@ def cmd_deploy(a):
     return 0
 
 
+def cmd_test(a):
+    mpy = not a.py
+    if mpy:
+        try:
+            problem = remote.mpy_problem(remote.board_mpy(a.port, timeout=a.timeout))
+        except RuntimeError as e:
+            fail(str(e), 1)
+        if problem:
+            fail(problem, 1)
+    try:
+        args = remote.test_board_copy(a.port, mpy=mpy)
+        modules = a.modules or remote.portable_modules()
+    except RuntimeError as e:
+        fail(str(e), 1)
+    print("test-board: copying the device set and the portable suite (%s) to %s" % (".mpy" if mpy else ".py", a.port), flush=True)
+    r = remote.run(args, capture=True, timeout=a.timeout * 10)
+    if r.returncode:
+        fail("copying the suite failed: %s" % (r.stdout + r.stderr).strip()[-600:], 1)
+    totals = [0, 0, 0, 0]
+    bad = []
+    for m in modules:
+        r = remote.run(remote.test_board_module(a.port, m), capture=True, timeout=a.timeout * 10)
+        t = remote.portable_totals(r.stdout)
+        sys.stdout.write(r.stdout)
+        sys.stdout.flush()
+        if t is None:
+            bad.append(m)
+            print("test-board: %s gave no summary (mpremote exit %d): %s" % (m, r.returncode, (r.stdout + r.stderr).strip()[-400:]))
+            continue
+        for i in range(4):
+            totals[i] += t[i]
+        if t[1] or t[2]:
+            bad.append(m)
+    print("PORTABLE-BOARD modules=%d ran=%d failures=%d errors=%d skipped=%d%s"
+          % (len(modules), totals[0], totals[1], totals[2], totals[3], (" bad=" + ",".join(bad)) if bad else ""))
+    return 1 if bad or not totals[0] else 0
+
+
 def cmd_diag(a):
     p = remote.run(remote.diag(a.port), capture=True, timeout=a.timeout)
     sys.stdout.write(p.stdout)
@@ -313,6 +358,13 @@ def main(argv=None):
     p.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy compiled with mpy-cross")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the board's answers")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("test", help="run the portable suite on the board over mpremote (make test-board)")
+    p.add_argument("--port", required=True)
+    p.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy")
+    p.add_argument("--timeout", type=float, default=120, help="seconds for each mpremote step (x10 for the copy and each module)")
+    p.add_argument("modules", nargs="*", help="test modules (default: all of host_tests/portable)")
+    p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("diag", help="the board's QCD state over the REPL")
     p.add_argument("--port", required=True)

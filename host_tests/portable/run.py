@@ -69,7 +69,38 @@ def _lazy_message_asserts():
     T.assertNotEqual = assertNotEqual
 
 
-if sys.implementation.name == "micropython":
+def _skips_in_setup(mod):
+    # micropython-lib's unittest calls setUp outside its try, so a
+    # skipTest() there ends the whole module: catch it in setUp and skip
+    # the test the way CPython's unittest does.
+    T = unittest.TestCase
+    for cls in list(mod.__dict__.values()):
+        if not (isinstance(cls, type) and issubclass(cls, T) and "setUp" in cls.__dict__):
+            continue
+        orig = cls.__dict__["setUp"]
+
+        def setUp(self, orig=orig):
+            self._qcd_skip = None
+            try:
+                orig(self)
+            except unittest.SkipTest as e:
+                self._qcd_skip = e.args[0] if e.args else "skipped"
+
+        cls.setUp = setUp
+        for name in list(cls.__dict__):
+            f = cls.__dict__[name]
+            if name.startswith("test") and callable(f):
+
+                def test(self, f=f):
+                    if getattr(self, "_qcd_skip", None):
+                        raise unittest.SkipTest(self._qcd_skip)
+                    return f(self)
+
+                setattr(cls, name, test)
+
+
+MICROPYTHON = sys.implementation.name == "micropython"
+if MICROPYTHON:
     _lazy_message_asserts()
 
 HERE = _find_here()
@@ -89,7 +120,9 @@ def run_module(name):
         print("== " + name)
         before = set(sys.modules)
         try:
-            __import__(name)
+            mod = __import__(name)
+            if MICROPYTHON:
+                _skips_in_setup(mod)
             r = unittest.main(module=name)
         except Exception as e:  # a module that cannot load is one error
             print("ERROR: %s did not load: %s: %s" % (name, type(e).__name__, e))

@@ -205,3 +205,70 @@ def read_partition(port, label="qcd"):
 def run(args, capture=False, timeout=None):
     cmd = [sys.executable, "-m", "mpremote"] + list(args)
     return subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout)
+
+
+# -- the portable suite on a board (make test-board) ---------------------------
+# host_tests/portable (plain unittest) on the board over mpremote: the device
+# set, the portable host modules (qcdhost.devset.PORTABLE_HOST: the flash
+# emulator, the in-RAM key source, IKE names) and the test modules copied to
+# it (as .mpy unless py=True), then each test module run by
+# host_tests/portable/run.py in its own mpremote session, so it starts on a
+# heap the soft reset has emptied: a module's code and qstrs stay in the
+# heap until the next reset, and a 110 KB heap holds one module's, not the
+# suite's. Needs a checkout (host_tests/).
+PORTABLE_DIR_ON_BOARD = "/tests"
+PORTABLE_LINE = "PORTABLE ran="
+
+
+def portable_dir():
+    if not CHECKOUT:
+        raise RuntimeError("the portable suite is in a checkout's host_tests/portable, and this qcdhost is installed without one")
+    return os.path.join(CHECKOUT, "host_tests", "portable")
+
+
+def portable_files():
+    """[(host path, device path)] of what test-board copies, as sources."""
+    here = portable_dir()
+    files = package_files()
+    files += [(h, d.lstrip("/")) for h, d in devset.portable_host_paths()]
+    for f in sorted(os.listdir(here)):
+        if f.endswith(".py") and f != "run.py":
+            files.append((os.path.join(here, f), PORTABLE_DIR_ON_BOARD.lstrip("/") + "/" + f))
+    return files
+
+
+def portable_modules():
+    return sorted(f[:-3] for f in os.listdir(portable_dir()) if f.startswith("test_") and f.endswith(".py"))
+
+
+def test_board_copy(port, mpy=True, out_dir=None):
+    """mpremote argv copying the suite to the board (like deploy_cp)."""
+    files = portable_files()
+    if mpy:
+        files = compile_mpy(files, out_dir or os.path.join(DEPLOY_MPY_DIR, "portable"))
+    stale = []
+    for _, dev in files:
+        if dev.endswith(".mpy"):
+            stale.append("/" + dev[:-4] + ".py")
+        elif dev.endswith(".py"):
+            stale.append("/" + dev[:-3] + ".mpy")
+    args = ["connect", port, "exec", _deploy_code([d for _, d in files], stale)]
+    for host, dev in files:
+        args += ["+", "fs", "cp", host, ":" + dev]
+    return args
+
+
+def test_board_module(port, module):
+    """mpremote argv running one portable test module on the board (a new
+    session: mpremote soft-resets the board before the first exec)."""
+    setup = "PORTABLE_DIR = %r\nPORTABLE_MODULES = [%r]" % (PORTABLE_DIR_ON_BOARD, module)
+    return ["connect", port, "exec", setup, "+", "run", os.path.join(portable_dir(), "run.py")]
+
+
+def portable_totals(text):
+    """(ran, failures, errors, skipped) from run.py's summary line, or None."""
+    for line in text.splitlines():
+        if line.startswith(PORTABLE_LINE):
+            vals = dict(kv.split("=") for kv in line.split()[1:])
+            return tuple(int(vals[k]) for k in ("ran", "failures", "errors", "skipped"))
+    return None
