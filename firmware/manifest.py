@@ -27,7 +27,7 @@ package(
 )
 package(
     "ike",
-    files=["__init__.py", "aio.py", "config.py", "config_payload.py", "const.py", "create_child_sa.py", "crypto.py", "device.py", "dh.py", "engine.py", "esp.py", "hook.py", "ike_auth.py", "ike_sa_init.py", "informational.py", "keymat.py", "message.py", "payloads.py", "proposals.py", "sa.py", "state.py", "ts.py", "tunnel.py"],
+    files=["__init__.py", "aio.py", "config.py", "config_payload.py", "const.py", "create_child_sa.py", "crypto.py", "device.py", "dh.py", "engine.py", "esp.py", "hook.py", "ike_auth.py", "ike_sa_init.py", "informational.py", "keymat.py", "message.py", "payloads.py", "proposals.py", "sa.py", "state.py", "ts.py", "tunnel.py", "x25519.py"],
     base_path="../lib",
 )
 

@@ -11,12 +11,14 @@ from ike_util import Pair, dev_config, gw_config
 from ike import message, payloads, state
 from ike.const import (
     AUTHENTICATION_FAILED,
+    CURVE25519,
     COOKIE,
     FLAG_I,
     FLAG_R,
     IKE_AUTH,
     INFORMATIONAL,
     INVALID_KE_PAYLOAD,
+    INVALID_SYNTAX,
     MODP_2048,
     MODP_3072,
     PT_N,
@@ -168,6 +170,47 @@ def test_invalid_ke_payload_makes_the_initiator_retry_with_the_chosen_group():
     assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
     assert d.group == g.group == MODP_2048
     assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).payloads, 34))[0] == MODP_2048
+
+
+def test_curve25519_is_proposed_first_and_used_by_default():
+    p = Pair()
+    d, g = p.up()
+    assert d.group == g.group == CURVE25519
+    init = message.parse(p.wire[0][1]).payloads
+    ke = payloads.decode_ke(payloads.first(init, 34))
+    assert ke[0] == CURVE25519 and len(ke[1]) == 32  # RFC 8031 §2.1
+    props = payloads.decode_sa(payloads.first(init, 33))
+    groups = [t[1] for t in props[0][3] if t[0] == 4]
+    assert groups == [CURVE25519, MODP_2048]  # MODP-2048 kept as the fallback
+
+
+def test_peer_offering_only_modp2048_still_works_as_responder_and_initiator():
+    # Our initiator leads with 31; a responder with 14 only answers
+    # INVALID_KE_PAYLOAD and we retry with 14.
+    p = Pair(gw=gw_config(dh_groups=[MODP_2048]))
+    d, g = p.up()
+    assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
+    assert d.group == g.group == MODP_2048
+    # An initiator that offers only 14 gets 14 from our responder, directly.
+    p = Pair(dev_config(dh_groups=[MODP_2048]))
+    d, g = p.up()
+    assert d.group == g.group == MODP_2048
+    assert INVALID_KE_PAYLOAD not in notifies_in(p.wire[1][1])
+
+
+def test_x25519_key_exchange_with_a_low_order_point_is_refused():
+    # RFC 8031 §2.2: an all-zero shared secret aborts the exchange; the
+    # responder answers INVALID_SYNTAX and keeps no state.
+    p = Pair()
+    p.dev.initiate(0)
+    req = bytearray(p.dev.take_datagrams()[0][0])
+    m = message.parse(bytes(req))
+    ke = payloads.decode_ke(payloads.first(m.payloads, 34))
+    i = bytes(req).find(ke[1])
+    req[i : i + 32] = bytes(32)  # u = 0
+    p.gw.receive(bytes(req), ("192.0.2.2", 500), False, 0)
+    assert not p.gw.sas
+    assert notifies_in(p.gw.take_datagrams()[0][0]) == [INVALID_SYNTAX]
 
 
 def test_no_common_group_fails_cleanly():

@@ -129,7 +129,7 @@ def test_sa_up_with_psk_and_our_qcd_notify_accepted(setup):
     assert "N(CRASH_DET)" in line
     assert "authentication of 'dev.example' with pre-shared key successful" in log
     s = setup.sa()
-    assert s["encr-alg"] == b"AES_CBC" and s["dh-group"] == b"MODP_2048" and s["prf-alg"] == b"PRF_HMAC_SHA2_256"
+    assert s["encr-alg"] == b"AES_CBC" and s["dh-group"] == b"CURVE_25519" and s["prf-alg"] == b"PRF_HMAC_SHA2_256"
     assert s["nat-fake"] == b"yes" and s["remote-port"] == b"4500"  # NAT-T with the marker
     assert setup.children()[0]["encap"] == b"yes"
 
@@ -255,9 +255,42 @@ def test_after_our_reboot_strongswan_gets_invalid_ike_spi_and_qcd_and_stays_heal
             s.charon.stop()
 
 
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+def test_x25519_with_strongswan_in_both_roles(tmp_path, charon_ok, role):
+    # charon takes only Curve25519 (its curve25519 plugin); we propose it
+    # first, so no INVALID_KE_PAYLOAD round either way.
+    s = start(tmp_path, role, conn_extra={"proposals": ["aes256-sha256-curve25519"]})
+    try:
+        wait_match(s, "up")
+        assert s.sa()["dh-group"] == b"CURVE_25519"
+        assert "INVAL_KE" not in s.charon.log()
+    finally:
+        s.peer.kill()
+        s.charon.stop()
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+def test_strongswan_with_modp2048_only_still_works_in_both_roles(tmp_path, charon_ok, role):
+    # A gateway without group 31: as initiator we lead with 31, get
+    # INVALID_KE_PAYLOAD and retry with 14; as responder we take its 14.
+    s = start(tmp_path, role, conn_extra={"proposals": ["aes256-sha256-modp2048"]})
+    try:
+        wait_match(s, "up")
+        log = s.charon.log()
+        assert s.sa()["dh-group"] == b"MODP_2048"
+        if role == "initiator":
+            assert "generating IKE_SA_INIT response 0 [ N(INVAL_KE) ]" in log
+            assert "responder wants D-H group 14" in s.peer.log()
+        else:
+            assert "INVAL_KE" not in log
+    finally:
+        s.peer.kill()
+        s.charon.stop()
+
+
 def test_invalid_ke_payload_from_strongswan(tmp_path, charon_ok):
-    # We lead with MODP-3072; charon only takes MODP-2048 and answers
-    # INVALID_KE_PAYLOAD; we retry with group 14.
+    # We lead with MODP-3072; charon takes 31 or 14, not 15, and answers
+    # INVALID_KE_PAYLOAD naming one we offered (14); we retry with it.
     s = start(tmp_path, "initiator", dh_groups=[15, 14])
     try:
         wait_match(s, "up")

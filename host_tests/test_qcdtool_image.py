@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import support
+from qcd import wire
+from qcd.tokens import make_token
 
 QCDTOOL = os.path.join(support.TOOLS, "qcdtool")
 SPI_I = "0102030405060708"
@@ -184,3 +186,20 @@ def test_inspect_blank_garbage_and_bad_files(tmp_path):
     one_line_error(qcdtool("token", "--image", img, "--secret-file", img, "--spi-i", SPI_I, "--spi-r", SPI_R))
     one_line_error(qcdtool("provision", img, "--secret-file", tmp_path / "short.img"))
     one_line_error(qcdtool("provision", tmp_path / "missing.img", "--secret-file", img))
+
+
+def test_respond_prints_one_line_per_answer_when_the_generation_is_unknown(tmp_path):
+    # Two secrets and an IKE SA the map does not know: the device would send
+    # one answer per candidate token, each led by another (docs/hook.md §3).
+    img = tmp_path / "p.img"
+    qcdtool("image", "new", img, "--blocks", 4)
+    for n in (1, 2):
+        (tmp_path / ("%d.bin" % n)).write_bytes(bytes([n]) * 32)
+        assert qcdtool("provision", img, "--secret-file", tmp_path / ("%d.bin" % n)).returncode == 0
+    req = wire.build(bytes.fromhex(SPI_I), bytes.fromhex(SPI_R), wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))])
+    p = qcdtool("respond", "--image", img, "--from", "192.0.2.1:500", req.hex())
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    toks = [[n[3] for n in wire.parse(bytes.fromhex(h)).notifies() if n[0] == wire.QUICK_CRASH_DETECTION] for h in lines]
+    t1, t2 = (make_token(bytes([n]) * 32, bytes.fromhex(SPI_I), bytes.fromhex(SPI_R)) for n in (1, 2))
+    assert toks == [[t2, t1], [t1, t2]]

@@ -114,7 +114,7 @@ def check_gateway_example(cwd, out):
 
 
 # A block is recognised by a line it contains.
-CHECKS = {"tools/qcd-peer run gw.json": check_gateway_example}
+CHECKS = {"run gw.json": check_gateway_example}
 
 
 @pytest.mark.parametrize("doc, line, text, why", ALL, ids=["%s:%d" % (d, n) for d, n, _, _ in ALL])

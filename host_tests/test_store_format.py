@@ -1,5 +1,7 @@
 # The on-flash format of qcd.store, pinned against docs/FORMAT.md and against
-# an image the store wrote before (host_tests/data/store_v1_golden.bin.gz).
+# images the store wrote before (host_tests/data/store_v1_golden.bin.gz, by
+# today's writer, and store_v1_e80588e.bin.gz, by the store of commit e80588e,
+# which still appended to the head block across boots).
 #
 # Three independent checks:
 #   - a decoder written here from FORMAT.md alone (not from store.py) reads
@@ -11,11 +13,12 @@
 #     byte for byte (plain flash), and the same physical bytes as then on
 #     encrypted flash (a SHA-256 is pinned): the writer's behaviour, down to
 #     where compaction and eviction put each record, has not changed;
-#   - the golden image, written by the store of commit e80588e, mounts.
+#   - both golden images mount, and read as the decoder reads them.
 # The workload covers a blank first boot, evictions at the map's cap, IPv4
 # and IPv6 peers, both roles, rollovers and a retirement, several rounds of
-# compaction on a 4-block partition, a power cut that tears a record, and
-# reboots.
+# compaction on a 4-block partition, reboots (each boot's first block takes
+# the whole log), and a power cut that tears a record in the middle of a
+# block, left as it is (the last boot only reads).
 #
 # A deliberate change to what the store writes (not to the format) changes
 # the image: regenerate it with `python host_tests/test_store_format.py
@@ -41,9 +44,13 @@ from qcd.store import Store  # noqa: E402
 from qcd.tokens import fingerprint  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "data", "store_v1_golden.bin.gz")
+# Written by the store of commit e80588e (same format; that writer appended
+# to the newest block after a reboot): must still mount.
+GOLDEN_E80588E = os.path.join(HERE, "data", "store_v1_e80588e.bin.gz")
 # SHA-256 of the physical bytes the workload leaves on encrypted flash
 # (flashemu's model, its default key for seed 0).
-GOLDEN_ENCRYPTED_SHA256 = "e8a17f7c0db39ce258b4c1cb329c01ea2d63f4d093e4d7db9230ac2e327533cd"
+GOLDEN_ENCRYPTED_SHA256 = "8a0229ff21ef6894f2113fa75c77c3517c648e73d479e81caa8a591ba133252b"
+GOLDEN_CHILDREN = 10  # the map at its cap when the power was cut
 BLOCKS = 4
 CAP = 10
 
@@ -79,21 +86,28 @@ def workload(encrypted=False):
             s.child_drop(spi)
         else:
             s.child_put(spi, *ike(k % 11))
-    # A power cut tears the 4th flash operation from here, a 48-byte CHILD_NEW
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    for k in range(5):
+        s.child_put(0x3000 + k, *ike(20 + k))
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    s.child_put(0x4000, *ike(30))
+    s.child_drop(0x2001)
+    e = e.reboot(seed=1)
+    s = Store(e, None, max_children=CAP)  # boot 5: the whole log in a new block
+    for k in range(240):  # Child SAs moving between IKE SAs: into a second block
+        s.child_put(0x3000 + k % 4, *ike(20 + k % 3))
+    # A power cut tears the 3rd flash operation from here, a 48-byte CHILD_NEW
     # in the middle of a block (the emulator clears a random half of its bits).
-    e = e.reboot(cut_at=4, seed=1)
-    s = Store(e, None, max_children=CAP)  # its BOOT record is operation 1
+    e.cut_at = e.ops + 3
     try:
         for k in range(5):
-            s.child_put(0x3000 + k, *ike(20 + k))
+            s.child_put(0x5000 + k, *ike(40 + k))
     except flashemu.PowerCut:
         pass
     e = e.reboot()
-    s = Store(e, None, max_children=CAP)  # finds the torn record, opens a new block
-    s.child_put(0x4000, *ike(30))
-    s.child_drop(0x2001)
-    e = e.reboot()
-    s = Store(e, None, max_children=CAP)
+    s = Store(e, None, max_children=CAP, readonly=True, count_boot=False)
     return backing, e, s
 
 
@@ -134,7 +148,7 @@ def decode(read, erased, blocks):
             break
         chain.append(by_seq[prev])  # the golden image has no missing block
     chain.reverse()
-    secrets, children, ikes, boot, torn = {}, {}, {}, 0, []
+    secrets, children, ikes, boot, torn, gen_tags = {}, {}, {}, 0, [], {}
     for b in chain:
         seq = hdr[b][0]
         data = read(b, 0, BLOCK_SIZE)
@@ -186,7 +200,7 @@ def decode(read, erased, blocks):
                 ike_id = struct.unpack_from("<H", data, p + 2)[0]
                 if typ == 6:
                     flags = data[p + 1]
-                    assert flags & ~3 == 0, "CHILD_NEW flags: other bits 0"
+                    gen_tags[ike_id] = flags >> 2  # bits 2-7: generation tag, 0 = not recorded
                     addr = bytes(data[p + 24 : p + 40])
                     if not flags & 2:
                         assert addr[4:] == bytes(12), "IPv4: 12 zero bytes after it"
@@ -196,9 +210,17 @@ def decode(read, erased, blocks):
                     assert data[p + 1] == 0
                 children[v] = ike_id
     out = {}
+    tags = {}
     for spi, ike_id in children.items():
         out[spi] = ikes[ike_id]  # the golden image loses no CHILD_NEW
-    return {"secrets": secrets, "children": out, "boot": boot, "chain": chain, "torn": torn}
+        tags[ikes[ike_id][0] + ikes[ike_id][1]] = gen_tags[ike_id]
+    # The generation a tag names: the one live generation g with
+    # (g - 1) % 63 + 1 == tag (FORMAT.md), else none (0).
+    gens = {}
+    for sa, t in tags.items():
+        hits = [g for g in secrets if t and (g - 1) % 63 + 1 == t]
+        gens[sa] = hits[0] if len(hits) == 1 else 0
+    return {"secrets": secrets, "children": out, "boot": boot, "chain": chain, "torn": torn, "generations": gens}
 
 
 def emu_reader(e):
@@ -216,14 +238,25 @@ def emu_reader(e):
     return read, erased
 
 
-def golden_backing():
-    with gzip.open(GOLDEN, "rb") as f:
+def golden_backing(path=GOLDEN):
+    with gzip.open(path, "rb") as f:
         data = f.read()
     return MemoryBacking(data=data)
 
 
 def test_the_golden_image_matches_format_md():
     e = FlashEmu(golden_backing(), readonly=True)
+    d = decode(*emu_reader(e), BLOCKS)
+    assert d["boot"] == 5
+    assert len(d["secrets"]) == 2 and max(d["secrets"]) == 3
+    assert d["secrets"][2] == hashlib.sha256(b"golden secret 2").digest()
+    assert GOLDEN_CHILDREN == len(d["children"]) <= CAP
+    assert d["torn"], "the power cut left a torn record"
+    assert len(d["chain"]) >= 2
+
+
+def test_the_e80588e_image_matches_format_md():
+    e = FlashEmu(golden_backing(GOLDEN_E80588E), readonly=True)
     d = decode(*emu_reader(e), BLOCKS)
     # What the workload left, as the format says to read it.
     assert d["boot"] == 5
@@ -234,17 +267,36 @@ def test_the_golden_image_matches_format_md():
     assert len(d["chain"]) >= 2
 
 
-def test_the_store_mounts_the_golden_image_as_format_md_reads_it():
-    e = FlashEmu(golden_backing(), readonly=True)
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_E80588E], ids=["golden", "e80588e"])
+def test_the_store_mounts_the_golden_image_as_format_md_reads_it(path):
+    e = FlashEmu(golden_backing(path), readonly=True)
     d = decode(*emu_reader(e), BLOCKS)
-    s = Store(FlashEmu(golden_backing(), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
+    s = Store(FlashEmu(golden_backing(path), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
     gens = sorted(d["secrets"], reverse=True)
     assert s.secrets() == [d["secrets"][g] for g in gens]
     assert dict(s.children()) == d["children"]
     assert s.boot_count == d["boot"]
+    # Written before the generation tag existed: every IKE SA's token
+    # generation is unknown (the maker then answers once per candidate).
+    assert set(d["generations"].values()) == {0}
+    assert all(s.generation_of(sa[:8], sa[8:]) == 0 for sa in d["generations"])
     live = [b for b in range(BLOCKS) if s.block_info(b)[0] == "live"]
     assert sorted(live) == sorted(d["chain"])
     assert s.status()["damage_count"] >= 1  # the torn record is reported
+
+
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_E80588E], ids=["golden", "e80588e"])
+def test_a_writable_mount_of_the_golden_image_keeps_what_it_holds(path):
+    backing = golden_backing(path)
+    s0 = Store(FlashEmu(golden_backing(path), readonly=True), None, max_children=CAP, readonly=True, count_boot=False)
+    e = FlashEmu(backing)
+    s = Store(e, None, max_children=CAP)
+    assert e.violations == 0
+    assert s.secrets() == s0.secrets() and dict(s.children()) == dict(s0.children())
+    assert s.boot_count == s0.boot_count + 1
+    s2 = Store(FlashEmu(backing), None, max_children=CAP, readonly=True, count_boot=False)
+    assert s2.secrets() == s0.secrets() and dict(s2.children()) == dict(s0.children())
+    assert s2.status()["damage_count"] == 0  # the torn block is stale now
 
 
 def test_the_store_writes_the_golden_image_byte_for_byte():
@@ -266,6 +318,37 @@ def test_the_store_writes_the_same_encrypted_image_as_before():
     d = decode(*emu_reader(e), BLOCKS)
     assert dict(s.children()) == d["children"]
     assert s.boot_count == d["boot"] == 5
+    assert d["torn"] and len(d["chain"]) >= 2
+
+
+def test_generation_tags_survive_reboots_and_compaction_as_format_md_reads_them():
+    # The same kind of workload, now telling child_put which secret
+    # generation made each IKE SA's token: what the format decoder reads
+    # from the flags' bits 2-7 is what the store answers after a reboot.
+    backing = MemoryBacking(BLOCKS * BLOCK_SIZE)
+    e = FlashEmu(backing, encrypted=True)
+    s = Store(e, flashemu._Rand(7).bytes, max_children=CAP)
+    s.rollover(hashlib.sha256(b"gen 2").digest())
+    s.rollover(hashlib.sha256(b"gen 3").digest())
+    want = {}
+    for k in range(600):  # several compactions on 4 blocks
+        spi_i, spi_r, initiator, peer = ike(k % 7)
+        gen = 1 + (k % 7) % 3
+        if k % 5 == 4:
+            s.child_drop(0x5000 + k % 8)
+        else:
+            s.child_put(0x5000 + k % 8, spi_i, spi_r, initiator, peer, gen)
+            want[spi_i + spi_r] = gen
+    assert s.compactions >= 2
+    e = e.reboot()
+    s = Store(e, None, max_children=CAP)
+    d = decode(*emu_reader(e), BLOCKS)
+    assert dict(s.children()) == d["children"]
+    held = {e_[0] + e_[1] for _, e_ in s.children()}
+    assert held and all(d["generations"][sa] == want[sa] == s.generation_of(sa[:8], sa[8:]) for sa in held)
+    # A retired generation names nothing any more: unknown, not a wrong one.
+    s.retire(fingerprint(hashlib.sha256(b"gen 2").digest()))
+    assert all(s.generation_of(sa[:8], sa[8:]) == (0 if want[sa] == 2 else want[sa]) for sa in held)
 
 
 if __name__ == "__main__":

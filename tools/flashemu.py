@@ -22,6 +22,11 @@
 # store that catches OSError cannot swallow it; `violations` counts them too):
 #   NOR rules: erased bytes are 0xFF, a program can only clear bits (an
 #     attempt to set one is a violation), erase is per 4096-byte block.
+#   Program once: a program over bytes that are not erased (not 0xFF, or
+#     holding unstable bits, below) is a violation too, even one that only
+#     clears bits: the store promises never to program a byte twice.
+#     `reprogram=True` allows clearing more bits of programmed bytes, as
+#     NOR itself permits (plain mode only).
 #   Flash-encryption mode (a partition flagged `encrypted`, ESP-IDF): offset
 #     and length of a program 16-byte aligned (else -258 / -260, as
 #     esp_flash_write_encrypted returns), each 16-byte chunk programmed at most
@@ -49,6 +54,17 @@
 # backing. PowerCut
 # derives from BaseException so that `except Exception` in the code under
 # test does not swallow it.
+#
+# Unstable bits. Real NOR does not promise that an interrupted program or
+# erase reads back the same twice: cells left between the two levels read as
+# 1 on one read and 0 on the next. With `unstable=True` a torn operation also
+# leaves such cells (a torn program: some of the bits it was clearing, or a
+# single one when nothing else reached the cells, so the area may read as
+# erased; a torn erase: some of the bits that were 0). Every read returns a
+# fresh random value for them; a program over them is a violation (they are
+# not erased); a complete erase of their block clears them. They are kept in
+# the sidecar ("weak": {"blk": [[offset, bit mask], ...]}), since the cells
+# keep their state across a reboot, whichever emulator reads them.
 #
 # Wear. Every block has an erase counter (kept in the backing's sidecar, so
 # it survives reboots). A block can be made worn with wear_out(): after a set
@@ -272,9 +288,12 @@ class FlashEmu:
     seed       seeds the tearing pattern (reproducible cuts)
     readonly   refuse writes and erases with ESP_ERR_NOT_ALLOWED (a partition
                flagged readonly; also what tools use to inspect an image)
+    reprogram  allow a program over programmed bytes that only clears bits
+               (plain NOR semantics; by default that is a violation)
+    unstable   a torn program or erase leaves bits that read back unstable
     """
 
-    def __init__(self, backing, encrypted=False, key=None, cut_at=None, seed=0, readonly=False):
+    def __init__(self, backing, encrypted=False, key=None, cut_at=None, seed=0, readonly=False, reprogram=False, unstable=False):
         if backing.size % BLOCK_SIZE or backing.size == 0:
             raise ValueError("partition size %d is not a positive multiple of %d" % (backing.size, BLOCK_SIZE))
         self.backing = backing
@@ -311,6 +330,9 @@ class FlashEmu:
         self.violations = 0
         self.last_violation = None
         self.torn = None  # description of the torn operation, after a cut
+        self.reprogram = reprogram
+        self.unstable = unstable
+        self._weak = self._weak_load()  # block -> {offset: mask of unstable bits}
 
     # -- the esp32.Partition protocol ------------------------------------------
 
@@ -324,6 +346,8 @@ class FlashEmu:
         data = self.backing.read(addr, ln)
         if self.encrypted:
             data = self._crypt(addr, data)
+        if self._weak:
+            data = self._weak_read(addr, data)
         buf[0:ln] = data
 
     def writeblocks(self, n, buf, off=None):
@@ -495,8 +519,15 @@ class FlashEmu:
                 bad = (phys | o) ^ o
                 first = ln - 1 - (len(bin(bad)) - 3) // 8
                 self._violation("NOR flash: program at 0x%x would set bits that are 0 (an erase is needed)" % (addr + first))
+            if not self.reprogram:
+                self._check_erased(addr, ln, o, full)
+        if self._weak:
+            self._weak_check(addr, ln)
         if self._tick():
-            phys = self._tear_program(phys, ln, full)
+            torn = self._tear_program(phys, ln, full)
+            if self.unstable:
+                self._weak_torn_program(addr, ln, phys, torn, full)
+            phys = torn
             self.backing.write(addr, _bytes(_int(old) & phys & (full ^ stuck), ln))
             self.backing.flush()
             self._cut()
@@ -558,6 +589,8 @@ class FlashEmu:
                 setmask &= full ^ self._stuck_mask(block)
             self.backing.write(addr, _bytes(old | setmask, BLOCK_SIZE))
             self.backing.flush()
+            if torn and self.unstable and how != 3:
+                self._weak_torn_erase(block, old, setmask, full)
             self._save_meta()
             if torn:
                 self.torn = "erase of block %d: %s" % (block, ("nothing", "a quarter of the bits", "three quarters of the bits", "all bits")[how])
@@ -567,7 +600,114 @@ class FlashEmu:
         if mode == STUCK_BITS:
             value = full ^ self._stuck_mask(block)
         self.backing.write(addr, _bytes(value, BLOCK_SIZE) if value != full else b"\xff" * BLOCK_SIZE)
+        self._weak_clear(block)
         self._save_meta()
+
+    # -- program once, and unstable bits (see the module header) --------------
+
+    def _check_erased(self, addr, ln, o, full):
+        # Plain mode: every byte programmed must be erased (0xFF; a cell
+        # stuck at 0 counts as erased, the flash is at fault there).
+        if o != full:
+            bad = o ^ full
+            first = ln - 1 - (len(bin(bad)) - 3) // 8
+            self._violation("NOR flash: program at 0x%x over bytes not erased since the last erase" % (addr + first))
+
+    def _weak_load(self):
+        w = {}
+        for k, pairs in (self.meta.get("weak") or {}).items():
+            m = {}
+            for off, mask in pairs:
+                m[off] = mask
+            if m:
+                w[int(k)] = m
+        return w
+
+    def _weak_save(self):
+        out = {}
+        for b in self._weak:
+            m = self._weak[b]
+            out[str(b)] = [[off, m[off]] for off in sorted(m)]
+        if out:
+            self.meta["weak"] = out
+        else:
+            self.meta.pop("weak", None)
+
+    def _weak_add(self, addr, mask_int, ln):
+        # Mark the bits set in mask_int (an int over ln bytes at addr) unstable.
+        if not mask_int:
+            return
+        mb = _bytes(mask_int, ln)
+        for i in range(ln):
+            if mb[i]:
+                a = addr + i
+                blk = a // BLOCK_SIZE
+                m = self._weak.get(blk)
+                if m is None:
+                    m = {}
+                    self._weak[blk] = m
+                off = a - blk * BLOCK_SIZE
+                m[off] = m.get(off, 0) | mb[i]
+        self._weak_save()
+        self._save_meta()
+
+    def _weak_clear(self, block):
+        if self._weak.pop(block, None) is not None:
+            self._weak_save()
+
+    def _weak_read(self, addr, data):
+        # Unstable bits read as a fresh random value on every read.
+        out = None
+        end = addr + len(data)
+        b0 = addr // BLOCK_SIZE
+        for blk in range(b0, (end - 1) // BLOCK_SIZE + 1):
+            m = self._weak.get(blk)
+            if not m:
+                continue
+            base = blk * BLOCK_SIZE
+            for off in m:
+                a = base + off
+                if addr <= a < end:
+                    if out is None:
+                        out = bytearray(data)
+                    mask = m[off]
+                    out[a - addr] = (out[a - addr] & (0xFF ^ mask)) | (self.rand.bytes(1)[0] & mask)
+        return bytes(out) if out is not None else data
+
+    def _weak_check(self, addr, ln):
+        end = addr + ln
+        for blk in range(addr // BLOCK_SIZE, (end - 1) // BLOCK_SIZE + 1):
+            m = self._weak.get(blk)
+            if m:
+                base = blk * BLOCK_SIZE
+                for off in m:
+                    if addr <= base + off < end:
+                        self._violation("NOR flash: program at 0x%x over unstable bits (a torn program or erase, not erased since)" % (base + off))
+
+    def _weak_torn_program(self, addr, ln, phys, torn, full):
+        # Of the bits this program clears (0 in phys), those the cut left
+        # unset (1 in torn) are candidates: about a quarter become unstable;
+        # if none reached the cells, one of them (so the area may read erased).
+        clears = full ^ phys
+        left = clears & torn
+        if not left:
+            return
+        if left == clears:
+            pick = self.rand.below(len(bin(left)) - 2)
+            while not (left >> pick) & 1:
+                pick = (pick + 1) % (8 * ln)
+            weak = 1 << pick
+        else:
+            weak = left & _int(self.rand.bytes(ln)) & _int(self.rand.bytes(ln))
+        self._weak_add(addr, weak, ln)
+        self.torn += ", %d unstable bit(s)" % bin(weak).count("1")
+
+    def _weak_torn_erase(self, block, old, setmask, full):
+        # Bits that were 0 before the erase: about one in sixteen is left
+        # between the levels, whether or not the erase set it.
+        r = _int(self.rand.bytes(BLOCK_SIZE)) & _int(self.rand.bytes(BLOCK_SIZE))
+        r &= _int(self.rand.bytes(BLOCK_SIZE)) & _int(self.rand.bytes(BLOCK_SIZE))
+        self._weak_add(block * BLOCK_SIZE, (full ^ old) & r, BLOCK_SIZE)
 
     def _cut(self):
         self.dead = True
@@ -579,7 +719,7 @@ class FlashEmu:
         """A new emulator on the same backing: what the flash holds after the
         power comes back. Counters of this instance are not carried over."""
         self.backing.flush()
-        return FlashEmu(self.backing, cut_at=cut_at, seed=seed, readonly=self.readonly)
+        return FlashEmu(self.backing, cut_at=cut_at, seed=seed, readonly=self.readonly, reprogram=self.reprogram, unstable=self.unstable)
 
     def stats(self):
         return {

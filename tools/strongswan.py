@@ -30,8 +30,14 @@ import subprocess
 import time
 
 CHARON = "/usr/lib/ipsec/charon"
-INSTALL = "apt-get install -y strongswan-charon strongswan-swanctl libcharon-extra-plugins"
-PLUGINS = "random nonce openssl sha1 sha2 hmac kdf aes gmp pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici"
+INSTALL = "apt-get install -y strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins"
+# curve25519 (libstrongswan-extra-plugins): D-H group 31, which our engine
+# proposes first.
+PLUGINS = "random nonce openssl sha1 sha2 hmac kdf aes gmp curve25519 pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici"
+CURVE25519_PLUGIN = "/usr/lib/ipsec/plugins/libstrongswan-curve25519.so"
+# What a gateway takes by default here: X25519 or MODP-2048, like a
+# deployed strongSwan; tests narrow it to one group (load(extra=...)).
+PROPOSALS = ["aes256-sha256-curve25519-modp2048"]
 
 CONF = """charon {
   port = %(port)d
@@ -67,6 +73,8 @@ def missing_reason():
     """None when charon can run here, else (what is missing, how to get it)."""
     if not os.path.exists(CHARON):
         return "strongSwan's charon " + CHARON, INSTALL
+    if not os.path.exists(CURVE25519_PLUGIN):
+        return "strongSwan's curve25519 plugin " + CURVE25519_PLUGIN, INSTALL
     if os.geteuid() != 0:
         return "root", "run as root: charon creates a TUN device and namespaces"
     try:
@@ -226,7 +234,7 @@ class Charon:
             "version": "2",
             "local_addrs": [CHARON_ADDR],
             "remote_addrs": [PEER_ADDR],
-            "proposals": ["aes256-sha256-modp2048"],
+            "proposals": PROPOSALS,
             "dpd_delay": "%ds" % dpd_delay,
             "rekey_time": "0",
             "local": {"auth": "psk", "id": local_id},

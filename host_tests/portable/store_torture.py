@@ -15,7 +15,12 @@
 #   - the boot counter went up by one (or two, if the cut hit a mount after
 #     its boot record landed);
 #   - the store stays writable: a few more updates and a reboot, checked again;
-#   - the emulator saw no NOR or flash-encryption violation.
+#   - the emulator saw no NOR or flash-encryption violation, and no program
+#     over bytes that were not erased.
+# Variants: a worn block; a small map cap (evictions); puts at the cap whose
+# eviction DROP has to open (and compact into) a new block (cap_drop, issue
+# 13 §5); and flash whose torn programs and erases leave bits that read back
+# unstable (unstable, flashemu's model of real NOR).
 # A failure raises TortureFailure naming the seed and cut, so it can be re-run.
 
 import hashlib
@@ -185,7 +190,76 @@ def warm(seed, blocks, encrypted, ops=None, cap=None):
     return backing, o, cap
 
 
-def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
+def _held_ikes(store):
+    # IKE SAs (as put arguments) the store holds, in a stable order.
+    seen = []
+    for spi, ent in sorted(store.children()):
+        if ent not in seen:
+            seen.append(ent)
+    return seen
+
+
+def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
+    """Ops (after the first reboot) that bring the map to its cap and then,
+    `rounds` times, fill the head block until a new Child SA on a known IKE
+    SA (16 bytes) fills it exactly, so that the eviction's DROP has to open a
+    block, which (once the log is long) compacts the oldest block, the one
+    holding the victim. Found by running the store (the runs are
+    deterministic). Returns (ops, oracle after them, rounds whose DROP
+    opened a compacting block)."""
+    b = backing.copy()
+    factory = lambda: flashemu.FlashEmu(b, encrypted=encrypted)  # noqa: E731
+    o = oracle.copy()
+    ops = [("reboot",)]
+    store = do(None, ops[0], factory, cap)
+    o.apply(ops[0])
+    nxt = [0x7E000000]
+
+    def apply(op):
+        st = do(store, op, factory, cap)
+        ops.append(op)
+        o.apply(op)
+        reconcile(o, op, st, cap)
+        return st
+
+    def new_put(ent):
+        nxt[0] += 1
+        return ("put", nxt[0]) + tuple(ent)
+
+    # Two IKE SAs at least, and the map at its cap.
+    k = 0
+    while len(_held_ikes(store)) < 2 or store.child_count() < cap:
+        h = hashlib.sha256(b"cap-drop ike %d" % (k % 3)).digest()
+        store = apply(new_put((h[0:8], h[8:16], bool(k & 1), h[16:20])))
+        k += 1
+    hit = 0
+    filler = None
+    for _ in range(rounds):
+        for _ in range(400):
+            ikes = _held_ikes(store)
+            room = BLOCK_SIZE - store._pos if store._head >= 0 else 0
+            if room == 16:
+                break
+            # A 16-byte record: the filler Child SA moved to another IKE SA
+            # that has other Child SAs (so its definition is held: a CHILD,
+            # not a CHILD_NEW). The filler stays the newest entry, never the
+            # victim.
+            cur = store.child_get(filler) if filler is not None else None
+            if cur is None:
+                op = new_put(ikes[0])
+                filler = op[1]
+            else:
+                others = [e for e in ikes if e != cur and any(x == e and spi != filler for spi, x in store.children())]
+                op = ("put", filler) + tuple(others[0] if others else ikes[0])
+            store = apply(op)
+        before = store.compactions
+        store = apply(new_put(_held_ikes(store)[-1]))
+        if store.compactions > before:
+            hit += 1
+    return ops, o, hit
+
+
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstable=False):
     """Run ops on a copy of backing, cutting power at global flash operation
     `cut` (None: never). Returns (backing, ops done, total flash ops, result)
     where result is None or (index of the interrupted op, oracle before it).
@@ -203,7 +277,7 @@ def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
             c = cut - total[0]
             if c <= 0:
                 c = None
-        e = flashemu.FlashEmu(b, encrypted=encrypted, cut_at=c, seed=seed)
+        e = flashemu.FlashEmu(b, encrypted=encrypted, cut_at=c, seed=seed, unstable=unstable)
         emus.append(e)
         return e
 
@@ -227,10 +301,13 @@ def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None):
     return b, len(ops), total[0] + (emus[-1].ops if emus else 0), None
 
 
-def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False, cap=None):
+def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=False, cap=None, cap_drop=0, unstable=False, stats=None):
     """One torture sweep. Returns the number of cuts made. worn: one free
     block of the warmed partition gets bits stuck at 0 from its next erase.
-    cap: a small Child SPI map cap, and a workload that runs into it."""
+    cap: a small Child SPI map cap, and a workload that runs into it.
+    cap_drop: that many puts at the cap whose DROP opens a block first
+    (needs cap). unstable: torn operations leave unstable bits. stats: a
+    dict that gets counts (cap_drop rounds that compacted, cuts)."""
     backing, o0, cap_ = warm(seed, blocks, encrypted, cap=cap)
     evict = cap is not None
     cap = cap_
@@ -242,7 +319,13 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
                 e.readonly = False
                 e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
                 break
-    ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict)
+    if cap_drop:
+        ops, o1, hit = cap_drop_ops(backing, o0, cap, encrypted, cap_drop)
+        ops += make_ops(b"workload", seed, o1, n_ops, cap, evict=evict)
+        if stats is not None:
+            stats["cap_drop_compacting"] = stats.get("cap_drop_compacting", 0) + hit
+    else:
+        ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict)
     # Dry run: how many flash operations the workload takes, and which
     # entries the store evicts at the cap.
     victims = {}
@@ -253,7 +336,7 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
     made = 0
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable)
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1
@@ -263,7 +346,7 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         if idx in victims:
             # the same entry goes whether the store or the next mount evicts it
             del after.children[victims[idx]]
-        emu = flashemu.FlashEmu(b)
+        emu = flashemu.FlashEmu(b, seed=c)
         try:
             store = Store(emu, det_rng(seed), max_children=cap)
         except Exception as e:
@@ -286,9 +369,11 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
             store = do(store, op, None, cap)
             o.apply(op)
             reconcile(o, op, store, cap)
-        emu2 = flashemu.FlashEmu(b)
+        emu2 = flashemu.FlashEmu(b, seed=c + 1)
         store = Store(emu2, det_rng(seed), max_children=cap)
         check(store, o, label + " (after more writes and a reboot)")
         if emu.violations or emu2.violations:
             raise TortureFailure("%s: flash violation: %s" % (label, emu.last_violation or emu2.last_violation))
+    if stats is not None:
+        stats["cuts"] = stats.get("cuts", 0) + made
     return made

@@ -43,12 +43,29 @@ class TestHandover(unittest.TestCase):
 
 class TestAnswerIke(unittest.TestCase):
     def test_answers_a_protected_request_for_unknown_spis(self):
-        m = Maker(MemoryKeys([S2, S1]), rate=None)
+        m = Maker(MemoryKeys([S1]), rate=None)
         a = wire.parse(m.answer_ike(req(), "192.0.2.1", 0))
         toks = [n[3] for n in a.notifies() if n[0] == wire.QUICK_CRASH_DETECTION]
-        # One candidate per held secret, current first (secret rollover).
-        self.assertEqual(toks, [make_token(S2, I, R), make_token(S1, I, R)])
+        self.assertEqual(toks, [make_token(S1, I, R)])
         self.assertEqual(m.counters["answered_ike"], 1)
+
+    def test_several_secrets_and_no_generation_known_give_one_answer_led_by_each_token(self):
+        # Secret rollover, and nothing says which secret made the peer's
+        # token: one answer per candidate, each led by another token, every
+        # one carrying them all (a taker reading all N(QCD) takes the first).
+        m = Maker(MemoryKeys([S2, S1]), rate=None)
+        out = m.answer_ike(req(), "192.0.2.1", 0)
+        self.assertIsInstance(out, tuple)
+        toks = [[n[3] for n in wire.parse(a).notifies() if n[0] == wire.QUICK_CRASH_DETECTION] for a in out]
+        t2, t1 = make_token(S2, I, R), make_token(S1, I, R)
+        self.assertEqual(toks, [[t2, t1], [t1, t2]])
+        self.assertEqual((m.counters["answered_ike"], m.counters["answered_unknown_gen"]), (1, 1))
+
+    def test_each_extra_answer_takes_one_from_the_rate_limit(self):
+        m = Maker(MemoryKeys([S2, S1]), rate=1, burst=1)
+        out = m.answer_ike(req(), "192.0.2.1", 0)
+        self.assertEqual(len(out), 1)  # the bucket had one: the current token's answer only
+        self.assertEqual(m.counters["refused_rate"], 1)
 
     def test_every_answerable_exchange(self):
         for ex in (wire.IKE_AUTH, wire.CREATE_CHILD_SA, wire.INFORMATIONAL, wire.IKE_INTERMEDIATE):
@@ -160,9 +177,94 @@ class TestAnswerEsp(unittest.TestCase):
         self.assertEqual((c["refused_unmapped"], c["refused_malformed"], c["refused_known_sa"]), (1, 2, 1))
 
 
+def first_qcd_token(datagram):
+    """A taker that reads only the first N(QCD) of an unprotected answer
+    (issue 11: Rockhopper does), written here from the bytes (RFC 7296
+    §3.1, §3.2, §3.10), not with qcd.wire: the token of the first Notify
+    payload of type QUICK_CRASH_DETECTION (16419), or None."""
+    if len(datagram) < 28:
+        return None
+    nxt, pos = datagram[16], 28
+    while nxt != 0 and pos + 4 <= len(datagram):
+        ln = (datagram[pos + 2] << 8) | datagram[pos + 3]
+        if ln < 4 or pos + ln > len(datagram):
+            return None
+        if nxt == 41 and ln >= 8:  # N: protocol id, SPI size, notify type
+            spi_size = datagram[pos + 5]
+            if (datagram[pos + 6] << 8) | datagram[pos + 7] == 16419:
+                return bytes(datagram[pos + 8 + spi_size : pos + ln])
+        nxt, pos = datagram[pos], pos + ln
+    return None
+
+
+def answers(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+class TestRolloverAnswersForTakersReadingOnlyTheFirstToken(unittest.TestCase):
+    # The device made the IKE SA (and handed its token over) with secret S1,
+    # then rolled over to S2, then lost its power: the answer for that SA
+    # must lead with the S1 token; for an SA made after the rollover, with S2.
+
+    def setUp(self):
+        self.keys = MemoryKeys([S1])
+        m = Maker(self.keys, rate=None)
+        self.I2, self.R2 = spis(9)
+        m.handover(I, R, "192.0.2.1")
+        m.child_up(0x1001, I, R, True, "192.0.2.1")
+        self.keys.rollover(S2)
+        m.handover(self.I2, self.R2, "192.0.2.1")
+        m.child_up(0x1002, self.I2, self.R2, True, "192.0.2.1")
+        self.m = Maker(self.keys, rate=None)  # after the reboot: RAM gone, keys kept
+
+    def test_the_ike_answer_leads_with_the_token_the_peer_holds(self):
+        a = self.m.answer_ike(req(), "192.0.2.1", 0)
+        self.assertIsInstance(a, bytes)  # one answer: the generation is known
+        self.assertEqual(first_qcd_token(a), make_token(S1, I, R))
+        # both tokens are still there, for takers that compare them all
+        self.assertEqual(len([n for n in wire.parse(a).notifies() if n[0] == wire.QUICK_CRASH_DETECTION]), 2)
+        b = self.m.answer_ike(wire.build(self.I2, self.R2, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))]), "192.0.2.1", 0)
+        self.assertEqual(first_qcd_token(b), make_token(S2, self.I2, self.R2))
+        self.assertEqual(self.m.counters["answered_unknown_gen"], 0)
+
+    def test_the_esp_answer_leads_with_the_token_the_peer_holds(self):
+        a = self.m.answer_esp(b"\x00\x00\x10\x01" + bytes(40), 0)
+        self.assertEqual(first_qcd_token(a), make_token(S1, I, R))
+        b = self.m.answer_esp(b"\x00\x00\x10\x02" + bytes(40), 0)
+        self.assertEqual(first_qcd_token(b), make_token(S2, self.I2, self.R2))
+
+    def test_an_sa_the_map_does_not_know_gets_an_answer_the_taker_can_read(self):
+        I3, R3 = spis(11)  # made with S1 before the rollover; no Child SA mapped
+        held = make_token(S1, I3, R3)
+        out = self.m.answer_ike(wire.build(I3, R3, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))]), "192.0.2.1", 0)
+        self.assertEqual([first_qcd_token(a) == held for a in answers(out)], [False, True])
+
+    def test_the_first_token_reader_can_say_no(self):
+        # The test taker is only worth something if it refuses a wrong lead.
+        keys = MemoryKeys([S2, S1])
+        a = wire.answer_invalid_ike_spi(wire.parse(req()), [make_token(S2, I, R), make_token(S1, I, R)])
+        self.assertNotEqual(first_qcd_token(a), make_token(S1, I, R))
+        self.assertEqual(first_qcd_token(a), make_token(S2, I, R))
+        self.assertEqual(keys.generation_of(I, R), 0)
+
+
 class TestConfiguration(unittest.TestCase):
     def test_rejects_bad_style_and_protocol_id(self):
         with self.assertRaises(ValueError):
             Maker(MemoryKeys([S1]), style=7)
         with self.assertRaises(ValueError):
             Maker(MemoryKeys([S1]), protocol_id=256)
+
+
+class TestNewTokenForAMappedSa(unittest.TestCase):
+    def test_a_new_token_after_a_rollover_moves_the_sas_generation_in_the_map(self):
+        # §5.2: an address change hands a new token over (made with the
+        # current secret); the map must then name that generation.
+        keys = MemoryKeys([S1])
+        m = Maker(keys, style=STYLE_ADDR, rate=None)
+        m.handover(I, R, "192.0.2.1")
+        m.child_up(0x1001, I, R, True, "192.0.2.1")
+        self.assertEqual(keys.generation_of(I, R), 1)
+        keys.rollover(S2)
+        m.handover(I, R, "192.0.2.7")
+        self.assertEqual(keys.generation_of(I, R), 2)

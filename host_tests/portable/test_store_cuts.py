@@ -30,6 +30,20 @@ class TestPowerCuts(unittest.TestCase):
         made = sweep(14, blocks=4, encrypted=True, n_ops=40, cap=7, stride=2)
         self.assertTrue(made >= 20)
 
+    def test_cuts_when_an_eviction_needs_a_new_block(self):
+        # Puts at the cap that fill the head block exactly: the eviction's
+        # DROP opens a block, compacting the one that holds the victim. The
+        # victim must not be copied forward (a cut before the DROP would then
+        # make the next mount evict another, acknowledged entry).
+        stats = {}
+        made = sweep(15, blocks=4, encrypted=False, n_ops=6, cap=6, cap_drop=4, stride=3, stats=stats)
+        self.assertTrue(made >= 100)
+        self.assertTrue(stats["cap_drop_compacting"] >= 1)
+
+    def test_cuts_on_flash_whose_torn_bits_read_back_unstable(self):
+        made = sweep(16, blocks=4, encrypted=True, n_ops=40, unstable=True, stride=2)
+        self.assertTrue(made >= 20)
+
     def test_cuts_during_the_first_boot_of_a_blank_or_garbage_partition(self):
         # The first mount formats: erase, header, secret, boot record. A cut
         # anywhere in it must leave a partition that mounts with exactly one

@@ -9,7 +9,8 @@
 #
 #   ike.const            RFC 7296 numbers
 #   ike.crypto           the crypto adapter (cryptolib / cryptography)
-#   ike.dh               MODP Diffie-Hellman with pow()
+#   ike.dh               Diffie-Hellman: X25519 (group 31), MODP with pow()
+#   ike.x25519           X25519 (RFC 7748) by hand, for MicroPython
 #   ike.keymat           prf, prf+, SKEYSEED, IKE and Child SA keys, PSK AUTH
 #   ike.message          header, payload chain, SK encryption
 #   ike.payloads         payload bodies (SA, KE, ID, AUTH, N, D, TS, ...)

@@ -9,7 +9,7 @@
 import json
 
 from ike import ts as tsmod
-from ike.const import ID_FQDN, ID_IPV4_ADDR, ID_RFC822_ADDR, MODP_2048
+from ike.const import CURVE25519, ID_FQDN, ID_IPV4_ADDR, ID_RFC822_ADDR, MODP_2048
 from ike.dh import SUPPORTED as _GROUPS
 
 ROLES = ("initiator", "responder")
@@ -152,7 +152,8 @@ class Config:
         if nat_t not in NAT_T:
             raise ConfigError("nat_t must be 'auto', 'force' or 'always'")
         self.nat_t = nat_t
-        groups = d.get("dh_groups", [MODP_2048])
+        # X25519 first, MODP-2048 (RFC 8247: MUST) for peers without it.
+        groups = d.get("dh_groups", [CURVE25519, MODP_2048])
         if not isinstance(groups, list) or not groups or [g for g in groups if g not in _GROUPS]:
             raise ConfigError("dh_groups must be a non-empty list of %s" % (list(_GROUPS),))
         self.dh_groups = groups

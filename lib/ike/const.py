@@ -67,6 +67,7 @@ PRF_HMAC_SHA2_256 = const(5)  # RFC 4868
 AUTH_HMAC_SHA2_256_128 = const(12)  # RFC 4868
 MODP_2048 = const(14)  # RFC 3526 §3
 MODP_3072 = const(15)  # RFC 3526 §4
+CURVE25519 = const(31)  # RFC 8031 (X25519, RFC 7748)
 ESN_NONE = const(0)
 
 # Transform attribute (§3.3.5): Key Length, TV format (AF bit set)

@@ -3,15 +3,17 @@
 #   aes_cbc_encrypt(key, iv, data) / aes_cbc_decrypt(key, iv, data)
 #   hmac_sha256(key, data)    one-shot HMAC-SHA-256
 #   hmac_key(key)             the same key for many MACs: .digest(data)
+#   x25519(k, u), x25519_base(k)   RFC 7748 X25519 (D-H group 31)
 #   sha1(data), sha256(data)
 #   random_bytes(n)
 #   ct_equal(a, b)            constant-time comparison of MACs
 #
 # Backends, chosen at import:
 #   MicroPython  cryptolib.aes(key, 2, iv) (mode 2 = CBC: the MODE_* names
-#                are absent on stock firmware), hashlib, os.urandom
-#   CPython      the `cryptography` package for AES, the standard library for
-#                the rest
+#                are absent on stock firmware), hashlib, os.urandom, and
+#                ike.x25519 (hand-written: no EC on MicroPython)
+#   CPython      the `cryptography` package for AES and X25519, the standard
+#                library for the rest
 # HMAC is ikebase.hmac256 on both (padded key blocks computed once per key;
 # its header says why it is not micropython-lib's hmac, which stock ESP32
 # firmware does not have anyway). No AES is written by hand here. Where a
@@ -41,6 +43,7 @@ class CryptoUnavailable(Exception):
 _aes_cbc = None  # f(key, iv, data, encrypt) -> bytes
 _sha1 = None  # f(data) -> 20 bytes
 _random = None  # f(n) -> n bytes
+_x25519 = None  # f(k, u) -> 32 bytes, or None for the all-zero result
 
 try:
     import cryptolib  # MicroPython
@@ -63,6 +66,19 @@ except ImportError:
     except ImportError:
         pass
 
+try:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey  # CPython
+
+    def _x25519_cryptography(k, u):
+        try:
+            return X25519PrivateKey.from_private_bytes(bytes(k)).exchange(X25519PublicKey.from_public_bytes(bytes(u)))
+        except ValueError:  # OpenSSL refuses the all-zero shared secret
+            return None
+
+    _x25519 = _x25519_cryptography
+except ImportError:
+    pass
+
 if hasattr(hashlib, "sha1"):
 
     def _sha1_hashlib(data):
@@ -78,9 +94,12 @@ except ImportError:
     pass
 
 
-def install(aes_cbc=None, sha1=None, random=None):
-    """Supply a primitive the platform lacks (tests on the WebAssembly port)."""
-    global _aes_cbc, _sha1, _random
+def install(aes_cbc=None, sha1=None, random=None, x25519=None):
+    """Supply a primitive the platform lacks (tests on the WebAssembly port),
+    or another backend (x25519: f(k, u) -> 32 bytes or None)."""
+    global _aes_cbc, _sha1, _random, _x25519
+    if x25519 is not None:
+        _x25519 = x25519
     if aes_cbc is not None:
         _aes_cbc = aes_cbc
     if sha1 is not None:
@@ -111,6 +130,30 @@ def aes_cbc_decrypt(key, iv, data):
     if _aes_cbc is None:
         raise CryptoUnavailable("no AES-CBC backend")
     return _aes_cbc(key, iv, data, False)
+
+
+def _x25519_ladder(k, u):
+    # Loaded on first use: a device configured for MODP only never pays for it.
+    from ike.x25519 import x25519
+
+    return x25519(k, u)
+
+
+def x25519(k, u):
+    """X25519(k, u) (RFC 7748 §5), 32 octets; None when it is all zero (a
+    low-order u: RFC 7748 §6.1, RFC 8031 §2.2 "MUST check ... and abort")."""
+    z = (_x25519 or _x25519_ladder)(k, u)
+    if z is None or z == bytes(32):
+        return None
+    return z
+
+
+_BASE = b"\x09" + bytes(31)  # RFC 7748 §4.1: u = 9
+
+
+def x25519_base(k):
+    """The public value X25519(k, 9) for the private scalar k."""
+    return (_x25519 or _x25519_ladder)(k, _BASE)
 
 
 def sha256(data):

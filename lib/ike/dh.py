@@ -1,12 +1,16 @@
-# Diffie-Hellman over the RFC 3526 MODP groups, with three-argument pow().
+# Diffie-Hellman: group 31 (Curve25519, RFC 8031: X25519 of RFC 7748, through
+# ike.crypto) and the RFC 3526 MODP groups with three-argument pow().
 #
-# Group 14 (MODP-2048) is what the engine proposes; group 15 (MODP-3072) is
-# here so an initiator can be configured to lead with it and be sent back
-# INVALID_KE_PAYLOAD (RFC 7296 §1.2), which exercises that path against real
+# The engine proposes 31 first and 14 (MODP-2048, RFC 8247's MUST) as the
+# fallback: a responder without 31 answers INVALID_KE_PAYLOAD (RFC 7296
+# §1.2) and we retry with 14; as a responder we take either. One X25519 is
+# several times cheaper than one 2048-bit pow() (bench: dh). Group 15
+# (MODP-3072) is here so an initiator can be configured to lead with it and
+# be sent back INVALID_KE_PAYLOAD, which exercises that path against real
 # peers. No other group is offered or accepted.
 
 from ike import crypto
-from ike.const import MODP_2048, MODP_3072
+from ike.const import CURVE25519, MODP_2048, MODP_3072
 
 GENERATOR = 2
 
@@ -45,7 +49,8 @@ _P3072 = (
 _GROUPS = {MODP_2048: (_P2048, 256, 256), MODP_3072: (_P3072, 384, 384)}
 _PRIMES = {}
 
-SUPPORTED = (MODP_2048, MODP_3072)
+SUPPORTED = (CURVE25519, MODP_2048, MODP_3072)
+X25519_LEN = 32  # RFC 8031 §2.1: the KE payload's data is the 32-octet u
 
 
 def prime(group):
@@ -58,6 +63,8 @@ def prime(group):
 
 def public_len(group):
     """Octets of a KE payload's Key Exchange Data for this group."""
+    if group == CURVE25519:
+        return X25519_LEN
     return _GROUPS[group][1]
 
 
@@ -67,6 +74,12 @@ class KeyPair:
     __slots__ = ("group", "_x", "public")
 
     def __init__(self, group, rng=None):
+        if group == CURVE25519:
+            # RFC 7748 §6.1: 32 random octets; X25519 clamps them itself.
+            self._x = bytes((rng or crypto.random_bytes)(X25519_LEN))
+            self.group = group
+            self.public = crypto.x25519_base(self._x)
+            return
         if group not in _GROUPS:
             raise ValueError("unsupported DH group")
         bits = _GROUPS[group][2]
@@ -80,10 +93,15 @@ class KeyPair:
     def shared(self, peer_public):
         """g^ir as RFC 7296 §2.14 wants it: big endian, padded to the modulus
         length. None when the peer's value is not acceptable (wrong length,
-        or not in 2..p-2: RFC 6989 §2.1's check for MODP groups)."""
+        or not in 2..p-2: RFC 6989 §2.1's check for MODP groups). For group
+        31 the 32-octet X25519 output as is (RFC 8031 §2.1), None when the
+        peer's value has the wrong length or gives the all-zero secret
+        (RFC 8031 §2.2)."""
         n = public_len(self.group)
         if len(peer_public) != n:
             return None
+        if self.group == CURVE25519:
+            return crypto.x25519(self._x, peer_public)
         p = prime(self.group)
         y = int.from_bytes(bytes(peer_public), "big")
         if y <= 1 or y >= p - 1:

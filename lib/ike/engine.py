@@ -446,8 +446,11 @@ class Engine:
         if sa is None:
             ans = self._hook("unknown_ike_spi", None, data, src, now)
             if ans:
-                self.counters["hook_answers"] += 1
-                self.emit(bytes(ans), src, natt)
+                # docs/hook.md §3: one message, or a tuple of them (one per
+                # candidate token), sent in order
+                for a in ans if isinstance(ans, tuple) else (ans,):
+                    self.counters["hook_answers"] += 1
+                    self.emit(bytes(a), src, natt)
             else:
                 self.count("dropped_unknown_spi")
             return
@@ -561,8 +564,9 @@ class Engine:
             # docs/hook.md §5 (RFC 6290 §8.2): the hook may answer
             ans = self._hook("unknown_esp_spi", None, packet, src, now)
             if ans:
-                self.counters["hook_answers"] += 1
-                self.emit(bytes(ans), src, True)
+                for a in ans if isinstance(ans, tuple) else (ans,):
+                    self.counters["hook_answers"] += 1
+                    self.emit(bytes(a), src, True)
             else:
                 self.count("dropped_esp")
             return

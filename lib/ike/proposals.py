@@ -2,7 +2,8 @@
 # and how a proposal from the peer is chosen or checked.
 #
 #   IKE: ENCR_AES_CBC (256-bit key), PRF_HMAC_SHA2_256, AUTH_HMAC_SHA2_256_128,
-#        D-H group 14 (MODP-2048; 15 too when configured)
+#        D-H groups as configured (default 31, Curve25519, then 14, MODP-2048;
+#        15 too when configured), one proposal with a D-H transform each
 #   ESP: ENCR_AES_CBC (256-bit key), AUTH_HMAC_SHA2_256_128, no ESN; no PFS
 #        group (Child SAs are keyed from SK_d, RFC 7296 §2.17)
 

@@ -43,6 +43,7 @@ COUNTER_NAMES = (
     "refused_window",  # outside the answer window after boot
     "refused_rate",  # token bucket empty
     "refused_no_secret",  # the key source holds no secret
+    "answered_unknown_gen",  # answers sent as one per candidate token (see _answers)
 )
 
 
@@ -79,6 +80,9 @@ class Maker:
         self.boot_ms = boot_ms
         # §9.2: our SPI of every IKE SA the engine holds, in any state
         self.held = set()
+        # SPI-I|SPI-R -> the secret generation of the token handed over for
+        # it (this boot); goes into the §8.2 map with its Child SAs
+        self.gens = {}
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
 
     def _count(self, name):
@@ -108,8 +112,68 @@ class Maker:
             self._count("refused_no_secret")
             return []
         tok = make_token(secrets[0], spi_i, spi_r, self._taker_addr(taker_ip))
+        g = self._current_gen()
+        key = bytes(spi_i) + bytes(spi_r)
+        if g and self.gens.get(key) != g:
+            renew = key in self.gens  # a new token for a mapped SA (§5.2 address change)
+            self.gens[key] = g
+            if renew:
+                for spi, e in self.keys.children():
+                    if e[0] == key[:8] and e[1] == key[8:]:
+                        self._put(spi, e[0], e[1], e[2], e[3])
         self._count("handed_over")
         return [(wire.QUICK_CRASH_DETECTION, self.protocol_id, tok)]
+
+    # -- which secret made the peer's token -------------------------------------
+    #
+    # With several secrets (a rollover, RFC 6290 §5) an answer carries one
+    # candidate token per secret, and RFC 6290 lets a taker hold and compare
+    # them all; but a taker that compares only the first N(QCD) (Rockhopper,
+    # issue 11) refuses an answer whose first token is not the one it holds.
+    # So the generation of each IKE SA's token is kept with the SA in the
+    # §8.2 map (key sources that can: generations(), generation_of()), and
+    # the answer puts that token first; when it is not known, one answer per
+    # candidate, each led by another token (_answers).
+
+    def _current_gen(self):
+        f = getattr(self.keys, "generations", None)
+        gens = f() if f is not None else None
+        return gens[0] if gens else 0
+
+    def _gen_for_map(self, spi_i, spi_r):
+        # The token of an IKE SA is handed over in the exchange that creates
+        # it; a responder installs the Child SA just before that, so an SA
+        # not handed over yet gets the current generation, as its token will.
+        return self.gens.get(bytes(spi_i) + bytes(spi_r)) or self._current_gen()
+
+    def _put(self, spi, spi_i, spi_r, initiator, peer_ip):
+        if hasattr(self.keys, "generation_of"):
+            self.keys.child_put(spi, spi_i, spi_r, initiator, peer_ip, self._gen_for_map(spi_i, spi_r))
+        else:
+            self.keys.child_put(spi, spi_i, spi_r, initiator, peer_ip)
+
+    def _answers(self, spi_i, spi_r, taker_ip, build, now):
+        """The answer (bytes) for stale IKE SA (spi_i, spi_r), or when the
+        generation of the peer's token is not known and several secrets are
+        held, a tuple of answers, one led by each candidate token (each
+        after the first takes one more from the rate limit)."""
+        toks = self.tokens(spi_i, spi_r, taker_ip)
+        if len(toks) < 2:
+            return build(toks)
+        f = getattr(self.keys, "generation_of", None)
+        g = f(spi_i, spi_r) if f is not None else 0
+        gens = self.keys.generations() if g else ()
+        if g in gens:
+            i = gens.index(g)
+            return build([toks[i]] + toks[:i] + toks[i + 1 :])
+        out = [build(toks)]
+        for i in range(1, len(toks)):
+            if self.bucket is not None and not self.bucket.allow(now):
+                self._count("refused_rate")
+                break
+            out.append(build([toks[i]] + toks[:i] + toks[i + 1 :]))
+        self._count("answered_unknown_gen")
+        return tuple(out)
 
     # -- what the engine holds (RFC 6290 §9.2) and the §8.2 map -----------------
 
@@ -148,12 +212,13 @@ class Maker:
         keys = self.keys
         for spi, e in keys.children():
             if e[0] == old_i and e[1] == old_r:
-                keys.child_put(spi, spi_i, spi_r, initiator, e[3])
+                self._put(spi, spi_i, spi_r, initiator, e[3])
 
     def ike_gone(self, spi_i, spi_r, initiator):
         """The engine dropped the IKE SA (any state, any reason): no longer
         held, and its Child SAs leave the §8.2 map."""
         self.held.discard(bytes(spi_i if initiator else spi_r))
+        self.gens.pop(bytes(spi_i) + bytes(spi_r), None)
         keys = self.keys
         gone = [spi for spi, e in keys.children() if e[0] == spi_i and e[1] == spi_r]
         for spi in gone:
@@ -162,7 +227,7 @@ class Maker:
     def child_up(self, spi, spi_i, spi_r, initiator, peer_ip):
         """A Child SA with our inbound ESP SPI `spi` (int) under IKE SA
         (spi_i, spi_r): into the §8.2 map."""
-        self.keys.child_put(spi, spi_i, spi_r, initiator, ip_bytes(peer_ip))
+        self._put(spi, spi_i, spi_r, initiator, ip_bytes(peer_ip))
 
     def child_gone(self, spi):
         self.keys.child_drop(spi)
@@ -201,7 +266,7 @@ class Maker:
             return self._count("refused_known_sa")
         if self._may_answer(now) is None:
             return None
-        out = wire.answer_invalid_ike_spi(m, self.tokens(m.spi_i, m.spi_r, src_ip), self.protocol_id)
+        out = self._answers(m.spi_i, m.spi_r, src_ip, lambda toks: wire.answer_invalid_ike_spi(m, toks, self.protocol_id), now)
         self._count("answered_ike")
         return out
 
@@ -223,6 +288,6 @@ class Maker:
             return self._count("refused_known_sa")
         if self._may_answer(now) is None:
             return None
-        out = wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, self.tokens(spi_i, spi_r, peer_ip), self.protocol_id)
+        out = self._answers(spi_i, spi_r, peer_ip, lambda toks: wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, toks, self.protocol_id), now)
         self._count("answered_esp")
         return out

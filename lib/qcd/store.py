@@ -18,7 +18,10 @@
 # written once, each with a CRC-32 and a "forward CRC" of the bytes that
 # follow it as they read before it was written (littlefs's fcrc idea): at
 # mount, if the bytes after the last valid record of a block no longer match
-# that CRC, a write was cut short there and the block is never appended to
+# that CRC, a write was cut short there (reported). No block found at mount
+# is programmed again before it is erased: each boot's first write opens a
+# block, which takes the whole log if it fits, so a torn region (whose bits
+# may read differently on every read) is never programmed over nor read
 # again. When a block is full the store opens the free block with the fewest
 # erases; if fewer than _RESERVE free blocks would remain, the oldest log
 # block's live records are copied into the new block before its header is
@@ -26,9 +29,12 @@
 # simply rolled back) declares the old block dead. Erases therefore go round
 # all blocks, and live data moves with them.
 #
-# RAM is bounded by the caps below, not by the number of writes: the map
-# (Child SPI -> IKE SA id), the IKE SA table, at most MAX_GENERATIONS secrets,
-# and a few per-block integers. Mount reads each block at most once.
+# RAM is bounded by the caps below, whatever the partition holds (crafted
+# images included) and whatever the number of writes: the map (Child SPI ->
+# IKE SA id, at most cap + 1 while reading), the IKE SA table (ids up to
+# max(cap, 64)), at most MAX_GENERATIONS secrets, and a few per-block
+# integers. Mount reads each block at most once and never raises on what it
+# reads; counters at the end of their u32 range stop or saturate (FORMAT.md).
 
 import struct
 from binascii import crc32  # the CRC-32 of FORMAT.md (unsigned on CPython and MicroPython)
@@ -68,6 +74,7 @@ _VERSION = const(1)
 # and one more so that a block whose erase fails does not stop the store.
 _RESERVE = const(2)
 _MAX_DAMAGE = const(16)  # damage lines kept for status(); more are counted
+_U32 = const(0xFFFFFFFF)  # every counter on flash is a u32: seq and generation stop there, the rest saturate
 
 # Record types. Tag byte: bits 7-6 = length / 16 - 1, bits 5-0 = type.
 _T_BOOT = const(0x01)  # 16: boot counter
@@ -79,6 +86,9 @@ _T_CHILD_NEW = const(0x06)  # 48: IKE SA id defined, and a Child SPI on it
 _LENGTHS = {_T_BOOT: 16, _T_SECRET: 48, _T_RETIRE: 16, _T_CHILD: 16, _T_DROP: 16, _T_CHILD_NEW: 48}
 _F_INITIATOR = const(0x01)
 _F_IPV6 = const(0x02)
+# Bits 2-7 of CHILD_NEW's flags: which secret generation made the token the
+# peer holds for this IKE SA, as a tag 1..63 (FORMAT.md); 0: not recorded.
+_GEN_SHIFT = const(2)
 
 # Block states (status(), block_info() and qcdtool inspect).
 S_BLANK = "blank"  # no valid header: erased, never used, or damaged
@@ -110,6 +120,11 @@ def _rec(t, v, body=b"", b1=0, ike=0):
     struct.pack_into("<BBHI", rec, 0, ((len(rec) // 16 - 1) << 6) | t, b1, ike, v)
     rec[8 : 8 + len(body)] = body
     return rec
+
+
+def _gen_tag(gen):
+    # A generation's 6-bit tag in CHILD_NEW's flags: 1..63, 0 for "unknown".
+    return (gen - 1) % 63 + 1 if gen > 0 else 0
 
 
 def _child_rec(spi, ike, d=None):
@@ -150,6 +165,11 @@ class Store:
         self.readonly = bool(readonly)
         fit = (n - 1 - _RESERVE) * (BLOCK_SIZE - _HEADER_LEN) // 2 // 48
         self.max_children = max(1, min(int(max_children), fit))
+        # IKE SA ids a writer can have allocated: the lowest unused one, so
+        # never above the number of Child SAs it held (the cap, or the
+        # default cap of a writer that had a higher one). Larger ids on
+        # flash are damage: skipped, which bounds the IKE SA table.
+        self._ike_limit = max(self.max_children, DEFAULT_MAX_CHILDREN)
         # RAM state
         self._children = {}  # spi -> ike_id << 16 | block << 8 | offset / 16 of its latest record
         self._ike = {}  # ike_id -> [definition (33 bytes) or None, children referencing it, block]
@@ -178,6 +198,8 @@ class Store:
         self.readonly_reason = "opened read-only" if readonly else ""
         self.damage_count = self.evicted = self.writes = self.bytes_written = self.erases = 0
         self.compactions = self.write_errors = self.mount_read_bytes = 0
+        self._mount_evicted = 0
+        self._restart = False  # the next open is this boot's first (see _open)
         self._mount(initial_secret, count_boot)
 
     # -- the keys.py interface ------------------------------------------------------
@@ -193,8 +215,9 @@ class Store:
         d = self._ike[v >> 16][0]
         return (d[1:9], d[9:17], bool(d[0] & _F_INITIATOR), d[17:33] if d[0] & _F_IPV6 else d[17:21])
 
-    def child_put(self, spi, spi_i, spi_r, initiator, peer_ip):
-        """Persist Child SPI -> (parent IKE SA, our role, peer address).
+    def child_put(self, spi, spi_i, spi_r, initiator, peer_ip, gen=0):
+        """Persist Child SPI -> (parent IKE SA, our role, peer address, and
+        the secret generation of the IKE SA's token, 0 if not known).
         Nothing is written when the entry is already there."""
         if not isinstance(spi, int) or not 0 <= spi <= 0xFFFFFFFF:
             raise ValueError("a Child SPI is a 32-bit unsigned int")
@@ -202,7 +225,7 @@ class Store:
             raise ValueError("IKE SPIs are 8 bytes")
         if len(peer_ip) != 4 and len(peer_ip) != 16:
             raise ValueError("a peer address is 4 or 16 bytes")
-        flags = (_F_INITIATOR if initiator else 0) | (_F_IPV6 if len(peer_ip) == 16 else 0)
+        flags = (_F_INITIATOR if initiator else 0) | (_F_IPV6 if len(peer_ip) == 16 else 0) | (_gen_tag(gen) << _GEN_SHIFT)
         d = bytes([flags]) + bytes(spi_i) + bytes(spi_r) + bytes(peer_ip) + bytes(16 - len(peer_ip))
         cur = self._children.get(spi)
         ike = self._ike_by_def.get(d)
@@ -236,6 +259,26 @@ class Store:
         self._writable()
         self._drop(spi)
 
+    def generations(self):
+        """The generation numbers of secrets(), in the same order."""
+        return sorted(self._secrets, reverse=True)
+
+    def generation_of(self, spi_i, spi_r):
+        """The secret generation that made the token of IKE SA (spi_i, spi_r),
+        from the map: 0 when not known (no Child SA of it mapped, written
+        before generations were recorded, or the tag fits no single held
+        generation)."""
+        tags = set()
+        for e in self._ike.values():
+            d = e[0]
+            if d is not None and d[1:9] == spi_i and d[9:17] == spi_r:
+                tags.add(d[0] >> _GEN_SHIFT)
+        if len(tags) != 1:
+            return 0
+        t = tags.pop()
+        hits = [g for g in self._secrets if _gen_tag(g) == t] if t else []
+        return hits[0] if len(hits) == 1 else 0
+
     def children(self):
         """(spi, entry) pairs of the Child SPI map (a snapshot list)."""
         return [(spi, self.child_get(spi)) for spi in self._children]
@@ -255,6 +298,8 @@ class Store:
                 raise ValueError("that secret is already held (%s)" % fingerprint(secret))
         if len(self._secrets) >= MAX_GENERATIONS:
             raise ValueError("the store holds %d secrets, its maximum: retire one first" % MAX_GENERATIONS)
+        if self._next_gen() < 0:
+            raise ValueError("secret generations exhausted (the current one is 0xFFFFFFFF): erase the partition and provision it again")
         self._writable()
         self._add_secret(secret)
         return fingerprint(secret)
@@ -346,8 +391,12 @@ class Store:
             self._ike[old >> 16][1] -= 1
 
     def _drop(self, spi):
-        # DROP on flash, then out of RAM.
-        self._append(_rec(_T_DROP, spi))
+        # DROP on flash, then out of RAM. If the DROP needs a new block and
+        # opening it compacts the block holding the entry's latest record,
+        # the entry is simply not copied and no DROP is needed: the drop
+        # lands with the new block's header, in one program (an eviction
+        # must not copy its victim forward first: FORMAT.md, At the map's cap).
+        self._append(_rec(_T_DROP, spi), spi)
         self._child_del(spi)
         self._prune_ike()
 
@@ -360,19 +409,33 @@ class Store:
             if d is not None and self._ike_by_def.get(d) == i:
                 del self._ike_by_def[d]
 
+    def _next_gen(self):
+        # One more than any generation seen (FORMAT.md, Limits): above every
+        # live one. At the end of the u32 range: one more than the newest live
+        # generation, or 1 when none is live; none if the newest live is
+        # already 0xFFFFFFFF (a rollover is then refused).
+        if self._max_gen < _U32:
+            return self._max_gen + 1
+        cur = max(self._secrets) if self._secrets else 0
+        return cur + 1 if cur < _U32 else -1
+
     def _add_secret(self, secret):
-        gen = self._max_gen + 1
+        gen = self._next_gen()
+        if gen < 0:
+            raise ValueError("secret generations exhausted (the current one is 0xFFFFFFFF): erase the partition and provision it again")
         blk = self._append(_rec(_T_SECRET, gen, secret))
         self._secrets[gen] = [secret, blk]
-        self._max_gen = gen
+        if gen > self._max_gen:
+            self._max_gen = gen
         self._sort_secrets()
 
     def _sort_secrets(self):
         gens = sorted(self._secrets, reverse=True)
         self._secret_list = [self._secrets[g][0] for g in gens]
 
-    def _evict(self):
+    def _evict(self, write=True):
         # The entry written longest ago: the oldest record in log order.
+        # write=False (replay): only from RAM; every mount decides the same.
         order = {}
         for i in range(len(self._chain)):
             order[self._chain[i]] = i
@@ -384,7 +447,10 @@ class Store:
             if best is None or k < best:
                 best = k
                 victim = spi
-        self._drop(victim)
+        if write:
+            self._drop(victim)
+        else:
+            self._child_del(victim)
         self.evicted += 1
 
     def _random_secret(self):
@@ -408,13 +474,16 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------
 
-    def _append(self, rec):
+    def _append(self, rec, drop=None):
         # Append one record; returns its block. The record is acknowledged
-        # (this returns) only after it was read back intact.
+        # (this returns) only after it was read back intact. drop: the Child
+        # SPI a DROP record removes (see _drop); -1 is returned when a
+        # compaction removed it instead.
         ln = len(rec)
         for _ in range(self.blocks + 1):
             if self._head < 0 or self._pos + ln > BLOCK_SIZE:
-                self._open()
+                if self._open(drop):
+                    return -1
             blk = self._head
             pos = self._pos
             if self._put(blk, pos, rec, self._head_seed):
@@ -475,7 +544,9 @@ class Store:
             n += 16
         return n
 
-    def _open(self):
+    def _open(self, drop=None):
+        # Open a new head block; True if it compacted away the latest record
+        # of Child SPI `drop` (which was then not copied).
         self._writable()
         # A block without a readable header has an unknown erase count: on a
         # new partition it was never erased, after a torn erase it is about
@@ -501,18 +572,37 @@ class Store:
             gc = []
             room = BLOCK_SIZE - _HEADER_LEN
             free_after = len(cands) - 1
+            if self._restart:
+                # The first block a boot opens takes the whole log if it fits
+                # (FORMAT.md, Reading, step 4): then no block written before
+                # this boot is read again, so whatever a torn program or
+                # erase left there (bits that read differently each time, a
+                # header that checks once) cannot change what the log says.
+                need = 0
+                for b in self._chain:
+                    need += self._live_bytes(b)
+                if need <= room:
+                    gc = self._chain[:]
             while free_after + len(gc) < _RESERVE and len(gc) < len(self._chain):
                 need = self._live_bytes(self._chain[len(gc)])
                 if need > room:
                     break
                 room -= need
                 gc.append(self._chain[len(gc)])
+            if self._max_seq >= _U32:
+                # seq never wraps (it orders the log): 2**32 block opens are
+                # more erases than any flash survives, so only a crafted or
+                # damaged partition gets here. Read-only until re-provisioned.
+                self.readonly_reason = "block sequence numbers exhausted (seq 0xFFFFFFFF on the partition): erase the partition and provision it again"
+                raise OSError(_ENOSPC, "qcd store: " + self.readonly_reason)
             seq = self._max_seq + 1
             self._max_seq = seq
-            erases = hk[0] + 1
+            erases = hk[0] + 1 if hk[0] < _U32 else _U32
             prev = self._seq[self._chain[-1]] if self._chain else 0
             base = self._seq[self._chain[len(gc)]] if len(gc) < len(self._chain) else seq
-            moved = self._fill(h, seq, gc, prev, base, erases)
+            v = self._children.get(drop) if drop is not None else None
+            skip = drop if v is not None and (v >> 8) & 0xFF in gc else None
+            moved = self._fill(h, seq, gc, prev, base, erases, skip)
             if moved is None:
                 self._state[h] = S_BAD
                 continue
@@ -540,14 +630,16 @@ class Store:
             self._head_seed = _seed(seq)
             if gc:
                 self.compactions += 1
-            return
+            self._restart = False
+            return skip is not None
         raise OSError(_ENOSPC, "qcd store: no block could be opened")
 
-    def _fill(self, h, seq, gc, prev, base, erases):
+    def _fill(self, h, seq, gc, prev, base, erases, skip=None):
         # Erase h, write the live records of the blocks in gc after its
         # header, then the header. Returns ({Child SPI: its new slot}, [IKE
         # SA ids whose CHILD_NEW moved]), or None if h failed (nothing in
-        # RAM changed, the old blocks stay live).
+        # RAM changed, the old blocks stay live). Child SPI `skip` is not
+        # copied (it is being dropped).
         try:
             r = self.dev.ioctl(6, h)
         except OSError as e:
@@ -565,6 +657,8 @@ class Store:
         slots = {}
         ikes = []
         for spi in self._children:
+            if spi == skip:
+                continue
             v = self._children[spi]
             ike = v >> 16
             e = self._ike[ike]
@@ -664,28 +758,24 @@ class Store:
         # Replay the log, oldest block first: one read of each live block.
         buf = bytearray(BLOCK_SIZE)
         mv = memoryview(buf)
-        end = 0
-        clean = False
         for b in self._chain:
             try:
                 self._read(b, mv[_HEADER_LEN:], _HEADER_LEN)
             except OSError as e:
                 self._damage("block %d: unreadable: %s" % (b, _err(e)))
-                end, clean = 0, False
                 continue
-            end, clean = self._scan(b, buf, fcrc[b])
-            self._used[b] = end - _HEADER_LEN
+            self._used[b] = self._scan(b, buf, fcrc[b]) - _HEADER_LEN
         buf = mv = None
-        # Append to the newest block only if the bytes after its last record
-        # are still as they were (no write was cut short there).
-        if self._chain and clean and end + _CHUNK <= BLOCK_SIZE:
-            self._head = self._chain[-1]
-            self._pos = end
-            self._head_seed = _seed(seqs[self._head])
+        # No block found at mount is ever written again before it is erased
+        # (FORMAT.md, Reading, step 4): the first write of this boot opens a
+        # block. The bytes after the newest block's last record may be a
+        # torn program that happens to read as erased this once, or crafted
+        # bytes resealed to match a forward CRC: never program over them.
+        self._restart = not self.readonly
         self._finish_replay()
         self._sort_secrets()
         # This boot counts only if it is recorded (not for tools that only look).
-        self.boot_count = self._boot[0] + (1 if count_boot and not self.readonly else 0)
+        self.boot_count = self._boot[0] + (1 if count_boot and not self.readonly and self._boot[0] < _U32 else 0)
         if self.readonly:
             return
         try:
@@ -714,8 +804,7 @@ class Store:
                 self.fresh_secret = (self.fresh_secret or "no secret") + "; held in RAM only (the partition takes no writes)"
 
     def _scan(self, b, buf, hfcrc):
-        # Replay block b's records; returns (end of the valid records, whether
-        # the bytes after them are as they were when the last one was written).
+        # Replay block b's records; returns the end of its valid records.
         seed = _seed(self._seq[b])
         mv = memoryview(buf)
         pos = _HEADER_LEN
@@ -731,7 +820,7 @@ class Store:
         if n > _WINDOW:
             n = _WINDOW
         if crc32(mv[end : end + n]) == last:
-            return end, True
+            return end
         # Something was written after the last valid record and is not a
         # valid record: a write cut short, or a damaged record. Look for
         # valid records after it (a damaged record in the middle of a block
@@ -749,7 +838,7 @@ class Store:
             self._damage("block %d: damaged record at offset %d; %d later record(s) kept" % (b, end, found))
         else:
             self._damage("block %d: torn or damaged bytes at offset %d (a write cut short?)" % (b, end))
-        return end, False
+        return end
 
     def _replay(self, buf, mv, pos, seed, b):
         # The record at pos in block b: 0 if there is no valid record there;
@@ -772,6 +861,9 @@ class Store:
         v = _u32(buf, pos + 4)
         if typ == _T_CHILD or typ == _T_CHILD_NEW:
             ike = struct.unpack_from("<H", buf, pos + 2)[0]
+            if ike > self._ike_limit:
+                self._damage("record type %d at offset %d: IKE SA id %d above any a writer allocates, skipped" % (typ, pos, ike))
+                return ln
             if typ == _T_CHILD_NEW:
                 d = bytes(buf[pos + 1 : pos + 2]) + bytes(buf[pos + 8 : pos + 40])
                 e = self._ike.get(ike)
@@ -781,12 +873,25 @@ class Store:
                     e[0] = d
                     e[2] = b
             self._child_set(v, ike, b, pos // _CHUNK)
+            if len(self._children) > self.max_children + 1:
+                # More than a writer ever leaves (the cap, plus a put whose
+                # eviction a cut interrupted): RAM stays bounded by the cap.
+                self._evict(False)
+                self._mount_evicted += 1
         elif typ == _T_DROP:
             self._child_del(v)
         elif typ == _T_BOOT:
             self._boot = [v, b]
         else:
             if typ == _T_SECRET:
+                if v not in self._secrets and len(self._secrets) >= MAX_GENERATIONS:
+                    # More live generations than a writer allows: keep the
+                    # newest MAX_GENERATIONS (RAM stays bounded).
+                    low = min(self._secrets)
+                    self._damage("secret generation %d at offset %d: more than %d live, generation %d dropped" % (v, pos, MAX_GENERATIONS, min(low, v)))
+                    if v < low:
+                        return ln
+                    del self._secrets[low]
                 self._secrets[v] = [bytes(buf[pos + 8 : pos + 40]), b]
             else:
                 self._secrets.pop(v, None)
@@ -795,6 +900,8 @@ class Store:
         return ln
 
     def _finish_replay(self):
+        if self._mount_evicted:
+            self._damage("the log holds more Child SAs than the cap (%d): %d evicted while reading it" % (self.max_children, self._mount_evicted))
         # Children whose IKE SA definition never appeared cannot be answered
         # for: damage (their CHILD_NEW record was lost).
         lost = []

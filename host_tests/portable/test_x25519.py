@@ -1,0 +1,103 @@
+# ike.x25519: the hand-written X25519 (RFC 7748) against RFC 7748's vectors,
+# and group 31 through ike.dh (RFC 8031 checks). On CPython ike.dh goes
+# through `cryptography`; ike.x25519 is the ladder everywhere, and on
+# MicroPython ike.dh uses it too. host_tests/test_ike_x25519.py adds the
+# 1,000-iteration vector and `cryptography` as an oracle on CPython.
+import unittest
+
+from ike import dh, x25519
+from ike.const import CURVE25519
+from portable_util import det_bytes
+
+h = bytes.fromhex
+
+# RFC 7748 §5.2: (scalar, u-coordinate, output)
+VECTORS = (
+    (
+        "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+        "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+        "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552",
+    ),
+    (
+        "4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+        "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+        "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957",
+    ),
+)
+# RFC 7748 §6.1: Alice and Bob
+ALICE = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"
+ALICE_PUB = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+BOB = "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"
+BOB_PUB = "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
+SHARED = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+# u-coordinates of small order (RFC 7748 §6.1 "check ... all-zero"): 0, 1,
+# p-1, and p and p+1 (non-canonical encodings of 0 and 1).
+P = x25519.P
+LOW_ORDER = [n.to_bytes(32, "little") for n in (0, 1, P - 1, P, P + 1)]
+
+
+class TestRfc7748(unittest.TestCase):
+    def test_rfc7748_function_vectors(self):
+        for k, u, out in VECTORS:
+            self.assertEqual(x25519.x25519(h(k), h(u)).hex(), out)
+
+    def test_rfc7748_one_iteration(self):
+        k = u = b"\x09" + bytes(31)
+        k, u = x25519.x25519(k, u), k
+        self.assertEqual(k.hex(), "422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")
+
+    def test_rfc7748_diffie_hellman_alice_and_bob(self):
+        self.assertEqual(x25519.public_key(h(ALICE)).hex(), ALICE_PUB)
+        self.assertEqual(x25519.public_key(h(BOB)).hex(), BOB_PUB)
+        self.assertEqual(x25519.x25519(h(ALICE), h(BOB_PUB)).hex(), SHARED)
+        self.assertEqual(x25519.x25519(h(BOB), h(ALICE_PUB)).hex(), SHARED)
+
+    def test_top_bit_of_u_is_ignored(self):
+        k, u, out = VECTORS[0]
+        u2 = bytearray(h(u))
+        u2[31] |= 0x80
+        self.assertEqual(x25519.x25519(h(k), bytes(u2)).hex(), out)
+
+    def test_low_order_points_give_all_zero(self):
+        k = det_bytes(1, 32)
+        for u in LOW_ORDER:
+            self.assertEqual(x25519.x25519(k, u), bytes(32))
+
+    def test_wrong_lengths_are_refused(self):
+        with self.assertRaises(ValueError):
+            x25519.x25519(bytes(31), bytes(32))
+        with self.assertRaises(ValueError):
+            x25519.x25519(bytes(32), bytes(33))
+
+
+class TestGroup31(unittest.TestCase):
+    def test_both_sides_agree_and_public_value_is_32_octets(self):
+        n = [0]
+
+        def rng(k):
+            n[0] += 1
+            return det_bytes(100 + n[0], k)
+
+        a = dh.KeyPair(CURVE25519, rng)
+        b = dh.KeyPair(CURVE25519, rng)
+        self.assertEqual(len(a.public), 32)
+        self.assertEqual(dh.public_len(CURVE25519), 32)
+        s = a.shared(b.public)
+        self.assertEqual(s, b.shared(a.public))
+        self.assertEqual(len(s), 32)
+        self.assertEqual(s, x25519.x25519(a._x, b.public))
+
+    def test_rfc7748_alice_and_bob_through_dh(self):
+        a = dh.KeyPair(CURVE25519, lambda k: h(ALICE))
+        self.assertEqual(a.public.hex(), ALICE_PUB)
+        self.assertEqual(a.shared(h(BOB_PUB)).hex(), SHARED)
+
+    def test_bad_peer_values_give_none_never_an_exception(self):
+        # RFC 8031 §2.2: wrong length or an all-zero shared secret.
+        a = dh.KeyPair(CURVE25519, lambda k: det_bytes(7, k))
+        for bad in [b"", bytes(31), bytes(33), bytes(256)] + LOW_ORDER:
+            self.assertEqual(a.shared(bad), None)
+
+
+if __name__ == "__main__":
+    unittest.main()
