@@ -74,8 +74,8 @@ QCDBOARD := $(PY) tools/qcdboard
 need-port:
 	@test -n "$(PORT)" || { echo "this target talks to a board: give PORT=/dev/ttyUSB0 (or a virtual board's pty, make vboard)"; exit 2; }
 
-vboard: setup ## run a virtual board (VBOARD_DIR=build/vboard, NET=1: UDP networking); prints its pty for PORT=
-	$(PY) tools/vboard --dir $${VBOARD_DIR:-build/vboard} --board $(BOARD) $(if $(NET),--net)
+vboard: setup ## run a virtual board (VBOARD_DIR=build/vboard, NET=1: UDP networking, STOCK=1: stock ESP32 firmware's frozen modules only); prints its pty for PORT=
+	$(PY) tools/vboard --dir $${VBOARD_DIR:-build/vboard} --board $(BOARD) $(if $(NET),--net) $(if $(STOCK),--stock)
 
 table: venv ## show and check BOARD's partition table (QCD_ESP32, QCD_ESP32_S3, QCD_ESP32_C3)
 	$(QCDBOARD) table --board $(BOARD)

@@ -110,16 +110,14 @@ class Link:
 
         self.dev = Engine(Config(dev))
         self.gw = Engine(Config(gw))
-        self.longest = 0
-        self.longest_what = ""
+        self.longest = {"device": 0, "gateway": 0}
 
     def timed(self, what, f, *a):
         t0 = clock_us()
         r = f(*a)
         d = since_us(t0)
-        if d > self.longest:
-            self.longest = d
-            self.longest_what = what
+        if d > self.longest[what]:
+            self.longest[what] = d
         return r
 
     def pump(self):
@@ -151,8 +149,8 @@ def prepare():
     groups = [g for g in (14, 31) if g in dh.SUPPORTED]
     for g in groups:
         ln = handshake(g)
-        result("handshake_longest_step_ms_group%d" % g, "%.1f" % (ln.longest / 1000))
-        result("handshake_longest_step_where_group%d" % g, ln.longest_what)
+        for side in ("device", "gateway"):
+            result("handshake_longest_step_ms_%s_group%d" % (side, g), "%.1f" % (ln.longest[side] / 1000))
     result("groups", ",".join(str(g) for g in groups))
     ln = Link(DEV, GW)
     S["dt"] = Tunnel(ln.dev)
@@ -200,10 +198,13 @@ def esp_only(size):
         child = S["ln"].dev.sas[list(S["ln"].dev.sas)[0]].children[0]
         iv = bytes(16)
         n = size + 28
+        a0 = allocated()
         t0 = clock_us()
         for i in range(N):
             esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], child.keys[3], 4, iv)
         result("esp_us_%d" % size, "%.1f" % (since_us(t0) / N))
+        if MICRO:
+            result("alloc_per_esp_%d" % size, "%.0f" % ((allocated() - a0) / N))
 
     return step
 

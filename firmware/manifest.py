@@ -7,8 +7,8 @@
 # the networking bundle. Without it the firmware boots with no filesystem.
 include("$(PORT_DIR)/boards/manifest.py")
 
-# micropython-lib's hmac (qcd/tokens.py: HMAC-SHA-256 tokens).
-require("hmac")
+# No micropython-lib package is required: HMAC-SHA-256 is lib/ikebase's
+# hmac256 (stock ESP32 firmware freezes no hmac, and the device needs none).
 
 # The product: QCD (lib/qcd), the IKEv2 engine that calls it (lib/ike) and
 # the pieces both use (lib/ikebase).

@@ -84,4 +84,9 @@ async def main(config_path=qcdapp.CONFIG_PATH):
 
 
 def run(config_path=qcdapp.CONFIG_PATH):
-    return asyncio.run(main(config_path))
+    """asyncio.run(main()); where asyncio has no run() (the WebAssembly
+    port, whose asyncio runs tasks from JS timers once Python returns: the
+    virtual board stays on while tasks are pending), main() as a task."""
+    if hasattr(asyncio, "run"):
+        return asyncio.run(main(config_path))
+    return asyncio.create_task(main(config_path))

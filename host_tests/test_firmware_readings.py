@@ -4,7 +4,9 @@
 # UDP echo service on tunnel port 7): the IKE loop runs as an asyncio task
 # (qcdapp.serve -> ike.aio) beside the app task, readings go through the
 # tunnel and come back; after a power cut (SIGKILL) and a new boot on the
-# same flash the readings flow again.
+# same flash the readings flow again. The same app on MicroPython: the
+# virtual board (tools/vboard --net --headless) with main.py running
+# readings.run(), the WebAssembly port's asyncio driving ike.aio.
 import json
 import os
 import subprocess
@@ -13,7 +15,7 @@ import textwrap
 import time
 
 from peers import QUICK_RETRANSMIT, Peer, app_config, free_port, gateway_config
-from support import LIB, ROOT, TOOLS
+from support import LIB, ROOT, TOOLS, need_micropython
 
 FIRMWARE = os.path.join(ROOT, "firmware")
 
@@ -79,4 +81,56 @@ def test_readings_go_through_the_tunnel_and_resume_after_a_power_cut(tmp_path):
         assert "from 10.2.0.5" in log
         assert gw.ctl("tunnel")["counters"]["received"] >= 5
     finally:
+        gw.kill()
+
+
+def install_readings_app(fsdir, config):
+    """The files `qcdboard deploy --app` copies, with a main.py that runs
+    the readings example instead of qcdapp.main()."""
+    import shutil
+
+    sys.path.insert(0, TOOLS)
+    from board import remote
+
+    for host, dev in remote.package_files() + [(os.path.join(ROOT, h), d) for h, d in remote.APP_FILES]:
+        dest = os.path.join(fsdir, *dev.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(host, dest)
+    with open(os.path.join(fsdir, "main.py"), "w") as f:
+        f.write("import readings\nreadings.run()\n")
+    with open(os.path.join(fsdir, "qcd.json"), "w") as f:
+        json.dump(config, f)
+
+
+def test_readings_on_micropython_asyncio_through_a_power_cut(tmp_path):
+    need_micropython()
+    from vboard_util import HeadlessBoard
+
+    gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT, tunnel={"inner_addr": "10.1.0.1"}), args=["--echo", "7"]).start()
+    board = None
+    try:
+        dev_ports = (free_port(), free_port())
+        cfg = app_config(gw.ports(), dev_ports, tunnel={"inner_addr": "10.2.0.5"}, app={"to": "10.1.0.1:7", "every_s": 0.3, "port": 5000, "count": None}, qcd={"role": "maker", "rate": 100, "burst": 100})
+        os.makedirs(tmp_path / "board" / "fs")
+        install_readings_app(str(tmp_path / "board" / "fs"), cfg)
+        board = HeadlessBoard(tmp_path / "board").start()
+        out = board.wait_output("ike: asyncio loop on 127.0.0.1", timeout=180)
+        end = time.monotonic() + 180
+        while board.output().count("app: answer from 10.1.0.1:7: b'reading ") < 2 and time.monotonic() < end:
+            time.sleep(0.1)
+        out = board.output()
+        assert out.count("app: answer from 10.1.0.1:7: b'reading ") >= 2, out[-3000:]
+        assert "from 10.2.0.5" in out
+        board.kill()  # power cut
+        board.start()  # back on the same flash image
+        end = time.monotonic() + 180
+        while board.output().count("app: answer from 10.1.0.1:7: b'reading ") < 2 and time.monotonic() < end:
+            time.sleep(0.1)
+        out = board.output()
+        assert out.count("app: answer from 10.1.0.1:7: b'reading ") >= 2, out[-3000:]
+        assert "boot 2" in out  # the store saw the second boot on the same flash
+        assert gw.ctl("tunnel")["counters"]["received"] >= 4
+    finally:
+        if board is not None:
+            board.kill()
         gw.kill()

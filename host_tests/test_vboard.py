@@ -215,20 +215,8 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
     assert r.stdout.count("Up to date:") == len(package_files()), r.stdout
 
 
-def test_mip_installs_package_json_and_asks_the_index_for_hmac(vb, tmp_path):
-    # No network here: the index is an empty local directory, so mip installs
-    # every file of package.json and then fails on the hmac dependency,
-    # naming exactly the index entry it wanted (mpy v6 -> package/6/...).
-    index = tmp_path / "index"
-    index.mkdir()
-    r = vb.qcdboard("deploy", "--port", vb.tty, "--mip", os.path.join(ROOT, "package.json"), "--index", str(index))
-    out = r.stdout + r.stderr
-    assert r.returncode == 1
-    assert "Installing: /lib/qcd/hook.py" in out
-    assert "%s/package/6/hmac/latest.json" % index in out
-    # hmac is frozen into the WebAssembly port, as firmware/manifest.py
-    # freezes it into the firmware: the package imports.
-    assert vb.exec("import qcd.tokens\nprint(len(qcd.tokens.make_token(bytes(32), bytes(8), bytes(8))))").strip() == "32"
+# mip (qcdboard deploy --mip): host_tests/test_vboard_stock.py installs
+# package.json on a board with stock firmware's frozen modules only.
 
 
 def test_raw_paste_is_declined_and_plain_raw_mode_carries_long_code(vb):

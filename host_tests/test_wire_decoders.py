@@ -153,11 +153,17 @@ def test_notify_names_are_ianas_as_scapy_has_them():
     theirs = {n: v.replace("IV2_NOTIFY_", "") for n, v in IKEv2NotifyMessageTypes.items()}
     assert names.NOTIFY_NAMES == theirs
     assert names.NOTIFY_NAMES[16396] == "MOBIKE_SUPPORTED" and names.NOTIFY_NAMES[16410] == "TICKET_REQUEST"
+    # The device engine's own short table names them as IANA does, and
+    # covers what strongSwan sends and issue 11 saw.
+    from ike import const
+
+    assert all(theirs[n] == v for n, v in const.NOTIFY_NAMES.items())
+    assert {16396, 16399, 16406, 16410, 16430, 16431} <= set(const.NOTIFY_NAMES)
 
 
 def test_qcd_peer_logs_a_peers_notify_types_by_name():
-    # A message with notifies the engine does not handle (strongSwan sends
-    # MOBIKE_SUPPORTED in IKE_AUTH): qcd-peer's log line names them.
+    # A message with notifies the device engine's table does not name:
+    # qcd-peer's log line names them.
     import runpy
 
     from support import TOOLS
@@ -167,14 +173,14 @@ def test_qcd_peer_logs_a_peers_notify_types_by_name():
 
     saved = dict(const.NOTIFY_NAMES)
     try:
-        assert const.notify_name(16396) == "N_16396"  # the device's short table
+        assert const.notify_name(16420) == "N_16420"  # not in the device's short table
         runpy.run_path(os.path.join(TOOLS, "qcd-peer"), run_name="qcd_peer")["lend_names"]()
         lines = []
         eng = Engine.__new__(Engine)
         eng._log = lines.append
         n = lambda t: (const.PT_N, b"\x00\x00" + t.to_bytes(2, "big"))  # noqa: E731
-        eng.log_msg("in", const.IKE_AUTH, False, 1, [n(16396), n(16410), n(16419)], ("192.0.2.1", 4500))
-        assert "[N(MOBIKE_SUPPORTED) N(TICKET_REQUEST) N(QUICK_CRASH_DETECTION)]" in lines[0], lines
+        eng.log_msg("in", const.IKE_AUTH, False, 1, [n(16396), n(16420), n(16419)], ("192.0.2.1", 4500))
+        assert "[N(MOBIKE_SUPPORTED) N(IKEV2_MESSAGE_ID_SYNC_SUPPORTED) N(QUICK_CRASH_DETECTION)]" in lines[0], lines
     finally:
         const.NOTIFY_NAMES.clear()
         const.NOTIFY_NAMES.update(saved)

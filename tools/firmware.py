@@ -8,8 +8,8 @@ Needs, from the environment:
                micropython-lib submodule (make -C $MICROPY_DIR/ports/esp32 submodules)
   IDF_PATH     ESP-IDF (v5.5.x for those MicroPython versions), with its
                environment exported (. $IDF_PATH/export.sh: idf.py on PATH)
-Builds ports/esp32 with BOARD_DIR=boards/<board> (which freezes lib/qcd,
-lib/ike and hmac through firmware/manifest.py) into build/firmware-<board>/,
+Builds ports/esp32 with BOARD_DIR=boards/<board> (which freezes lib/ikebase,
+lib/qcd and lib/ike through firmware/manifest.py) into build/firmware-<board>/,
 then prints the flash command. Without what it needs, it says exactly what
 is missing and exits 2, building nothing.
 """
@@ -32,7 +32,8 @@ MICROPY_NEEDS = (
     "ports/esp32/boards/manifest.py",
     "ports/esp32/boards/sdkconfig.base",
     "ports/esp32/boards/sdkconfig.ble",
-    "lib/micropython-lib/python-stdlib/hmac/manifest.py",
+    # the port's manifest requires micropython-lib packages (mip, ...)
+    "lib/micropython-lib/micropython/mip/manifest.py",
 )
 BOARD_NEEDS = {
     "QCD_ESP32_S3": ("ports/esp32/boards/sdkconfig.spiram_sx",),

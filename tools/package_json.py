@@ -7,10 +7,10 @@
 mip (mpremote mip install github:OWNER/REPO, or a local path to the file)
 reads "urls": [device path under the install target, source], with sources
 relative to package.json; and "deps": micropython-lib packages by name.
-Every .py of lib/qcd and lib/ike that a device uses is listed (not the
+Every .py of lib/ikebase, lib/qcd and lib/ike that a device uses is listed (not the
 host-only modules, board/remote.py HOST_ONLY), so the list is generated,
-not kept by hand. The qcd core needs micropython-lib's hmac (qcd/tokens.py);
-firmware builds freeze it instead (firmware/manifest.py).
+not kept by hand. No micropython-lib dependency: HMAC-SHA-256 is
+lib/ikebase/hmac256.py, so stock ESP32 firmware needs nothing else.
 """
 import json
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 from board.remote import package_files  # noqa: E402
 
 PATH = os.path.join(ROOT, "package.json")
-DEPS = [["hmac", "latest"]]
+DEPS = []  # micropython-lib packages the device needs: none
 
 
 def version():

@@ -27,8 +27,10 @@
 # MicroPython's asyncio has no public way to wait for a UDP socket (its
 # IOQueue is internal and the WebAssembly port has none), so there the task
 # looks at its sockets with poll(0) and sleeps min(next timer, poll_ms)
-# between looks: a datagram waits at most poll_ms (20 ms) before the engine
-# sees it, and an idle loop wakes 50 times a second for a poll(0).
+# between looks: an idle loop wakes 50 times a second for a poll(0), and a
+# datagram waits at most poll_ms (20 ms) before the engine sees it; for
+# ACTIVE_MS (200 ms) after a datagram came in or went out it looks every
+# millisecond instead, so an answer to what the app just sent is seen at once.
 # A datagram the app sends through the tunnel leaves at once (the tunnel
 # calls flush() itself), not at the next wake-up.
 #
@@ -48,6 +50,7 @@ import select
 from ike import device
 
 POLL_MS = 20  # MicroPython: longest wait before a datagram is seen
+ACTIVE_MS = 200  # MicroPython: after traffic, look every millisecond this long
 DRAIN_MAX = 16  # datagrams read per socket per wake-up (others' turn after)
 
 try:
@@ -116,8 +119,13 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
         poll.register(ike, select.POLLIN)
         poll.register(natt, select.POLLIN)
 
+    active = [0]  # until when (clock ms) traffic makes us look every ms
+
     def flush():
-        for data, dst, is_natt in eng.take_datagrams():
+        out = eng.take_datagrams()
+        if out:
+            active[0] = clock.now() + ACTIVE_MS
+        for data, dst, is_natt in out:
             try:
                 (natt if is_natt else ike).sendto(data, dst)
             except OSError as e:
@@ -135,6 +143,7 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
             except MemoryError:  # dropped, counted, logged: ike.device's rule
                 device._drop(s, eng, log)
                 return
+            active[0] = clock.now() + ACTIVE_MS
             eng.receive(data, device._addr(src), is_natt, clock.now())
             flush()
 
@@ -179,7 +188,7 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
             if _CPYTHON:
                 await _wait_event(wake, wait)
             else:
-                await _sleep_ms(min(wait, poll_ms))
+                await _sleep_ms(min(wait, 1 if now < active[0] else poll_ms))
     finally:
         if tun is not None:
             tun.wake = None

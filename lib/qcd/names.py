@@ -11,7 +11,8 @@ from qcd import wire
 # MOBIKE_SUPPORTED rather than N_16396. host_tests/test_wire_decoders.py
 # checks it against scapy's table. Hosts also lend it to lib/ike's log
 # (ike.const.NOTIFY_NAMES.update(NOTIFY_NAMES), tools/qcd-peer); a device's
-# engine keeps its own short table, the types it handles, to save heap.
+# engine keeps its own short table (the types it handles, and those
+# strongSwan sends), to save heap.
 NOTIFY_NAMES = {
     1: "UNSUPPORTED_CRITICAL_PAYLOAD",
     4: "INVALID_IKE_SPI",

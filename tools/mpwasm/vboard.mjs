@@ -6,7 +6,7 @@
 //   node tools/mpwasm/vboard.mjs --image FLASH.bin --fs DIR [--fd N]
 //                                [--heap BYTES] [--flash-encryption]
 //                                [--net [--yield-kb N] [--gc-log] [--cut-file PATH]]
-//                                [--headless]
+//                                [--headless] [--stock]
 //
 // --image  a whole-flash image (4 MiB for the qcd boards), as esptool
 //          merge-bin writes it: the partition table at 0x8000 is read from
@@ -27,7 +27,25 @@
 //          Default off: without it the board has no socket module.
 // --headless  no terminal: the console goes to stdout, nothing is read;
 //          power on, boot.py, main.py (resets as the board does them), and
-//          exit 0 once main.py has ended. SIGKILL is a power cut.
+//          exit 0 once main.py and the asyncio tasks it created have ended
+//          (this port's asyncio runs them from JS timers). SIGKILL is a
+//          power cut.
+// --stock  the frozen modules of stock ESP32 firmware only. This port
+//          freezes a set of micropython-lib modules (hmac, unittest, logging,
+//          functools, copy, types, base64, datetime, ...) that stock
+//          MicroPython 1.27/1.28 ESP32 firmware does not have: its
+//          ports/esp32/boards/manifest.py freezes _boot, inisetup, flashbdev,
+//          espnow, asyncio, mip, ntptime, ssl, requests, webrepl,
+//          aioespnow, dht, ds18x20, neopixel, onewire, umqtt, upysh
+//          (micropython-esp32-reference.md §4). With --stock a frozen
+//          module outside that list is hidden: importing it looks only at
+//          the filesystem ('' and /lib), so it imports when it was installed
+//          there, as on a board, and is an ImportError otherwise. Built-in
+//          (C) modules stay. Done with builtins.__import__ (the port allows
+//          it to be replaced), dropping '.frozen' from sys.path around the
+//          import of a hidden name. Not hidden: `os`, which the board imports
+//          (as this port's frozen os package) to give it os.urandom before
+//          any user code; the esp32 port has os built in, with urandom.
 // --yield-kb, --gc-log  see "Garbage collection" below.
 // --cut-file PATH  a power cut in the middle of a flash write, on demand:
 //          when PATH appears (checked at every select.poll, so within half
@@ -104,7 +122,7 @@ function usage(msg) {
   process.exit(2);
 }
 
-const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryption: false, net: false, headless: false, yieldKb: 1024, gcLog: false, cutFile: null };
+const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryption: false, net: false, headless: false, stock: false, yieldKb: 1024, gcLog: false, cutFile: null };
 {
   const a = process.argv.slice(2);
   while (a.length) {
@@ -116,6 +134,7 @@ const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryp
     else if (o === "--flash-encryption") opts.encryption = true;
     else if (o === "--net") opts.net = true;
     else if (o === "--headless") opts.headless = true;
+    else if (o === "--stock") opts.stock = true;
     else if (o === "--cut-file") opts.cutFile = a.shift();
     else if (o === "--yield-kb") opts.yieldKb = parseInt(a.shift(), 10);
     else if (o === "--gc-log") opts.gcLog = true;
@@ -128,6 +147,24 @@ const opts = { heap: 2 * 1024 * 1024, fd: null, image: null, fsdir: null, encryp
   if (opts.headless && opts.fd !== null) usage("--headless has no terminal: no --fd");
 }
 const shims = opts.net ? [...SHIMS, ...NET_SHIMS] : SHIMS;
+// --stock: what ports/esp32/boards/manifest.py (v1.27.0, v1.28.0) freezes,
+// by top-level name; every other frozen module of this port is hidden.
+const STOCK_FROZEN = ["_boot", "inisetup", "flashbdev", "espnow", "asyncio", "mip", "ntptime", "ssl", "requests", "webrepl", "webrepl_setup", "aioespnow", "dht", "ds18x20", "neopixel", "onewire", "umqtt", "upysh"];
+const STOCK_IMPORT = [
+  "import builtins, sys",
+  "def _vboard_import(name, *args, _orig=builtins.__import__, _keep=" + JSON.stringify(STOCK_FROZEN).replace(/"/g, "'") + ", _sys=sys):",
+  "    if name and not (len(args) > 3 and args[3]) and name not in _sys.modules and name.split('.')[0] not in _keep:",
+  "        path = _sys.path",
+  "        saved = path[:]",
+  "        path[:] = [p for p in saved if p != '.frozen']",
+  "        try:",
+  "            return _orig(name, *args)",
+  "        finally:",
+  "            path[:] = saved",
+  "    return _orig(name, *args)",
+  "builtins.__import__ = _vboard_import",
+  "del builtins, sys, _vboard_import",
+].join("\n");
 
 // ---------------------------------------------------------------- the flash
 
@@ -712,6 +749,7 @@ async function boot(kind) {
   );
   for (const [m] of shims) mp.FS.unlink(`/tmp/.vboard/${m}.py`);
   mp.FS.rmdir("/tmp/.vboard");
+  if (opts.stock) mp.runPython(STOCK_IMPORT);
   if (table.error) say(`vboard: ${table.error}: esp32.Partition sees no partitions\r\n`);
   runFile("boot.py");
   if (!rawMode && !pendingReset) {
@@ -811,6 +849,22 @@ if (opts.headless) {
   // told (machine.reset, the watchdog); exit 0 when main.py has ended.
   busy = true;
   await doReset(PWRON_RESET);
+  // asyncio tasks main.py created (ike.aio, firmware/readings.py): this
+  // port's asyncio runs them from JS timers once Python has returned, so
+  // the board stays on while its task queue holds any.
+  const pending = () => {
+    try {
+      mp.runPython("import sys\n_vboard_t = sys.modules.get('asyncio')\n_vboard_t = bool(_vboard_t and _vboard_t.core._task_queue.peek())");
+      return mp.globals.get("_vboard_t");
+    } catch (e) {
+      return false;
+    }
+  };
+  while (!pendingReset && pending()) {
+    await new Promise((r) => setTimeout(r, 50));
+    flush();
+  }
+  flush();
   process.exit(0);
 }
 
