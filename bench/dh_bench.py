@@ -3,8 +3,8 @@
 # (MODP-2048), side by side. Runs unchanged on CPython and MicroPython; prints
 # `RESULT name value` lines (bench/run.py collects them).
 #
-#   python3 bench/dh_bench.py                   (CPython, lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib:/lib bench/dh_bench.py
+#   python3 bench/dh_bench.py                   (CPython, qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/dh_bench.py
 #
 # "engine" is what ike.dh runs on the platform: on CPython X25519 through
 # `cryptography` (OpenSSL), on MicroPython the hand-written ladder

@@ -2,8 +2,8 @@
 # yet received) and what the caps bound it to, unchanged on CPython and on
 # MicroPython. Prints `RESULT name value` lines for bench/section_halfopen.py.
 #
-#   python3 bench/halfopen_bench.py                          (lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib:/lib bench/halfopen_bench.py
+#   python3 bench/halfopen_bench.py                          (qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/halfopen_bench.py
 #
 # The requests are one initiator's IKE_SA_INIT (X25519, the default group,
 # and MODP-2048, measured apart) with the initiator SPI changed, as an attacker replaying a captured request from addresses it
@@ -177,7 +177,7 @@ steps += [modp, collect, mark("empty_modp"), fill_modp, collect, mark("filled_mo
 steps += [empty_flood_engine, collect, mark("empty_flood"), flood, collect, mark("flooded"), report]
 if MICRO:
     try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
     except NameError:
         for s in steps:
             s()

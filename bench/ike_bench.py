@@ -3,8 +3,8 @@
 # IKE_AUTH between two in-memory engines, a liveness round trip, and (on
 # MicroPython) heap. Prints `RESULT name value` lines for bench/section_ike.py.
 #
-#   python3 bench/ike_bench.py                          (lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib:/lib bench/ike_bench.py
+#   python3 bench/ike_bench.py                          (qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/ike_bench.py
 import gc
 import sys
 
@@ -36,7 +36,7 @@ def result(name, value):
 
 def install_crypto():
     # The WebAssembly port lacks cryptolib, sha1 and urandom: Node's crypto
-    # through the jscrypto/jsrandom modules tools/mpwasm/run.mjs registers.
+    # through the jscrypto/jsrandom modules host/qcdhost/emu/wasm/run.mjs registers.
     from ike import crypto
 
     if not crypto.available():
@@ -181,7 +181,7 @@ def heap_report():
 if MICRO:
     steps = [heap_mark("start"), do_import, heap_mark("imported"), install_crypto, make_sas, heap_mark("sas"), heap_report, speed]
     try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
     except NameError:
         for s in steps:
             s()

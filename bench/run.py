@@ -19,10 +19,15 @@ import subprocess
 import sys
 import time
 
+from qcdhost import devset
+from qcdhost.paths import WASM_DIR
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.path.join(ROOT, "lib")
-sys.path.insert(0, LIB)
+# The host modules that run on MicroPython too (MemoryKeys, the flash
+# emulator), copied beside lib/ for every MicroPython run.
+HOST_PATHS = tuple("%s:%s" % hp for hp in devset.portable_host_paths())
 
 
 class Bench:
@@ -41,15 +46,14 @@ class Bench:
         return out
 
     def cpython(self, script, *args, timeout=3600):
-        env = dict(os.environ, PYTHONPATH=LIB)
-        p = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+        p = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         if p.returncode:
             raise RuntimeError("%s failed on CPython:\n%s" % (script, p.stderr[-2000:]))
         return self.results(p.stdout)
 
     def micropython(self, script, *args, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase"), timeout=3600):
-        cmd = ["node", os.path.join(ROOT, "tools", "mpwasm", "run.mjs")]
-        for p in paths:
+        cmd = ["node", os.path.join(WASM_DIR, "run.mjs")]
+        for p in tuple(paths) + HOST_PATHS:
             cmd += ["--path", p]
         cmd += [script, *map(str, args)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -20,7 +20,7 @@ def run(bench):
     lines = [
         "## QCD core: tokens, refusals, heap",
         "",
-        "`python3 bench/core_bench.py` and `node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase bench/core_bench.py`;",
+        "`python3 bench/core_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase bench/core_bench.py`;",
         "best of 5 alternating rounds. Heap from `gc.mem_alloc()` after a top-level collection.",
         "",
         "| figure | CPython | MicroPython (WebAssembly) | target |",

@@ -20,7 +20,7 @@ def run(bench):
     lines = [
         "## Diffie-Hellman: X25519 vs MODP-2048",
         "",
-        "`python3 bench/dh_bench.py` and `node tools/mpwasm/run.mjs --path lib:/lib bench/dh_bench.py`: one side of an",
+        "`python3 bench/dh_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/dh_bench.py`: one side of an",
         "IKE_SA_INIT (a fresh key pair, then the shared secret from the peer's public value); best of 5 alternating rounds.",
         "MODP-2048 uses a 256-bit private exponent (ike.dh). On CPython ike.dh does X25519 through `cryptography`.",
         "",

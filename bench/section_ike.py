@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "ike_bench.py")
-sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools")]
+sys.path[:0] = [os.path.join(ROOT, "host_tests")]  # peers (the test suite's qcd-peer harness)
 
 REPS = 5
 PSK = "a-long-pre-shared-key"
@@ -78,7 +78,7 @@ def ours(bench):
 
     import importlib.util
 
-    flash = importlib.util.find_spec("qcd.store") is not None and os.path.exists(os.path.join(ROOT, "tools", "flashemu.py"))
+    flash = importlib.util.find_spec("qcd.store") is not None and importlib.util.find_spec("qcdhost.emu.flash") is not None
     out = {"detect_ms": [], "recover_s": [], "handshake_ms": [], "esp_ms": [], "flash": flash}
     with tempfile.TemporaryDirectory() as d:
         gw = Peer(d, "gw", gateway_config(), pcap=False).start()
@@ -142,7 +142,7 @@ def strongswan_gateway(bench, settings, reps):
     """charon as the gateway (no QCD); our device reboots; measure from the
     first liveness check that reaches the rebooted device to charon's
     deletion of the stale SA; and the recovery when the device initiates."""
-    import strongswan
+    from qcdhost import strongswan
     from peers import Peer
 
     if strongswan.missing_reason():
@@ -246,8 +246,8 @@ def run(bench):
     L = []
     L.append("## IKE engine: stale-SA detection, recovery, handshake cost")
     L.append("")
-    L.append("`bench/section_ike.py`. Our peers are `tools/qcd-peer` processes; strongSwan 5.9.8 is charon with")
-    L.append("kernel-libipsec in private namespaces (`tools/strongswan.py`), our device on the other end of a veth pair.")
+    L.append("`bench/section_ike.py`. Our peers are `qcd-peer` processes; strongSwan 5.9.8 is charon with")
+    L.append("kernel-libipsec in private namespaces (`qcdhost.strongswan`), our device on the other end of a veth pair.")
     L.append("The device is killed with SIGKILL (power cut) and restarted on the same ports and key source.")
     L.append("")
     L.append("### Stale-SA detection after a reboot")
@@ -287,7 +287,7 @@ def run(bench):
     L.append("")
     L.append("### Handshake cost")
     L.append("")
-    L.append("`python3 bench/ike_bench.py` and `node tools/mpwasm/run.mjs --path lib:/lib bench/ike_bench.py`, best of several rounds.")
+    L.append("`python3 bench/ike_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/ike_bench.py`, best of several rounds.")
     L.append("A MODP-2048 exponentiation uses a 256-bit private exponent (`ike.dh`); each side of a handshake does two (key")
     L.append("pair, shared secret), plus the key derivation.")
     L.append("")

@@ -29,15 +29,15 @@ def run(bench):
     bench.log("store: wear on the emulator (CPython, littlefs-python)")
     res = bench.cpython(WEAR)
     bench.log("store: heap on MicroPython (WebAssembly)")
-    ram = bench.micropython(RAM, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase", "tools/flashemu.py:/lib/flashemu.py", "bench/naive_store.py:/lib/naive_store.py"))
+    ram = bench.micropython(RAM, paths=("lib/qcd:/lib/qcd", "lib/ikebase:/lib/ikebase", "bench/naive_store.py:/lib/naive_store.py"))
     runs = {}
     for k, v in res.items():
         runs[k] = json.loads(v)
     lines = [
         "## Flash store: wear, write amplification, mount cost, RAM",
         "",
-        "`python3 bench/store_bench.py` (CPython) and `node tools/mpwasm/run.mjs ... bench/store_ram.py` (MicroPython heap).",
-        "Same emulated partition for all (tools/flashemu: 16 blocks of 4096 bytes, plain NOR flash), same workloads,",
+        "`python3 bench/store_bench.py` (CPython) and `node host/qcdhost/emu/wasm/run.mjs ... bench/store_ram.py` (MicroPython heap).",
+        "Same emulated partition for all (qcdhost.emu.flash: 16 blocks of 4096 bytes, plain NOR flash), same workloads,",
         "one run; time is simulated. **steady**: 50 live Child SAs on 5 IKE SAs, each minute one created and the",
         "oldest deleted, a reboot a day. **heavy**: 500 live on 50 IKE SAs, one rekeyed each second (create + delete).",
         "An *update* is one create or delete; its logical size, the same for every store, is the entry",

@@ -27,7 +27,7 @@ def run(bench):
     L.append("## Data plane: datagrams through the tunnel, sockets, asyncio")
     L.append("")
     L.append("Run alone on %s UTC with `make bench ONLY=tunnel`." % __import__("datetime").datetime.now(__import__("datetime").timezone.utc).strftime("%Y-%m-%d %H:%M"))
-    L.append("`python3 bench/tunnel_bench.py` and `node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py`: two engines in")
+    L.append("`python3 bench/tunnel_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/tunnel_bench.py`: two engines in")
     L.append("memory with a Tunnel each (ike.tunnel), %s / %s datagrams per figure (CPython / MicroPython), no sockets." % (cp["n"], mp["n"]))
     L.append("*send* is `sock.sendto()` on the device: inner IPv4/UDP headers, RFC 768 checksum, selector checks, ESP; *ESP* is")
     L.append("`esp.seal_into` alone (padding, AES-CBC-256, HMAC-SHA-256-128 ICV); *echo* is a datagram to the gateway's socket,")
@@ -44,6 +44,9 @@ def run(bench):
     L.append("| heap per open tunnel socket | %s B | %s B |" % (cp["per_socket_bytes"], mp["per_socket_bytes"]))
     L.append("| heap per Tunnel (its preallocated packet buffer included) | %s B | %s B |" % (cp["per_tunnel_bytes"], mp["per_tunnel_bytes"]))
     L.append("| largest UDP payload (MTU 1500) | %s B | %s B |" % (cp["max_payload"], mp["max_payload"]))
+    L.append("| heap after `import ike.engine`, from .py (what a device loads anyway) | – | %s B |" % mp["import_bytes_engine"])
+    for m in ("tunnel", "config_payload"):
+        L.append("| heap `import ike.%s` adds, from .py (loaded only when used) | – | %s B |" % (m, mp["import_bytes_" + m]))
     for g in groups:
         for side in ("device", "gateway"):
             k = "handshake_longest_step_ms_%s_group%d" % (side, g)
@@ -55,8 +58,8 @@ def run(bench):
     L.append("adapter's copies and results, and the datagram; with the bridge's hex strings on this port.")
     L.append("")
     L.append("`python3 bench/tunnel_aio_bench.py GROUP` (CPython) and `python3 bench/tunnel_vboard_bench.py GROUP` (bench/tunnel_mpy_aio.py")
-    L.append("as main.py of the virtual board, `tools/vboard --net --headless`: the WebAssembly MicroPython's asyncio and the")
-    L.append("board's UDP sockets): the device loop (ike.aio.serve) as an asyncio task with real UDP sockets against tools/qcd-peer")
+    L.append("as main.py of the virtual board, `vboard --net --headless`: the WebAssembly MicroPython's asyncio and the")
+    L.append("board's UDP sockets): the device loop (ike.aio.serve) as an asyncio task with real UDP sockets against qcd-peer")
     L.append("(`--echo 7`), a ticker task that sleeps 1 ms and records how late it woke, and readings sent one at a time, each")
     L.append("awaiting its echo (`aio.recvfrom`).")
     L.append("")

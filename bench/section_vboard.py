@@ -1,5 +1,5 @@
 # Section: the firmware app's heap on the virtual board with networking
-# (tools/vboard --net --headless).
+# (vboard --net --headless).
 #
 # The WebAssembly port collects garbage only at the top level, and the app's
 # IKE loop never returns there by itself; the board unwinds it to the top

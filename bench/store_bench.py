@@ -1,5 +1,5 @@
 # Flash wear of the qcd store next to the alternatives, on the same emulated
-# 64 KiB partition (tools/flashemu, 16 blocks of 4096 bytes), same workloads,
+# 64 KiB partition (qcdhost.emu.flash, 16 blocks of 4096 bytes), same workloads,
 # one run (issue 3):
 #
 #   qcd      lib/qcd/store.py
@@ -30,13 +30,13 @@ import struct
 import sys
 import time
 
+from naive_store import NaiveStore  # bench/, the script's own directory
+
+from qcd.store import Store
+from qcdhost.emu import flash as flashemu
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "lib"), os.path.join(ROOT, "tools"), HERE]
-
-import flashemu  # noqa: E402
-from naive_store import NaiveStore  # noqa: E402
-from qcd.store import Store  # noqa: E402
 
 BLOCKS = 16
 CYCLES = 100000  # erase cycles per block (ESP-FAQ: typical 100k)

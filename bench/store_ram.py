@@ -3,7 +3,7 @@
 # the steady (50 Child SAs on 5 IKE SAs) and heavy (500 on 50) workloads, on
 # an emulated 64 KiB partition. Prints `RESULT name value` lines.
 #
-#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase --path tools/flashemu.py:/lib/flashemu.py \
+#   node host/qcdhost/emu/wasm/run.mjs --path lib/qcd:/lib/qcd --path lib/ikebase:/lib/ikebase --path host/qcdhost/emu/flash.py:/lib/qcdhost/emu/flash.py \
 #        --path bench/naive_store.py:/lib/naive_store.py bench/store_ram.py
 #
 # A heap figure is gc.mem_alloc() after a collection that really ran: on this
@@ -11,7 +11,7 @@
 import gc
 import struct
 
-import flashemu
+from qcdhost.emu import flash as flashemu
 import naive_store  # noqa: F401 (imported before the first mark: only qcd.store is counted)
 
 HEAP = {}
@@ -93,7 +93,7 @@ for kind in ("qcd", "naive"):
         steps += [prepare(kind, live, n_ike), mark(name + "_0"), mount(kind, live), mark(name + "_1"), report("heap_%s_bytes" % name, name + "_0", name + "_1")]
 
 try:
-    _mpwasm_steps.extend(steps)  # noqa: F821 (tools/mpwasm/run.mjs)
+    _mpwasm_steps.extend(steps)  # noqa: F821 (host/qcdhost/emu/wasm/run.mjs)
 except NameError:  # a real board: its gc.collect() works inline
     for st in steps:
         st()

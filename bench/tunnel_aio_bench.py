@@ -1,12 +1,12 @@
 # The longest time ike.aio's device loop keeps another asyncio task waiting,
 # on CPython with real UDP sockets: the device loop (ike.aio.serve) and a
 # ticker task that sleeps 1 ms and records how late it wakes, against
-# tools/qcd-peer as the gateway (UDP echo service on tunnel port 7). Two
+# qcd-peer as the gateway (UDP echo service on tunnel port 7). Two
 # phases: the handshake (start until the tunnel has an address), and 200
 # readings sent and echoed. Prints `RESULT name value` lines for
 # bench/section_tunnel.py.
 #
-#   python3 bench/tunnel_aio_bench.py [GROUP]         (lib/ on sys.path)
+#   python3 bench/tunnel_aio_bench.py [GROUP]         (qcd installed: make venv)
 import asyncio
 import json
 import os
@@ -16,13 +16,12 @@ import sys
 import tempfile
 import time
 
+from ike import aio, device
+from ike.tunnel import Tunnel
+from qcdhost.ikeshell import control
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "lib"))
-
-from ike import aio, device  # noqa: E402
-from ike.host import control  # noqa: E402
-from ike.tunnel import Tunnel  # noqa: E402
 
 PSK = "a-long-pre-shared-key"
 READINGS = 200
@@ -58,7 +57,7 @@ def main(group):
     with open(path, "w") as f:
         json.dump(gw_cfg, f)
     ctl = os.path.join(d, "gw.ctl")
-    gw = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "qcd-peer"), "run", path, "--control", ctl, "--echo", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([sys.executable, "-m", "qcdhost.peer", "run", path, "--control", ctl, "--echo", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ports = None
         for _ in range(200):

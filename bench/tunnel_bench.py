@@ -6,12 +6,12 @@
 # (what an asyncio task beside ike.aio waits at most, per DH group).
 # Prints `RESULT name value` lines for bench/section_tunnel.py.
 #
-#   python3 bench/tunnel_bench.py                           (lib/ on sys.path)
-#   node tools/mpwasm/run.mjs --path lib:/lib bench/tunnel_bench.py
+#   python3 bench/tunnel_bench.py                           (qcd installed: make venv)
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/tunnel_bench.py
 #
 # Two engines in memory (device and gateway, a Tunnel each), no sockets:
 # what is measured is lib/ike's own work. On the WebAssembly port AES comes
-# from Node's crypto through tools/mpwasm/run.mjs's jscrypto bridge (hex
+# from Node's crypto through host/qcdhost/emu/wasm/run.mjs's jscrypto bridge (hex
 # strings across the JS proxy), where an ESP32 has cryptolib in C: its ESP
 # figure there is the bridge's as much as ours; the "rest" is ours alone.
 import gc
@@ -254,6 +254,8 @@ def mark(name):
 
 
 def report():
+    for name, m in IMPORTS:
+        result("import_bytes_" + name, S[name + "1"] - S[name + "0"])
     result("per_socket_bytes", "%.0f" % ((S["after_socks"] - S["before_socks"]) / 20))
     result("per_tunnel_bytes", S["after_tunnel"] - S["before_tunnel"])
     result("max_payload", S["dt"].max_payload)
@@ -261,14 +263,29 @@ def report():
     result("internal_errors", S["ln"].dev.counters["internal_errors"] + S["ln"].gw.counters["internal_errors"])
 
 
-steps = [prepare, collect]
+def import_step(name):
+    def step():
+        __import__(name)
+
+    return step
+
+
+# Heap the modules take once imported, MicroPython only (compiled from .py
+# on this port; frozen .mpy on a firmware build keeps the code in flash):
+# the engine first, then each data-plane module on top. ike.aio needs
+# sockets, which run.mjs's port has not (the virtual board has).
+IMPORTS = (("engine", "ike.engine"), ("tunnel", "ike.tunnel"), ("config_payload", "ike.config_payload")) if MICRO else ()
+steps = []
+for _n, _m in IMPORTS:
+    steps += [mark(_n + "0"), import_step(_m), collect, mark(_n + "1")]
+steps += [prepare, collect]
 for size in (64, 1394):
     steps += [send_only(size), collect, esp_only(size), collect, round_trip(size), collect]
 steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark("before_tunnel"), tunnel_step, collect, mark("after_tunnel"), report]
 
 if MICRO:
     try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
     except NameError:
         for s in steps:
             s()

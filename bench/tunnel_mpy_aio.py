@@ -1,4 +1,4 @@
-# Runs ON the virtual board (MicroPython, WebAssembly port, tools/vboard
+# Runs ON the virtual board (MicroPython, WebAssembly port, vboard
 # --net --headless) as its main.py, from bench/tunnel_vboard_bench.py: the
 # device loop (ike.aio.serve) as an asyncio task with the board's UDP
 # sockets, a ticker task that sleeps 1 ms and records how late it wakes,

@@ -1,7 +1,7 @@
 # The longest time ike.aio's device loop keeps another asyncio task waiting,
 # on MicroPython: bench/tunnel_mpy_aio.py as main.py of the virtual board
-# (tools/vboard --net --headless: the WebAssembly port, its asyncio, UDP on
-# the host's stack) against tools/qcd-peer as the gateway (--echo 7).
+# (vboard --net --headless: the WebAssembly port, its asyncio, UDP on
+# the host's stack) against qcd-peer as the gateway (--echo 7).
 # Prints the board's `RESULT name value` lines for bench/section_tunnel.py.
 #
 #   python3 bench/tunnel_vboard_bench.py [GROUP]
@@ -16,10 +16,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "lib"), os.path.join(ROOT, "tools")]
 
-from board import remote  # noqa: E402
-from ike.host import control  # noqa: E402
+from qcdhost.esp import remote
+from qcdhost.ikeshell import control
 
 PSK = "a-long-pre-shared-key"
 
@@ -49,7 +48,7 @@ def main(group):
     with open(os.path.join(d, "gw.json"), "w") as f:
         json.dump(gw_cfg, f)
     ctl = os.path.join(d, "gw.ctl")
-    gw = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "qcd-peer"), "run", os.path.join(d, "gw.json"), "--control", ctl, "--echo", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([sys.executable, "-m", "qcdhost.peer", "run", os.path.join(d, "gw.json"), "--control", ctl, "--echo", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ports = None
         for _ in range(200):
@@ -80,7 +79,7 @@ def main(group):
         }
         with open(os.path.join(fs, "dev.json"), "w") as f:
             json.dump(dev, f)
-        p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "vboard"), "--dir", os.path.join(d, "board"), "--net", "--headless"], capture_output=True, text=True, timeout=600)
+        p = subprocess.run([sys.executable, "-m", "qcdhost.emu.vboard", "--dir", os.path.join(d, "board"), "--net", "--headless"], capture_output=True, text=True, timeout=600)
         lines = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
         if p.returncode or not lines:
             raise SystemExit("the virtual board run failed:\n" + p.stdout[-3000:] + p.stderr[-2000:])

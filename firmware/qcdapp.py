@@ -35,7 +35,7 @@
 #
 # Without a network module, step 2 is skipped with a message; without
 # sockets or lib/ike, step 4's loop too (the store is mounted and the hook
-# built all the same). The virtual board (tools/vboard) has no network
+# built all the same). The virtual board (vboard) has no network
 # module; with --net it has sockets on the host's network, and the IKE loop
 # runs there.
 import json
@@ -230,6 +230,7 @@ def main(config_path=CONFIG_PATH, retry=False):
     ends the wait."""
     global APP
     APP = app = App()
+    app.log("qcd %s" % __import__("qcd").__version__)  # the one version (lib/qcd, package.json, pyproject)
     app.config_path = config_path
     app.retry = retry
     return _boot(app)

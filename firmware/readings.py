@@ -34,7 +34,11 @@ def _reading(n):
 
 
 def settings(cfg):
+    """(to, every_s, port, count) from the "app" section; ValueError says
+    what is wrong."""
     a = cfg.get("app") or {}
+    if not isinstance(a, dict):
+        raise ValueError("app must be an object")
     to = a.get("to", "10.1.0.1:7")
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():
@@ -73,7 +77,12 @@ async def main(config_path=qcdapp.CONFIG_PATH):
     app = qcdapp.setup(config_path)
     if app.engine is None:
         return app
-    to, every_s, port, count = settings(app.config)
+    try:
+        to, every_s, port, count = settings(app.config)
+    except (ValueError, TypeError) as e:
+        app.state = "setup failed: app section: %s" % e
+        app.log(app.state)
+        return app
     loop = asyncio.create_task(qcdapp.serve(app))
     try:
         await readings(app, to, every_s, port, count, app.log)

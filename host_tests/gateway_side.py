@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Hosts on a gateway's protected side, for data-plane interop tests: run in
-strongSwan's network namespace (tools/strongswan.py Charon.gateway_side),
+strongSwan's network namespace (qcdhost.strongswan Charon.gateway_side),
 where kernel-libipsec carries what is routed to the Child SA.
 
   gateway_side.py echo ADDR PORT                 UDP echo service (until killed)

@@ -1,4 +1,4 @@
-# tools/qcd-peer processes for end-to-end tests and benchmarks: start one
+# qcd-peer processes for end-to-end tests and benchmarks: start one
 # from a configuration dict, talk to its control socket, wait for a state,
 # kill it like a power cut.
 import json
@@ -9,12 +9,9 @@ import subprocess
 import sys
 import time
 
-from support import LIB, ROOT
+from support import QCD_PEER, ROOT
 
-sys.path.insert(0, LIB)
-from ike.host import control  # noqa: E402
-
-QCD_PEER = os.path.join(ROOT, "tools", "qcd-peer")
+from qcdhost.ikeshell import control
 EXAMPLE = os.path.join(ROOT, "firmware", "qcd.json.example")
 
 PSK = "a-long-pre-shared-key"

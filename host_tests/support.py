@@ -1,8 +1,10 @@
 # Shared test plumbing for the host suite (CPython + pytest); conftest.py
 # imports it, tests import it as `support`.
 #
-# lib/ goes on sys.path so tests import qcd (and ike) exactly as the device
-# does. Tests that need an outside tool (tshark, node, charon, mpy-cross) ask
+# The tests import qcd, ike (lib/, the device code) and qcdhost (the host
+# package) as installed (`make venv`: pip install -e .), and run the
+# commands as installed: QCDTOOL, QCD_PEER, QCDBOARD, VBOARD are the console
+# scripts beside this Python (run as [sys.executable, QCDTOOL, ...]). Tests that need an outside tool (tshark, node, charon, mpy-cross) ask
 # for it through `need_tool`: on a developer machine a missing tool skips the
 # test with the command that installs it; under CI (CI=true) it fails,
 # because .ci/run installs every tool and a skip there would hide a gap.
@@ -13,15 +15,22 @@ import sys
 
 import pytest
 
+from qcdhost import devset
+from qcdhost.paths import WASM_DIR
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "lib")
-TOOLS = os.path.join(ROOT, "tools")
-if LIB not in sys.path:
-    sys.path.insert(0, LIB)
+TOOLS = os.path.join(ROOT, "tools")  # the checkout's scripts: demo, firmware, package_json
+FIRMWARE = os.path.join(ROOT, "firmware")
+BIN = os.path.dirname(sys.executable)
+QCDTOOL = os.path.join(BIN, "qcdtool")
+QCD_PEER = os.path.join(BIN, "qcd-peer")
+QCDBOARD = os.path.join(BIN, "qcdboard")
+VBOARD = os.path.join(BIN, "vboard")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-MPWASM = os.path.join(TOOLS, "mpwasm")
+MPWASM = WASM_DIR
 MPWASM_PKG = os.path.join(MPWASM, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 
 
@@ -44,7 +53,7 @@ def need_micropython():
     """The command prefix that runs a file on the WebAssembly MicroPython."""
     node = need_tool("node", "install Node.js 20")
     if not os.path.isdir(MPWASM_PKG):
-        missing("the MicroPython WebAssembly port", "make node (npm ci in tools/mpwasm)")
+        missing("the MicroPython WebAssembly port", "make node (npm ci in host/qcdhost/emu/wasm)")
     return [node, os.path.join(MPWASM, "run.mjs")]
 
 
@@ -56,3 +65,8 @@ def run_micropython(script, paths=(), args=(), timeout=600):
     cmd.append(script)
     cmd += list(args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+# What the portable suite imports besides lib/ (qcdhost.devset.PORTABLE_HOST),
+# as (host path, MicroPython path) for run_micropython.
+PORTABLE_HOST_FILES = devset.portable_host_paths()

@@ -1,20 +1,19 @@
 # The host side of getting onto a board, without a board: esptool command
 # lines checked by esptool's own parser, whole-flash images made by esptool
 # merge-bin (the bytes write-flash puts in the flash), the flash and dump
-# paths of tools/qcdboard, package.json for mip, and tools/mpy_build.py.
+# paths of qcdboard, package.json for mip, and qcdhost.mpy_build.
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from support import ROOT, TOOLS
+from support import QCDBOARD, ROOT, TOOLS
 
-sys.path.insert(0, TOOLS)
-from board import boards, esptool_cmd, image, partitions, remote  # noqa: E402
-from board.boards import PARTITION_TABLE_OFFSET  # noqa: E402
+from qcdhost import devset
+from qcdhost.esp import boards, esptool_cmd, image, partitions, remote
+from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
-QCDBOARD = os.path.join(TOOLS, "qcdboard")
 BOARDS = sorted(boards.BOARDS)
 
 
@@ -156,14 +155,14 @@ def test_package_json_is_current_and_lists_every_device_module():
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     assert pkg["deps"] == []  # no micropython-lib package needed (no hmac)
+    # Every .py under lib/ (lib/ is the device set), found here by walking
+    # the tree rather than through qcdhost.devset.
     srcs = set()
-    for top in ("ikebase", "qcd", "ike"):
-        for d, dirs, files in os.walk(os.path.join(ROOT, "lib", top)):
-            dirs[:] = [x for x in dirs if x != "__pycache__"]
-            srcs |= {os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")}
-    host_only = {"lib/" + p for p in remote.HOST_ONLY}
-    assert host_only == {"lib/qcd/keys.py", "lib/qcd/names.py", "lib/ike/host.py"} and host_only <= srcs
-    assert {src for _, src in pkg["urls"]} == srcs - host_only
+    for d, dirs, files in os.walk(os.path.join(ROOT, "lib")):
+        dirs[:] = [x for x in dirs if x != "__pycache__"]
+        srcs |= {os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")}
+    assert {"lib/qcd/hook.py", "lib/ike/engine.py"} <= srcs
+    assert {src for _, src in pkg["urls"]} == srcs
     for dest, src in pkg["urls"]:
         assert src == "lib/" + dest and os.path.isfile(os.path.join(ROOT, src))
 
@@ -179,20 +178,22 @@ def test_deploying_one_package_brings_the_packages_it_imports():
 
 
 def test_mpy_build_compiles_lib_for_both_architectures(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(TOOLS, "mpy_build.py"), "--out", str(tmp_path)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "qcdhost.mpy_build", "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for arch in ("xtensawin", "rv32imc"):
         mpys = [f for f in os.listdir(tmp_path / arch / "qcd") if f.endswith(".mpy")]
         assert "hook.mpy" in mpys
         # mpy v6: byte 0 'M', byte 1 version 6.
         assert (tmp_path / arch / "qcd" / "hook.mpy").read_bytes()[:2] == b"M\x06"
-    # The target is for the device set; host-only modules are reported apart.
+    # Every package of lib/ is compiled whole and reported with its total;
+    # the target is for lib/qcd.
     lines = r.stdout.splitlines()
-    device = [x for x in lines if x.split()[:2] == ["qcd", "DEVICE"]]
-    assert len(device) == 1 and "target < 12288 B" in device[0]
-    assert any(x.split()[:3] == ["qcd", "names", "(host"] for x in lines)
-    assert any(x.split()[:3] == ["qcd", "keys", "(host"] for x in lines)
-    assert "qcd  TOTAL" in r.stdout
+    for pkg in devset.packages():
+        assert os.path.isdir(tmp_path / "xtensawin" / pkg), pkg
+        assert len([x for x in lines if x.split()[:2] == [pkg, "TOTAL"]]) == 1, pkg
+    total = [x for x in lines if x.split()[:2] == ["qcd", "TOTAL"]]
+    assert "target < 12288 B" in total[0]
+    assert not any("host only" in x for x in lines)
 
 
 def test_esptool_commands_named_in_docs_and_tools_are_esptool_5_spelling():
@@ -209,8 +210,9 @@ def test_esptool_commands_named_in_docs_and_tools_are_esptool_5_spelling():
     names = set(esptool.cli.commands)
     files = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "Makefile")]
     files += glob.glob(os.path.join(ROOT, "docs", "*.md"))
-    files += [os.path.join(TOOLS, n) for n in ("qcdtool", "qcdboard", "qcd-peer")]
-    files += glob.glob(os.path.join(TOOLS, "board", "*.py"))
+    host = os.path.join(ROOT, "host", "qcdhost")
+    files += [os.path.join(host, n) for n in ("qcdtool.py", "qcdboard.py", "peer.py")]
+    files += glob.glob(os.path.join(host, "esp", "*.py"))
     seen = {}
     for path in files:
         if not os.path.exists(path):

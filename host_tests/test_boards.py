@@ -8,15 +8,14 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
-from support import ROOT, TOOLS, missing
+from esp_idf_defs.partitions import InputError, PartitionTable
+from support import ROOT, missing
 
-sys.path.insert(0, TOOLS)
-from board import boards, partitions  # noqa: E402
-from board.boards import MIB, PARTITION_TABLE_OFFSET  # noqa: E402
-from esp_idf_defs.partitions import InputError, PartitionTable  # noqa: E402
+from qcdhost import mpy_build
+from qcdhost.esp import boards, partitions
+from qcdhost.esp.boards import MIB, PARTITION_TABLE_OFFSET
 
 CSVS = sorted(glob.glob(os.path.join(ROOT, "boards", "*", "*.csv")))
 BOARDS = sorted(boards.BOARDS)
@@ -77,8 +76,6 @@ def test_app_partition_holds_micropython_with_frozen_lib(name, tmp_path):
     b = boards.get(name)
     factory = partitions.find(partitions.load(b.csv), "factory", 0)
     assert factory.size >= partitions.STOCK_FACTORY_SIZE
-    sys.path.insert(0, TOOLS)
-    import mpy_build
 
     sizes, errors = mpy_build.build(str(tmp_path), arches=(b.mpy_arch,))
     assert not errors

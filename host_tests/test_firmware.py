@@ -12,12 +12,13 @@ import subprocess
 import sys
 
 import pytest
+from esp_idf_defs.partitions import PartitionTable
 from support import ROOT, TOOLS
 from vboard_util import VBoard
 
-sys.path.insert(0, TOOLS)
-from board import boards, esptool_cmd, remote  # noqa: E402
-from esp_idf_defs.partitions import PartitionTable  # noqa: E402
+from qcdhost import devset
+from qcdhost.emu.hostapp import load_app
+from qcdhost.esp import boards, esptool_cmd, remote
 
 FIRMWARE = os.path.join(ROOT, "firmware")
 
@@ -38,33 +39,32 @@ def record_manifest(path):
     return calls, here
 
 
-def test_manifest_keeps_the_port_manifest_and_freezes_ikebase_qcd_ike_app_and_no_hmac():
+def test_manifest_keeps_the_port_manifest_and_freezes_lib_whole_the_app_and_no_hmac():
     calls, here = record_manifest(os.path.join(FIRMWARE, "manifest.py"))
     # The port's manifest first: _boot.py (mounts the filesystem) lives there.
     assert calls[0] == ("include", ("$(PORT_DIR)/boards/manifest.py",), {})
     # Nothing from micropython-lib: the device imports no hmac (ikebase.hmac256).
     assert not [c for c in calls if c[0] == "require"]
-    packages = {a[0]: os.path.normpath(os.path.join(here, kw.get("base_path", "."), a[0])) for n, a, kw in calls if n == "package"}
-    assert set(packages) == {"ikebase", "qcd", "ike"}
-    for name, path in packages.items():
-        assert path == os.path.join(ROOT, "lib", name)
-    assert os.path.isfile(os.path.join(packages["qcd"], "__init__.py"))
-    # lib/qcd is frozen file by file: its device set, without the host-only
-    # modules, and every listed file exists.
-    qcd_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "qcd"][0]
-    device = sorted(dev[len("lib/qcd/"):] for _, dev in remote.package_files(("qcd",)))
-    assert sorted(qcd_files) == device
-    assert not set("qcd/" + f for f in qcd_files) & set(remote.HOST_ONLY)
-    for f in qcd_files:
-        assert os.path.isfile(os.path.join(packages["qcd"], f))
-    ike_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "ike"][0]
-    device = sorted(dev[len("lib/ike/"):] for _, dev in remote.package_files(("ike",)))
-    assert sorted(ike_files) == device and "host.py" not in ike_files
-    base_files = [kw["files"] for n, a, kw in calls if n == "package" and a[0] == "ikebase"][0]
-    device = sorted(dev[len("lib/ikebase/"):] for _, dev in remote.package_files(("ikebase",)))
-    assert sorted(base_files) == device
+    pkgs = [(a, kw) for n, a, kw in calls if n == "package"]
+    # lib/ is the device set: every package of it frozen whole (no file
+    # list), from lib/, and nothing else; the directories are read here, not
+    # through qcdhost.devset, which must agree.
+    in_lib = sorted(d for d in os.listdir(os.path.join(ROOT, "lib")) if os.path.isfile(os.path.join(ROOT, "lib", d, "__init__.py")))
+    assert sorted(a[0] for a, _ in pkgs) == in_lib == devset.packages()
+    for a, kw in pkgs:
+        assert set(kw) == {"base_path"} and len(a) == 1, (a, kw)
+        assert os.path.normpath(os.path.join(here, kw["base_path"], a[0])) == os.path.join(ROOT, "lib", a[0])
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
     assert modules == [os.path.join(FIRMWARE, "qcdapp.py"), os.path.join(FIRMWARE, "readings.py")] and all(os.path.isfile(m) for m in modules)
+
+
+def test_no_host_only_module_is_left_in_lib():
+    # What lib/ holds goes onto every board; modules no device imports live
+    # in host/qcdhost (names, MemoryKeys, the CPython IKE shell).
+    for gone in ("qcd/names.py", "qcd/keys.py", "ike/host.py"):
+        assert not os.path.exists(os.path.join(ROOT, "lib", gone)), gone
+    for host, dev in remote.package_files():
+        assert dev.startswith("lib/") and host.startswith(os.path.join(ROOT, "lib") + os.sep)
 
 
 def test_nothing_on_the_device_imports_hmac():
@@ -155,8 +155,7 @@ def example(**changes):
     ],
 )
 def test_app_refuses_a_bad_config(tmp_path, bad, expect):
-    sys.path.insert(0, FIRMWARE)
-    import qcdapp
+    qcdapp = load_app()
 
     assert qcdapp.load_config(os.path.join(FIRMWARE, "qcd.json.example"))["qcd"]["role"] == "maker"
     p = tmp_path / "qcd.json"

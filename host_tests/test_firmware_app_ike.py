@@ -4,7 +4,7 @@
 # partition, store, hook and IKE loop, end to end, here on CPython
 # (test_vboard_net.py runs the same on MicroPython, the virtual board with
 # --net); the ESP32 modules the app imports are given to it as on the
-# virtual board: esp32.Partition is the flash emulator (tools/flashemu.py)
+# virtual board: esp32.Partition is the flash emulator (qcdhost.emu.flash)
 # over a partition image file, machine.WDT counts feeds, time gets
 # MicroPython's ticks functions.
 #
@@ -21,23 +21,22 @@ import sys
 import textwrap
 
 from peers import QUICK_RETRANSMIT, Peer, app_config, free_port, gateway_config, one_up
-from support import LIB, ROOT, TOOLS
+from support import QCDTOOL, ROOT
 
 FIRMWARE = os.path.join(ROOT, "firmware")
 
 DRIVER = textwrap.dedent(
     """
     import sys, time
-    sys.path[:0] = [%(lib)r, %(firmware)r, %(tools)r]
-    import hostboard
+    from qcdhost.emu import hostapp
 
-    # The ESP32 modules the app imports, as tools/hostboard.py gives them:
+    # The ESP32 modules the app imports, as qcdhost.emu.hostapp gives them:
     # esp32.Partition is the flash emulator over the image, machine.WDT
     # counts feeds, time gets MicroPython's ticks functions.
-    hostboard.install(%(image)r)
+    hostapp.install(%(image)r)
     WDT = sys.modules["machine"].WDT
 
-    import qcdapp
+    qcdapp = hostapp.load_app()
 
     t0 = time.monotonic()
     def stop():
@@ -56,7 +55,7 @@ def run_app(tmp_path, gw_ports, dev_ports, run_s, stop_when, **changes):
     cfg = app_config(gw_ports, dev_ports, **changes)
     path = tmp_path / "qcd.json"
     path.write_text(json.dumps(cfg))
-    script = DRIVER % {"lib": LIB, "firmware": FIRMWARE, "tools": TOOLS, "image": str(tmp_path / "qcd.img"), "run_s": run_s, "stop_when": stop_when, "config": str(path)}
+    script = DRIVER % {"image": str(tmp_path / "qcd.img"), "run_s": run_s, "stop_when": stop_when, "config": str(path)}
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -70,7 +69,7 @@ def result(proc, timeout=180):
 
 
 def test_firmware_app_runs_ike_with_qcd_and_answers_after_a_power_cycle(tmp_path):
-    subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
+    subprocess.run([sys.executable, QCDTOOL, "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
     gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT)).start()
     try:
         gw_ports = gw.ports()
@@ -105,10 +104,10 @@ def test_firmware_app_runs_ike_with_qcd_and_answers_after_a_power_cycle(tmp_path
         gw.kill()
 
 
-RESUME_DRIVER = DRIVER.split("import qcdapp\n")[0] + textwrap.dedent(
+RESUME_DRIVER = DRIVER.split("qcdapp = hostapp.load_app()\n")[0] + textwrap.dedent(
     """
     import os
-    import qcdapp
+    qcdapp = hostapp.load_app()
 
     interrupted = []
     def tick():
@@ -129,14 +128,14 @@ RESUME_DRIVER = DRIVER.split("import qcdapp\n")[0] + textwrap.dedent(
 
 
 def test_firmware_app_resume_after_ctrl_c_continues_with_the_same_ike_sa(tmp_path):
-    subprocess.run([sys.executable, os.path.join(TOOLS, "qcdtool"), "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
+    subprocess.run([sys.executable, QCDTOOL, "image", "new", str(tmp_path / "qcd.img"), "--blocks", "16", "--encrypted"], check=True, capture_output=True)
     gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT)).start()
     try:
         gw_ports = gw.ports()
         cfg = app_config(gw_ports)
         (tmp_path / "qcd.json").write_text(json.dumps(cfg))
         files = {k: str(tmp_path / k) for k in ("ctrl_c", "stop", "marker")}
-        script = RESUME_DRIVER % dict(lib=LIB, firmware=FIRMWARE, tools=TOOLS, image=str(tmp_path / "qcd.img"), config=str(tmp_path / "qcd.json"), **files)
+        script = RESUME_DRIVER % dict(image=str(tmp_path / "qcd.img"), config=str(tmp_path / "qcd.json"), **files)
         app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         gw.wait(one_up, timeout=90, what="SA from the app")
         open(files["ctrl_c"], "w").close()

@@ -7,7 +7,7 @@
 #
 # First on CPython with the ESP32 modules given as stand-ins (what fails is
 # chosen there: Wi-Fi that never connects, a store that raises), then on the
-# virtual board (tools/vboard), as on a board: main.py at power-on, mpremote,
+# virtual board (vboard), as on a board: main.py at power-on, mpremote,
 # qcdboard diag.
 import json
 import os
@@ -18,11 +18,10 @@ import time
 import types
 
 import pytest
-from support import LIB, ROOT, TOOLS
+from support import FIRMWARE
 from vboard_util import VBoard
 
-FIRMWARE = os.path.join(ROOT, "firmware")
-sys.path[:0] = [FIRMWARE, TOOLS]
+from qcdhost.emu import hostapp
 
 
 def example(**changes):
@@ -39,18 +38,17 @@ def example(**changes):
 class Board:
     """ESP32 module stand-ins in sys.modules for one test: machine.WDT
     records whether it was ever started; network's WLAN never connects;
-    esp32.Partition is the flash emulator over an image (tools/hostboard.py)."""
+    esp32.Partition is the flash emulator over an image (qcdhost.emu.hostapp)."""
 
     def __init__(self, monkeypatch, tmp_path, network=True):
-        import flashemu
-        import hostboard
+        from qcdhost.emu import flash as flashemu
 
         for name in ("esp32", "machine", "network"):
             monkeypatch.setitem(sys.modules, name, None)
         for name in ("ticks_ms", "ticks_diff", "sleep_ms"):
             monkeypatch.setattr(time, name, None, raising=False)
         self.image = str(tmp_path / "qcd.img")
-        self.emu = hostboard.install(self.image)
+        self.emu = hostapp.install(self.image)
         self.flashemu = flashemu
         self.wdts = []
         board = self
@@ -83,7 +81,7 @@ class Board:
             del sys.modules["network"]
             monkeypatch.setitem(sys.modules, "network", None)  # import network -> ImportError
         monkeypatch.delitem(sys.modules, "qcdapp", raising=False)
-        import qcdapp
+        qcdapp = hostapp.load_app()
 
         self.app = qcdapp
         self.waits = []
@@ -184,16 +182,16 @@ def test_a_module_lib_ike_needs_that_is_missing_is_reported_not_swallowed(tmp_pa
     script = textwrap.dedent(
         """
         import sys
-        sys.path[:0] = [%r, %r]
         sys.modules["ike.const"] = None  # a module lib/ike needs, absent
-        import qcdapp
+        from qcdhost.emu.hostapp import load_app
+        qcdapp = load_app()
         try:
             qcdapp.load_config(%r)
             print("RESULT accepted")
         except qcdapp.SetupError as e:
             print("RESULT SetupError", e)
         """
-        % (LIB, FIRMWARE, os.path.join(FIRMWARE, "qcd.json.example"))
+        % (os.path.join(FIRMWARE, "qcd.json.example"),)
     )
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -204,12 +202,12 @@ def test_a_board_without_lib_ike_still_gets_its_config_checked_for_the_rest(tmp_
     script = textwrap.dedent(
         """
         import sys
-        sys.path[:0] = [%r]
         sys.modules["ike"] = None  # no lib/ike on this board at all
-        import qcdapp
+        from qcdhost.emu.hostapp import load_app
+        qcdapp = load_app()
         print("RESULT", qcdapp.load_config(%r)["qcd"]["role"])
         """
-        % (FIRMWARE, os.path.join(FIRMWARE, "qcd.json.example"))
+        % (os.path.join(FIRMWARE, "qcd.json.example"),)
     )
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "RESULT maker" in p.stdout, p.stdout + p.stderr

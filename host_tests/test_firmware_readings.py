@@ -1,11 +1,11 @@
-# The example app firmware/readings.py on CPython with tools/hostboard.py's
+# The example app firmware/readings.py on CPython with qcdhost.emu.hostapp's
 # ESP32 stand-ins (flash emulator partition, counting watchdog, MicroPython
-# ticks) and real sockets, against tools/qcd-peer as the gateway (QCD taker,
+# ticks) and real sockets, against qcd-peer as the gateway (QCD taker,
 # UDP echo service on tunnel port 7): the IKE loop runs as an asyncio task
 # (qcdapp.serve -> ike.aio) beside the app task, readings go through the
 # tunnel and come back; after a power cut (SIGKILL) and a new boot on the
 # same flash the readings flow again. The same app on MicroPython: the
-# virtual board (tools/vboard --net --headless) with main.py running
+# virtual board (vboard --net --headless) with main.py running
 # readings.run(), the WebAssembly port's asyncio driving ike.aio.
 import json
 import os
@@ -15,19 +15,16 @@ import textwrap
 import time
 
 from peers import QUICK_RETRANSMIT, Peer, app_config, free_port, gateway_config
-from support import LIB, ROOT, TOOLS, need_micropython
-
-FIRMWARE = os.path.join(ROOT, "firmware")
+from support import need_micropython
 
 DRIVER = textwrap.dedent(
     """
     import sys
-    sys.path[:0] = [%(lib)r, %(firmware)r, %(tools)r]
-    import hostboard
+    from qcdhost.emu import hostapp
 
-    hostboard.install(%(image)r)
+    hostapp.install(%(image)r)
     WDT = sys.modules["machine"].WDT
-    import readings
+    readings = hostapp.load_app("readings")
 
     app = readings.run(%(config)r)
     print("RESULT", app.state, WDT.feeds, flush=True)
@@ -39,7 +36,7 @@ def start_app(tmp_path, gw_ports, dev_ports, count):
     cfg = app_config(gw_ports, dev_ports, tunnel={"inner_addr": "10.2.0.5"}, app={"to": "10.1.0.1:7", "every_s": 0.2, "port": 5000, "count": count}, qcd={"role": "maker", "rate": 100, "burst": 100})
     path = tmp_path / "qcd.json"
     path.write_text(json.dumps(cfg))
-    script = DRIVER % {"lib": LIB, "firmware": FIRMWARE, "tools": TOOLS, "image": str(tmp_path / "qcd.img"), "config": str(path)}
+    script = DRIVER % {"image": str(tmp_path / "qcd.img"), "config": str(path)}
     out = open(tmp_path / "app.log", "a")
     return subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT, text=True)
 
@@ -89,10 +86,9 @@ def install_readings_app(fsdir, config):
     the readings example instead of qcdapp.main()."""
     import shutil
 
-    sys.path.insert(0, TOOLS)
-    from board import remote
+    from qcdhost.esp import remote
 
-    for host, dev in remote.package_files() + [(os.path.join(ROOT, h), d) for h, d in remote.APP_FILES]:
+    for host, dev in remote.package_files() + list(remote.APP_FILES):
         dest = os.path.join(fsdir, *dev.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copyfile(host, dest)

@@ -1,4 +1,4 @@
-# tools/flashemu over an image file: a reboot is a new process on the same
+# The flash emulator (qcdhost.emu.flash) over an image file: a reboot is a new process on the same
 # image, and what the emulator keeps beside it (erase counters, encryption
 # mode and device key) survives, even a process killed mid-run.
 import json
@@ -7,22 +7,20 @@ import signal
 import subprocess
 import sys
 
-import flashemu
-import support
 from qcd.store import Store
+from qcdhost.emu import flash as flashemu
 
 WRITER = r"""
 import os, signal, sys
-sys.path[:0] = [%(lib)r, %(tools)r]
-import flashemu
+from qcdhost.emu import flash as flashemu
 from qcd.store import Store
 e = flashemu.FlashEmu(flashemu.FileBacking(sys.argv[1]))
 s = Store(e, lambda n: bytes(range(n)))
 for spi in range(1, int(sys.argv[2]) + 1):
-    s.child_put(spi, b"i" * 8, b"r" * 8, True, bytes([10, 0, 0, spi %% 250]))
+    s.child_put(spi, b"i" * 8, b"r" * 8, True, bytes([10, 0, 0, spi % 250]))
     print(spi, flush=True)  # acknowledged
 os.kill(os.getpid(), signal.SIGKILL)  # the power goes: no clean exit, no close
-""" % {"lib": support.LIB, "tools": support.TOOLS}
+"""
 
 
 def test_a_killed_device_process_keeps_every_acknowledged_write(tmp_path):

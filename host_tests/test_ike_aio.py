@@ -1,6 +1,6 @@
 # ike.aio on CPython's asyncio with real UDP sockets: the device loop as a
 # task beside an app task that sends readings through the tunnel, against
-# tools/qcd-peer as the gateway with its UDP echo service (--echo). The
+# qcd-peer as the gateway with its UDP echo service (--echo). The
 # same module runs on MicroPython (the firmware example app, firmware/
 # readings.py; the virtual board's check in test_readings_app).
 import asyncio

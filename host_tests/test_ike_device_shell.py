@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
-from support import LIB
 
 from ike import device
 
@@ -38,10 +37,9 @@ def test_device_shell_establishes_an_sa_with_a_gateway(tmp_path):
         script = textwrap.dedent(
             """
             import sys
-            sys.path.insert(0, %r)
             from ike import device
             from qcd import hook
-            from qcd.keys import MemoryKeys
+            from qcdhost.keys import MemoryKeys
             cfg = {"role": "initiator", "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
                    "peer": {"addr": "127.0.0.1", "port": %d, "natt_port": %d}, "psk": %r,
                    "id_local": "dev.example", "id_peer": "gw.example",
@@ -57,7 +55,7 @@ def test_device_shell_establishes_an_sa_with_a_gateway(tmp_path):
             eng = device.run(cfg, h, log=log, stop=stop, max_ms=60000)
             print("SAS", len(eng.sas), eng.counters["internal_errors"])
             """
-            % (LIB, port, natt, PSK)
+            % (port, natt, PSK)
         )
         p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ))
         assert p.returncode == 0, p.stderr
@@ -81,7 +79,6 @@ def test_run_continues_an_interrupted_engine_with_its_sa_on_the_same_ports(tmp_p
         script = textwrap.dedent(
             """
             import socket, sys
-            sys.path.insert(0, %r)
             from ike import device
             def free():
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -116,7 +113,7 @@ def test_run_continues_an_interrupted_engine_with_its_sa_on_the_same_ports(tmp_p
             again = device.run({"unused": True}, log=log, stop=answered, engine=eng, max_ms=60000)
             print("SAME", again is eng, sorted(eng.sas) == spis, len(spis), eng.device_clock.now() >= ms, eng.counters["internal_errors"])
             """
-            % (LIB, port, natt, PSK)
+            % (port, natt, PSK)
         )
         p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
         assert p.returncode == 0, p.stdout + p.stderr

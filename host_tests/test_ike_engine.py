@@ -59,19 +59,25 @@ class Recorder:
         if self.raise_all:
             raise RuntimeError("hook bug")
 
-    def notifies_for(self, moment, spi_i, spi_r, initiator, peer):
-        self._rec("notifies_for", moment, spi_i, spi_r, initiator, peer)
-        return [(16419, 1, b"T" * 32)] if moment in ("auth_request", "auth_response", "rekey_response", "rekey_initiated") else []
+    TOKEN = [(16419, 1, b"T" * 32)]
 
-    def protected(self, exchange, spi_i, spi_r, notifies, now):
-        self._rec("protected", exchange, spi_i, spi_r, notifies)
+    def auth_request(self, sa, now):
+        self._rec("auth_request", sa.spi_i, sa.spi_r, sa.initiator, sa.peer)
+        return self.TOKEN
+
+    def rekey_response(self, sa, now):
+        self._rec("rekey_response", sa.spi_i, sa.spi_r)
+        return self.TOKEN
+
+    def protected(self, sa, exchange, notifies, now):
+        self._rec("protected", exchange, sa.spi_i, sa.spi_r, [(n[0], n[1], n[-1]) for n in notifies])
 
     def unknown_ike_spi(self, msg, src, now):
         self._rec("unknown_ike_spi", msg, src)
         return self.unknown_answer
 
-    def unprotected(self, msg, src, peer, now):
-        self._rec("unprotected", msg, src, peer)
+    def unprotected(self, msg, src, sa, now):
+        self._rec("unprotected", msg, src, sa.peer)
         return self.verdict
 
     def unknown_esp_spi(self, packet, src, now):
@@ -81,11 +87,13 @@ class Recorder:
     def ike_created(self, sa, now):
         self._rec("ike_created", sa.spi_i if sa.initiator else sa.spi_r, sa)
 
-    def ike_up(self, sa, now):
-        self._rec("ike_up", sa.spi_i, sa.spi_r, sa.initiator)
+    def ike_up(self, sa, notifies, children, now):
+        self._rec("ike_up", sa.spi_i, sa.spi_r, sa.initiator, [(n[0], n[1], n[-1]) for n in notifies], list(children))
+        return [] if sa.initiator else self.TOKEN
 
-    def ike_rekey(self, old, new, now):
-        self._rec("ike_rekey", (old.spi_i, old.spi_r), (new.spi_i, new.spi_r), new.initiator)
+    def ike_rekey(self, old, new, notifies, now):
+        self._rec("ike_rekey", (old.spi_i, old.spi_r), (new.spi_i, new.spi_r), new.initiator, [(n[0], n[1], n[-1]) for n in notifies])
+        return self.TOKEN if new.initiator else []
 
     def ike_down(self, sa, now):
         self._rec("ike_down", sa.spi_i if sa.initiator else sa.spi_r, sa)
@@ -491,28 +499,76 @@ def test_request_for_an_additional_child_sa_is_declined():
 # -- the hook ----------------------------------------------------------------------
 
 
-def test_hook_moments_and_events_in_order():
+def test_hook_methods_per_event_in_order():
     dh, gh = Recorder(), Recorder()
     p = Pair(dev_hook=dh, gw_hook=gh)
     d, g = p.up()
-    assert dh.named("notifies_for")[0][1:] == ("auth_request", d.spi_i, d.spi_r, True, ("192.0.2.1", 500))
-    assert gh.named("notifies_for")[0][1] == "auth_response"
-    # the token notify went through SK and reached the other hook
-    assert gh.named("protected")[0][1] == IKE_AUTH and (16419, 1, b"T" * 32) in gh.named("protected")[0][4]
-    assert dh.named("ike_up")[0][1:] == (d.spi_i, d.spi_r, True)
-    assert dh.named("child_up")[0][1] == d.children[0].spi_in
+    assert dh.named("auth_request")[0][1:] == (d.spi_i, d.spi_r, True, ("192.0.2.1", 500))
+    # one call for the completed IKE_AUTH on each side: the peer's notifies
+    # (the token went through SK and reached the other hook) and the Child SA
+    up = gh.named("ike_up")[0]
+    assert up[1:4] == (g.spi_i, g.spi_r, False) and (16419, 1, b"T" * 32) in up[4] and up[5] == [g.children[0].spi_in]
+    up = dh.named("ike_up")[0]
+    assert up[1:4] == (d.spi_i, d.spi_r, True) and (16419, 1, b"T" * 32) in up[4] and up[5] == [d.children[0].spi_in]
+    assert not dh.named("child_up") and not dh.named("protected") and not gh.named("protected")
     p.gw.rekey_ike(p.now)
     p.pump()
     new = p.sa("gw")
-    resp = [c for c in gh.calls if c[0] == "notifies_for" and c[1] == "rekey_initiated"]
-    assert resp and resp[0][2:4] == (new.spi_i, new.spi_r)
+    # the gateway initiated: ike_rekey gets the device's response notifies
+    # and returns what goes in the INFORMATIONAL on the new SA
+    ev = gh.named("ike_rekey")[0]
+    assert ev[1:4] == ((g.spi_i, g.spi_r), (new.spi_i, new.spi_r), True) and (16419, 1, b"T" * 32) in ev[4]
+    assert [c for c in dh.named("protected") if c[1] == 37 and c[2:4] == (new.spi_i, new.spi_r) and (16419, 1, b"T" * 32) in c[4]]
     ev = dh.named("ike_rekey")[0]
-    assert ev[1:] == ((d.spi_i, d.spi_r), (new.spi_i, new.spi_r), False)
+    assert ev[1:4] == ((d.spi_i, d.spi_r), (new.spi_i, new.spi_r), False)
     # the device (rekey responder) put its notifies in the CREATE_CHILD_SA response
-    assert [c for c in dh.named("notifies_for") if c[1] == "rekey_response"][0][2:4] == (new.spi_i, new.spi_r)
-    assert [c for c in gh.named("protected") if c[1] == 36 and c[2:4] == (new.spi_i, new.spi_r)]
+    assert dh.named("rekey_response")[0][1:] == (new.spi_i, new.spi_r)
     # the Child SAs move with ike_rekey: no per-child calls
-    assert len(dh.named("child_up")) == 1 and not dh.named("child_down")
+    assert not dh.named("child_up") and not dh.named("child_down")
+    p.dev.rekey_child(p.now)
+    p.pump()
+    assert len(dh.named("child_up")) == 1 and len(dh.named("child_down")) == 1
+
+
+def test_the_hook_hears_each_protocol_event_once():
+    # docs/hook.md: one method per event, no event entering the hook
+    # several times (issue 9 §1). Calls per datagram received.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    seen = []
+
+    def deliver():
+        for _ in range(20):
+            moved = False
+            for name, other in (("dev", "gw"), ("gw", "dev")):
+                rec = dh if other == "dev" else gh
+                for data, _to, natt in p.engine(name).take_datagrams():
+                    moved = True
+                    n = len(rec.calls)
+                    p.engine(other).receive(data, (p.addr[name], 4500 if natt else 500), natt, p.now)
+                    raw = data[4:] if natt else data
+                    seen.append((other, raw[18], bool(raw[19] & FLAG_R), tuple(c[0] for c in rec.calls[n:])))
+            if not moved:
+                return
+
+    def calls(who, exchange, response):
+        return [s[3] for s in seen if s[0] == who and s[1] == exchange and s[2] == response]
+
+    p.dev.initiate(p.now)
+    deliver()
+    assert calls("dev", IKE_AUTH, True) == [("ike_up",)]
+    assert calls("gw", IKE_AUTH, False) == [("ike_up",)]
+    del seen[:]
+    p.gw.rekey_ike(p.now)
+    deliver()
+    assert calls("gw", 36, True) == [("ike_rekey",)]
+    assert calls("dev", 36, False) == [("ike_created", "rekey_response", "ike_rekey")]
+    assert ("ike_down",) in calls("dev", INFORMATIONAL, False) and ("ike_down",) in calls("gw", INFORMATIONAL, True)
+    del seen[:]
+    p.gw.delete_ike(p.now)
+    deliver()
+    assert calls("dev", INFORMATIONAL, False) == [("ike_down",)]
+    assert calls("gw", INFORMATIONAL, True) == [("ike_down",)]
 
 
 def _balanced(rec, eng):

@@ -6,7 +6,7 @@ from ike_util import Pair, dev_config, gw_config
 from ike.engine import NON_ESP_MARKER, Engine
 from qcd import hook as qhook
 from qcd import wire
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 
 SECRET = bytes(range(32))
 

@@ -1,5 +1,5 @@
 # Interop with strongSwan 5.9.8 (charon + kernel-libipsec), the gateway
-# people run. Our engine (tools/qcd-peer, QCD maker) is initiator or
+# people run. Our engine (qcd-peer, QCD maker) is initiator or
 # responder; charon runs in private namespaces (host_tests/strongswan.py),
 # both sides on the standard ports 500/4500 of their own veth addresses.
 # charon always fakes a NAT with kernel-libipsec, so IKE_AUTH and everything
@@ -7,7 +7,7 @@
 import time
 
 import pytest
-import strongswan
+from qcdhost import strongswan
 from peers import Peer
 from support import missing
 

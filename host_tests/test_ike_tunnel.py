@@ -84,3 +84,26 @@ def test_arbitrary_inner_packets_never_raise_and_change_nothing_else(data, cut):
     assert got == (data, (GW_IP, 1))
     assert p.dev.counters["internal_errors"] == 0
     s.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80))
+def test_configuration_payload_decoders_never_raise(body):
+    from ike import config_payload as cp
+
+    d = cp.decode(body)
+    assert d is None or (d[0] == body[0] and len(d[1]) <= cp.MAX_ATTRS)
+    r = cp.parse_reply(body)
+    assert r is None or (r[0] is None or len(r[0]) == 4) and all(len(x) == 4 for x in r[1])
+    assert cp.wants_address(body) in ((False, False), (True, False), (True, True), (False, True))
+
+
+def test_pool_hands_out_each_address_once_and_keeps_it_per_identity():
+    from ike import config_payload as cp
+
+    pool = cp.Pool("10.3.0.0/29")  # .1 .. .6 usable
+    got = [pool.assign(("fqdn", b"dev%d" % i)) for i in range(6)]
+    assert [g[3] for g in got] == [1, 2, 3, 4, 5, 6]
+    assert pool.assign(("fqdn", b"dev6")) is None  # exhausted
+    assert pool.assign(("fqdn", b"dev2")) == got[2]  # the same identity again
+    assert cp.Pool("10.3.0.7/32").assign(("fqdn", b"x")) == bytes((10, 3, 0, 7))

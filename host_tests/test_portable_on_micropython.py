@@ -4,7 +4,7 @@
 import os
 import re
 
-from support import ROOT, run_micropython
+from support import PORTABLE_HOST_FILES, ROOT, run_micropython
 
 PORTABLE = os.path.join(ROOT, "host_tests", "portable")
 
@@ -12,9 +12,9 @@ PORTABLE = os.path.join(ROOT, "host_tests", "portable")
 def test_portable_suite_passes_on_micropython():
     p = run_micropython(
         os.path.join(PORTABLE, "run.py"),
-        paths=[(os.path.join(ROOT, "lib"), "/lib"), (PORTABLE, "/tests"),
-               # the flash emulator the store tests run on
-               (os.path.join(ROOT, "tools", "flashemu.py"), "/lib/flashemu.py")],
+        # lib/, the suite, and the host modules it imports there (the flash
+        # emulator the store tests run on, MemoryKeys, IKE names)
+        paths=[(os.path.join(ROOT, "lib"), "/lib"), (PORTABLE, "/tests")] + PORTABLE_HOST_FILES,
         timeout=1800,
     )
     out = p.stdout + p.stderr

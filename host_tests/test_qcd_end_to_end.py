@@ -1,4 +1,4 @@
-# QCD end to end: two tools/qcd-peer processes over real UDP sockets on
+# QCD end to end: two qcd-peer processes over real UDP sockets on
 # loopback. The device is the token maker (IKE initiator, behind a forced
 # NAT so IKE and ESP run on the NAT-T port) with its secret in qcd.store on
 # an emulated flash image; the gateway is the token taker (responder). The
@@ -62,7 +62,7 @@ def the_sa(peer):
 def read_secret(image):
     """The device's current secret, read from its flash image without
     writing to it (what `qcdtool token --image` does)."""
-    from flashemu import FileBacking, FlashEmu
+    from qcdhost.emu.flash import FileBacking, FlashEmu
 
     from qcd import store
 

@@ -19,7 +19,7 @@ from ike_util import DEV_ADDR, GW_ADDR, PSK, Pair, dev_config, gw_config
 from ike import state
 from ike.engine import NON_ESP_MARKER
 from qcd import hook as qhook
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.tokens import STYLE_ADDR, STYLE_SPIS
 
 SECRET = bytes(range(32))

@@ -1,15 +1,14 @@
-# tools/qcd-peer's command line: `check` of host and device configurations
+# qcd-peer's command line: `check` of host and device configurations
 # (errors name the file), `ctl` answers that say why a command cannot run,
 # `ctl --wait`, and qcdboard deploy refusing a broken --config before it
 # copies anything.
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from peers import EXAMPLE, QCD_PEER, Peer, gateway_config, one_up
-from support import TOOLS
+from support import QCDBOARD
 
 
 def qcd_peer(*args, timeout=60):
@@ -64,7 +63,7 @@ def test_deploy_refuses_a_broken_config_before_copying(tmp_path):
     path = write(tmp_path, "c.json", example(qcd={"role": "maker", "style": "5.3"}))
     # A port nobody listens on: had deploy gone as far as mpremote, it would
     # fail with status 1 and mpremote's own message.
-    r = subprocess.run([sys.executable, os.path.join(TOOLS, "qcdboard"), "deploy", "--port", str(tmp_path / "tty"), "--app", "--config", path],
+    r = subprocess.run([sys.executable, QCDBOARD, "deploy", "--port", str(tmp_path / "tty"), "--app", "--config", path],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "%s: qcd.style must be" % path in r.stderr and "nothing deployed" in r.stderr

@@ -1,21 +1,12 @@
 # Reboots on real (emulated) flash: the device is a qcd-peer whose key source
-# is qcd.store on tools/flashemu.py over an image file, as the ESP32's `qcd`
+# is qcd.store on the flash emulator (qcdhost.emu.flash) over an image file, as the ESP32's `qcd`
 # partition would be. It is killed (SIGKILL: a power cut between writes, or a
 # power cut torn into a flash write by the emulator) and started again on
 # the same image; the gateway (our engine, QCD taker) must then lose the
 # stale SA in one round trip, by its liveness check or by its next ESP
 # packet (RFC 6290 §8.2: the Child SPI map survived in flash).
-import importlib.util
-import os
-
 import pytest
 from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
-from support import TOOLS
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("qcd.store") is None or not os.path.exists(os.path.join(TOOLS, "flashemu.py")),
-    reason="qcd.store and tools/flashemu.py are not in this tree",
-)
 
 
 def gw_cfg():

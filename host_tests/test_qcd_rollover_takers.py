@@ -9,7 +9,7 @@ import hashlib
 
 from ike_util import Pair, dev_config, gw_config
 
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from ike.engine import Engine
 from qcd import hook as qhook
 from qcd import store as qstore
@@ -42,13 +42,24 @@ class FirstTokenTaker:
         self.tokens = {}
         self.seen = []  # (first token of each unprotected message, accepted)
 
-    def protected(self, exchange, spi_i, spi_r, notifies, now):
-        for ntype, _proto, data in notifies:
-            if ntype == QCD:
-                self.tokens[bytes(spi_i) + bytes(spi_r)] = bytes(data)
+    def _keep(self, sa, notifies):
+        for n in notifies:
+            if n[0] == QCD:
+                self.tokens[bytes(sa.spi_i) + bytes(sa.spi_r)] = bytes(n[-1])
                 return
 
-    def unprotected(self, msg, src, peer, now):
+    def protected(self, sa, exchange, notifies, now):
+        self._keep(sa, notifies)
+
+    def ike_up(self, sa, notifies, children, now):
+        self._keep(sa, notifies)
+        return []
+
+    def ike_rekey(self, old, new, notifies, now):
+        self._keep(new, notifies)
+        return []
+
+    def unprotected(self, msg, src, sa, now):
         tok = first_token(msg)
         ok = tok is not None and tok == self.tokens.get(bytes(msg[0:16]))
         self.seen.append((tok, ok))

@@ -1,14 +1,12 @@
-# tools/qcdtool: the field engineer's CLI (token, respond, decode).
-import os
+# qcdtool: the field engineer's CLI (token, respond, decode).
 import subprocess
 import sys
 
 import pytest
-from support import ROOT
+from support import QCDTOOL
 from qcd import wire
 from qcd.tokens import ip_bytes, make_token
 
-QCDTOOL = os.path.join(ROOT, "tools", "qcdtool")
 SECRET = bytes(range(7, 39))
 I, R = bytes.fromhex("0a0b0c0d0e0f1011"), bytes.fromhex("2122232425262728")
 

@@ -1,10 +1,9 @@
-# tools/qcdtool for the qcd partition: image new, provision, inspect, and
+# qcdtool for the qcd partition: image new, provision, inspect, and
 # --image as the key source of token and respond. Each test runs the real
-# command line; a device is the store on tools/flashemu over the same image
+# command line; a device is the store on the flash emulator over the same image
 # file, in another process (a reboot is a new process on the same image).
 import hashlib
 import json
-import os
 import subprocess
 import sys
 
@@ -12,14 +11,13 @@ import support
 from qcd import wire
 from qcd.tokens import make_token
 
-QCDTOOL = os.path.join(support.TOOLS, "qcdtool")
+QCDTOOL = support.QCDTOOL
 SPI_I = "0102030405060708"
 SPI_R = "1112131415161718"
 
 DEVICE = r"""
 import sys
-sys.path[:0] = [%(lib)r, %(tools)r]
-import flashemu
+from qcdhost.emu import flash as flashemu
 from qcd.store import Store
 e = flashemu.FlashEmu(flashemu.FileBacking(sys.argv[1]))
 s = Store(e, lambda n: bytes(range(n)))
@@ -28,7 +26,7 @@ for arg in sys.argv[2:]:
     s.child_put(int(spi, 16), bytes.fromhex(%(spi_i)r), bytes.fromhex(%(spi_r)r), True, bytes(int(x) for x in ip.split(".")))
 e.backing.flush()
 print(s.boot_count, ",".join(s.status()["secrets"]))
-""" % {"lib": support.LIB, "tools": support.TOOLS, "spi_i": SPI_I, "spi_r": SPI_R}
+""" % {"spi_i": SPI_I, "spi_r": SPI_R}
 
 
 def qcdtool(*args):

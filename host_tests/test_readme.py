@@ -2,7 +2,7 @@
 #
 # The rule: every fenced ```sh block of those files is pasted, in one go, into
 # `bash -e` in a scratch directory that looks like a checkout (each top-level
-# entry of the repository linked in, so `tools/...` paths work and the files
+# entry of the repository linked in, so relative paths work and the files
 # a block writes land in the scratch directory), with .venv/bin first on
 # PATH. A block is skipped only when the line before its fence says
 #
@@ -88,7 +88,7 @@ def in_netns():
 
 def ctl(cwd, sock, *command, timeout=5.0):
     """One control command through the documented client (qcd-peer ctl)."""
-    peer = shutil.which("qcd-peer", path=VENV_BIN) or os.path.join(ROOT, "tools", "qcd-peer")
+    peer = os.path.join(VENV_BIN, "qcd-peer")  # the installed command (make venv)
     r = subprocess.run([sys.executable, peer, "ctl", sock] + list(command), cwd=cwd, capture_output=True, text=True, timeout=timeout + 10)
     try:
         return json.loads(r.stdout)

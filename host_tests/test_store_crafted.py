@@ -1,7 +1,7 @@
 # qcd.store on crafted partitions (issue 13 §4): docs/FORMAT.md's promises
 # must hold for ANY bytes on the partition, CRC-valid or not, consistent or
 # not: the writable mount never raises, RAM stays bounded by the caps, the
-# store never programs over bytes it did not erase (tools/flashemu flags any
+# store never programs over bytes it did not erase (qcdhost.emu.flash flags any
 # program over unerased bytes), and the counters saturate or stop by the
 # rules FORMAT.md gives (Limits and constants).
 #
@@ -10,14 +10,13 @@
 # contents, mixing CRC-valid headers and records with extreme field values
 # and raw bytes, to the writable mount.
 import binascii
-import os
 import struct
 import subprocess
 import sys
 import tracemalloc
 
-import flashemu
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking
+from qcdhost.emu import flash as flashemu
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
@@ -169,7 +168,7 @@ def test_an_erase_estimate_of_0xffffffff_saturates():
     assert s2.child_count() == 5
 
 
-QCDTOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "qcdtool")
+from support import QCDTOOL  # noqa: E402
 
 
 def test_qcdtool_provision_and_inspect_answer_crafted_counters_without_a_traceback(tmp_path):

@@ -32,15 +32,13 @@ import os
 import struct
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-for _p in (os.path.join(os.path.dirname(HERE), "lib"), os.path.join(os.path.dirname(HERE), "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import pytest
 
-import flashemu  # noqa: E402
-import pytest  # noqa: E402
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking  # noqa: E402
-from qcd.store import Store  # noqa: E402
+from qcd.store import Store
+from qcdhost.emu import flash as flashemu
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 from qcd.tokens import fingerprint  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "data", "store_v1_golden.bin.gz")

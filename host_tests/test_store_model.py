@@ -1,12 +1,12 @@
-# qcd.store against a model (the in-RAM key source, qcd.keys.MemoryKeys):
+# qcd.store against a model (the in-RAM key source, qcdhost.keys.MemoryKeys):
 # hypothesis drives random sequences of map updates, rollovers, retirements
 # and reboots on a small partition (so that compaction and eviction happen
 # often) and shrinks any sequence after which the store and the model differ.
-import flashemu
+from qcdhost.emu import flash as flashemu
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.store import MAX_GENERATIONS, Store
 from qcd.tokens import fingerprint
 

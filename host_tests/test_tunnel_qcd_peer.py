@@ -1,4 +1,4 @@
-# The data plane with our own gateway (tools/qcd-peer, QCD taker, UDP echo
+# The data plane with our own gateway (qcd-peer, QCD taker, UDP echo
 # service on its tunnel port 7): the device (qcd-peer, QCD maker on the
 # flash emulator, the "tunnel" section a board's config has) sends readings
 # that come back; after a power cut the gateway's next datagram to the

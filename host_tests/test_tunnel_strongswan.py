@@ -1,5 +1,5 @@
 # The data plane against strongSwan 5.9.8 (charon + kernel-libipsec, in the
-# namespaces of tools/strongswan.py): our device (tools/qcd-peer with a
+# namespaces of qcdhost.strongswan): our device (qcd-peer with a
 # "tunnel" section, the same ike.tunnel a board runs) sends UDP datagrams
 # to an echo service on the gateway's protected side (10.1.0.1, in charon's
 # network namespace) and gets them back; the gateway side pings the device's
@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-import strongswan
+from qcdhost import strongswan
 from peers import Peer
 from test_ike_strongswan import CONN, PSK, Setup, charon_ok, our_cfg, wait_match  # noqa: F401 (fixture)
 

@@ -1,18 +1,17 @@
-# The virtual board (tools/vboard): the MicroPython WebAssembly port on a
+# The virtual board (vboard): the MicroPython WebAssembly port on a
 # pseudo-terminal with an ESP32's flash. Driven with the real mpremote, as a
 # user drives a board: what works against it works against a board's REPL.
 import hashlib
 import os
 import subprocess
-import sys
 
 import pytest
 from vboard_util import VBoard
 
-from support import ROOT, TOOLS
+from support import ROOT
 
-sys.path.insert(0, TOOLS)
-from board.remote import HOST_ONLY, package_files  # noqa: E402
+from qcdhost.esp.remote import package_files
+from qcdhost.paths import WASM_DIR
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +191,6 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
     for name in os.listdir(os.path.join(ROOT, "lib", "qcd")):
         if name.endswith(".py"):
             on_board = os.path.join(vb.fs, "lib", "qcd", name)
-            if "qcd/" + name in HOST_ONLY:
-                assert not os.path.exists(on_board), name  # host-only: not deployed
-                continue
             with open(os.path.join(ROOT, "lib", "qcd", name), "rb") as a, open(on_board, "rb") as b:
                 assert a.read() == b.read(), name
     assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "__pycache__"))
@@ -203,6 +199,8 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
         "class Keys:\n"
         "    def secrets(self):\n"
         "        return [b'k' * 32]\n"
+        "    def child_count(self):\n"
+        "        return 0\n"
         "h = qcd.hook.QcdHook(keys=Keys())\n"
         "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )
@@ -245,12 +243,12 @@ def test_board_refuses_a_damaged_partition_table(tmp_path):
 
 
 def test_vboard_needs_its_tools(tmp_path):
-    r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpwasm", "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["node", os.path.join(WASM_DIR, "vboard.mjs"), "--image", str(tmp_path / "none.bin"), "--fs", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot open the flash image" in r.stderr
 
 
 def test_encrypted_partition_is_the_flash_emulator(vb):
-    # The `qcd` partition (flagged encrypted) is tools/flashemu.py over the
+    # The `qcd` partition (flagged encrypted) is host/qcdhost/emu/flash.py over the
     # board's image: a program that would set a bit is refused loudly, and
     # erases are counted in the sidecar beside the image.
     out = vb.exec(

@@ -1,4 +1,4 @@
-# The virtual board with real UDP networking (tools/vboard --net): the socket
+# The virtual board with real UDP networking (vboard --net): the socket
 # and select shims against the esp32 port's behaviour, and the firmware app
 # (main.py -> qcdapp -> ike.device.run), unmodified, on MicroPython against a
 # qcd-peer gateway over the host's loopback: token handed over, power cut
@@ -19,7 +19,7 @@ import peers
 from peers import QUICK_RETRANSMIT, Peer, gateway_config, one_up
 from vboard_util import HeadlessBoard, VBoard
 
-from support import ROOT
+from support import VBOARD
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -295,5 +295,5 @@ def test_headless_board_needs_no_terminal_and_its_pid_is_the_board(tmp_path):
     finally:
         board.kill()
     assert board.proc.returncode == -signal.SIGKILL
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "vboard"), "--dir", str(tmp_path), "--gc-log"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, VBOARD, "--dir", str(tmp_path), "--gc-log"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "go with --net" in r.stderr

@@ -1,4 +1,4 @@
-# The virtual board as stock ESP32 firmware (tools/vboard --stock): only the
+# The virtual board as stock ESP32 firmware (vboard --stock): only the
 # frozen modules that firmware has (asyncio, mip, ...; not the WebAssembly
 # port's extra micropython-lib ones such as hmac or unittest). What `make
 # deploy` (qcdboard deploy) or mip leaves on such a board must import and

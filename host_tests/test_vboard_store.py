@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from support import TOOLS
+from support import FIRMWARE, QCDBOARD, QCDTOOL
 from vboard_util import VBoard
 
-QCDTOOL = os.path.join(TOOLS, "qcdtool")
 SECRET = bytes(range(0x40, 0x60))  # known, 32 bytes
 FP = hashlib.sha256(SECRET).digest()[:8].hex()  # qcd.tokens.fingerprint
 
@@ -34,7 +33,7 @@ def provisioned(request, tmp_path):
     assert r.returncode == 0, r.stderr
     state = tmp_path / "board"
     state.mkdir()
-    r = run(os.path.join(TOOLS, "qcdboard"), "image", "-o", str(state / "flash.bin"), "--qcd", str(part))
+    r = run(QCDBOARD, "image", "-o", str(state / "flash.bin"), "--qcd", str(part))
     assert r.returncode == 0, r.stderr
     if encrypted:
         # The image holds ciphertext only: the secret is nowhere in it.
@@ -63,6 +62,8 @@ def test_diag_shows_the_provisioned_fingerprint_never_the_secret(provisioned):
     assert vb.exec("import qcd.store, qcd.diag\nprint('ok')").strip() == "ok"
     out = diag(vb)
     assert FP in out, out
+    # The board says which qcd it runs: the one version (test_version.py).
+    assert "qcd: version %s" % __import__("qcd").__version__ in out.splitlines(), out
     assert "boot_count" in out and "block_state" in out and "child_map" in out
     assert_no_secret(out)
     # Power cycle: a new board process on the same image; same fingerprint.
@@ -107,7 +108,7 @@ def test_store_mount_on_the_board_counts_boots_across_power_cycles(provisioned):
 def test_firmware_app_mounts_the_store_at_power_on_and_diag_shows_it(provisioned, tmp_path):
     vb, _ = provisioned
     cfg = tmp_path / "qcd.json"
-    cfg.write_text(open(os.path.join(os.path.dirname(TOOLS), "firmware", "qcd.json.example")).read())
+    cfg.write_text(open(os.path.join(FIRMWARE, "qcd.json.example")).read())
     r = vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd", "--app", "--config", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     for cycle in (1, 2):

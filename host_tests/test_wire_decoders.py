@@ -1,16 +1,14 @@
 # Wire checks against decoders nobody here wrote: Wireshark's tshark and
 # scapy's IKEv2 layer decode the answers qcdtool emits, field by field.
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from support import ROOT, need_tool
+from support import QCDTOOL, need_tool
 from qcd import wire
 from qcd.tokens import make_token
 
-QCDTOOL = os.path.join(ROOT, "tools", "qcdtool")
 SECRET = bytes(range(100, 132))
 SPI_I = bytes.fromhex("0102030405060708")
 SPI_R = bytes.fromhex("a1a2a3a4a5a6a7a8")
@@ -144,11 +142,11 @@ def test_scapy_decodes_the_answer_through_udp_4500(secret_file):
 
 
 def test_notify_names_are_ianas_as_scapy_has_them():
-    # qcd.names (qcdtool decode, and qcd-peer's log) names every notify type
+    # qcdhost.names (qcdtool decode, and qcd-peer's log) names every notify type
     # IANA assigned; scapy's IKEv2 layer is an independent copy of that table.
     from scapy.contrib.ikev2 import IKEv2NotifyMessageTypes
 
-    from qcd import names
+    from qcdhost import names
 
     theirs = {n: v.replace("IV2_NOTIFY_", "") for n, v in IKEv2NotifyMessageTypes.items()}
     assert names.NOTIFY_NAMES == theirs
@@ -164,17 +162,14 @@ def test_notify_names_are_ianas_as_scapy_has_them():
 def test_qcd_peer_logs_a_peers_notify_types_by_name():
     # A message with notifies the device engine's table does not name:
     # qcd-peer's log line names them.
-    import runpy
-
-    from support import TOOLS
-
     from ike import const
     from ike.engine import Engine
+    from qcdhost import peer
 
     saved = dict(const.NOTIFY_NAMES)
     try:
         assert const.notify_name(16420) == "N_16420"  # not in the device's short table
-        runpy.run_path(os.path.join(TOOLS, "qcd-peer"), run_name="qcd_peer")["lend_names"]()
+        peer.lend_names()
         lines = []
         eng = Engine.__new__(Engine)
         eng._log = lines.append

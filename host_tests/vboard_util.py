@@ -1,4 +1,4 @@
-# A virtual board (tools/vboard) for tests: started in a temporary state
+# A virtual board (vboard) for tests: started in a temporary state
 # directory, driven with the real mpremote, stopped by its pid.
 import os
 import subprocess
@@ -7,8 +7,8 @@ import time
 
 import support
 
-VBOARD = os.path.join(support.TOOLS, "vboard")
-QCDBOARD = os.path.join(support.TOOLS, "qcdboard")
+VBOARD = support.VBOARD
+QCDBOARD = support.QCDBOARD
 
 
 class VBoard:
@@ -86,8 +86,8 @@ class VBoard:
 
 
 class HeadlessBoard:
-    """`tools/vboard --headless`: the board is the started process itself
-    (tools/vboard execs node), its console is a file. kill() is a power
+    """`vboard --headless`: the board is the started process itself
+    (vboard execs node), its console is a file. kill() is a power
     cut; start() again on the same directory is the power coming back."""
 
     def __init__(self, state_dir, extra=("--net",)):

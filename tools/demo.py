@@ -2,13 +2,13 @@
 """make demo: an IoT device reboots; its VPN gateway notices in one round trip.
 
 Two real IKEv2 peers talk over UDP on this machine:
-  gateway  tools/qcd-peer on CPython, QCD token taker (or a local strongSwan
+  gateway  qcd-peer on CPython, QCD token taker (or a local strongSwan
            with --peer strongswan: it does not implement QCD)
   device   the firmware app (firmware/main.py -> qcdapp: config, the `qcd`
            partition on the flash emulator, the store, the QCD hook, the IKE
            loop), QCD token maker, on the WebAssembly MicroPython virtual
-           board when it has network (tools/vboard --net), else on CPython
-           (tools/hostboard.py); the first line says which.
+           board when it has network (vboard --net), else on CPython
+           (qcdhost.emu.hostapp); the first line says which.
 
 Run 1, with QCD: the gateway brings the tunnel up and stores the device's
 token; the device's power is cut (SIGKILL, possibly mid-write) and it boots
@@ -35,15 +35,16 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "lib"), HERE]
-
-from ike.host import control  # noqa: E402
+from qcdhost.emu import vboard as _vboard
+from qcdhost.ikeshell import control
+from qcdhost.paths import CHECKOUT as ROOT
 
 PY = sys.executable
-QCD_PEER = os.path.join(HERE, "qcd-peer")
-HOSTBOARD = os.path.join(HERE, "hostboard.py")
+# The host commands, run as this Python's modules (the installed package).
+QCD_PEER = [PY, "-m", "qcdhost.peer"]
+HOSTAPP = [PY, "-m", "qcdhost.emu.hostapp"]
+VBOARD = [PY, "-m", "qcdhost.emu.vboard"]
+QCDBOARD = [PY, "-m", "qcdhost.qcdboard"]
 PSK = "demo-pre-shared-key-0123456789"
 
 # The gateway's liveness schedule in the demo: a liveness check after 2 s
@@ -141,13 +142,8 @@ def free_ports(n, host="127.0.0.1"):
 
 
 def wasm_device_available():
-    """Has the virtual board network (tools/vboard --net)?"""
-    vb = os.path.join(HERE, "vboard")
-    try:
-        with open(vb) as f:
-            return "--net" in f.read() and os.path.isdir(os.path.join(HERE, "mpwasm", "node_modules")) and shutil.which("node")
-    except OSError:
-        return False
+    """Has the virtual board network (vboard --net), and its port?"""
+    return os.path.isdir(_vboard.WASM_PKG) and shutil.which("node")
 
 
 def read_pcap_ipv4(path):
@@ -291,13 +287,13 @@ class Demo:
         d = run["dir"]
         log = os.path.join(d, "device.log")
         if self.device_kind == "wasm":
-            # tools/vboard execs the board (node), so the pid is the board's;
+            # vboard execs the board (node), so the pid is the board's;
             # --app puts the firmware app, lib/ and the config into its fs/.
             run["cut_file"] = os.path.join(d, "cut-now")
-            cmd = [PY, os.path.join(HERE, "vboard"), "--dir", run["dir"], "--headless", "--net",
+            cmd = VBOARD + ["--dir", run["dir"], "--headless", "--net",
                    "--flash-encryption", "--app", run["dev_cfg"], "--cut-file", run["cut_file"]]
         else:
-            cmd = [PY, HOSTBOARD, "--image", run["image"], "--config", run["dev_cfg"], "--encrypted"]
+            cmd = HOSTAPP + ["--image", run["image"], "--config", run["dev_cfg"], "--encrypted"]
         say("device", "power on (boot %d)" % boot)
         return Proc("device", list(getattr(self, "netns", [])) + cmd, log)
 
@@ -309,9 +305,9 @@ class Demo:
         the demo time and wall-clock time of the cut."""
         if not self.a.cut_idle:
             if self.device_kind == "wasm":
-                open(run["cut_file"], "w").close()  # tools/vboard --cut-file
+                open(run["cut_file"], "w").close()  # vboard --cut-file
             else:
-                os.kill(dev.p.pid, signal.SIGUSR1)  # tools/hostboard.py arms the cut
+                os.kill(dev.p.pid, signal.SIGUSR1)  # qcdhost.emu.hostapp arms the cut
             self.wait(procs, lambda: any("power cut armed" in l for _, l in dev.lines), 10)
             say("gateway", "rekeys the Child SA: the device's store writes the new Child SPI mapping...")
             rekey()
@@ -330,7 +326,7 @@ class Demo:
         return t
 
     def start_gateway(self, run):
-        cmd = [PY, QCD_PEER, "run", run["gw_cfg"], "--control", run["ctl"], "--pcap", run["pcap"]]
+        cmd = QCD_PEER + ["run", run["gw_cfg"], "--control", run["ctl"], "--pcap", run["pcap"]]
         return Proc("gateway", cmd, os.path.join(run["dir"], "gateway.log"))
 
     def ctl(self, run, command):
@@ -520,9 +516,9 @@ class Demo:
 
     def run_strongswan(self, name):
         """Run 2 with a real gateway: strongSwan's charon (it does not
-        implement QCD), in private namespaces (tools/strongswan.py), with the
+        implement QCD), in private namespaces (qcdhost.strongswan), with the
         same DPD schedule; its datagrams captured with dumpcap."""
-        import strongswan
+        from qcdhost import strongswan
 
         why = strongswan.missing_reason()
         if why:
@@ -606,7 +602,7 @@ class Demo:
         run["flash"] = os.path.join(run["dir"], "flash.bin")
         run["fsdir"] = os.path.join(run["dir"], "fs")
         os.makedirs(run["fsdir"], exist_ok=True)
-        subprocess.run([PY, os.path.join(HERE, "qcdboard"), "image", "--out", run["flash"]], check=True, capture_output=True)
+        subprocess.run(QCDBOARD + ["image", "--out", run["flash"]], check=True, capture_output=True)
         with open(os.path.join(run["fsdir"], "qcd.json"), "w") as f:
             json.dump(dev_cfg, f)
 
@@ -621,13 +617,13 @@ class Demo:
         if want == "auto":
             want = "wasm" if wasm_device_available() else "cpython"
         if want == "wasm" and not wasm_device_available():
-            raise SystemExit("demo: the WebAssembly board has no network here (tools/vboard --net); use --device cpython")
+            raise SystemExit("demo: the WebAssembly board has no network here (vboard --net); use --device cpython")
         self.device_kind = want
         if want == "wasm":
-            say("demo", "device: the firmware app on MicroPython 1.27 (WebAssembly virtual board, tools/vboard --net)")
+            say("demo", "device: the firmware app on MicroPython 1.27 (WebAssembly virtual board, vboard --net)")
         else:
-            say("demo", "device: the firmware app on CPython (tools/hostboard.py): the WebAssembly board has no network here")
-        say("demo", "gateway: tools/qcd-peer (lib/ike + lib/qcd) on CPython; %d IKE SA(s); token style RFC 6290 §%s" % (a.sas, a.style))
+            say("demo", "device: the firmware app on CPython (qcdhost.emu.hostapp): the WebAssembly board has no network here")
+        say("demo", "gateway: qcd-peer (lib/ike + lib/qcd) on CPython; %d IKE SA(s); token style RFC 6290 §%s" % (a.sas, a.style))
         say("demo", "output in %s" % os.path.relpath(self.out, os.getcwd()))
         r1 = self.run("with-qcd", True)
         if a.no_baseline:

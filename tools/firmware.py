@@ -19,11 +19,8 @@ import shutil
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-from board import boards  # noqa: E402
+from qcdhost.esp import boards
+from qcdhost.paths import CHECKOUT as ROOT
 
 # Files of a MicroPython checkout the qcd boards rely on (v1.27.0/v1.28.0).
 MICROPY_NEEDS = (

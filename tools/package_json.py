@@ -7,36 +7,32 @@
 mip (mpremote mip install github:OWNER/REPO, or a local path to the file)
 reads "urls": [device path under the install target, source], with sources
 relative to package.json; and "deps": micropython-lib packages by name.
-Every .py of lib/ikebase, lib/qcd and lib/ike that a device uses is listed (not the
-host-only modules, board/remote.py HOST_ONLY), so the list is generated,
-not kept by hand. No micropython-lib dependency: HMAC-SHA-256 is
+Every .py of lib/ (the device set, qcdhost.devset) is listed, so the list
+is generated, not kept by hand. No micropython-lib dependency: HMAC-SHA-256 is
 lib/ikebase/hmac256.py, so stock ESP32 firmware needs nothing else.
 """
 import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+import qcd
+from qcdhost import devset
 
-from board.remote import package_files  # noqa: E402
+ROOT = os.path.dirname(devset.LIB)
 
 PATH = os.path.join(ROOT, "package.json")
 DEPS = []  # micropython-lib packages the device needs: none
 
 
 def version():
-    with open(os.path.join(ROOT, "lib", "qcd", "__init__.py")) as f:
-        for line in f:
-            if line.startswith("__version__"):
-                return line.split("=", 1)[1].strip().strip("\"'")
-    return "0"
+    """The one version: lib/qcd's __version__ (the Python package's and the
+    firmware's too)."""
+    return qcd.__version__
 
 
 def manifest():
     urls = []
-    for host, dev in package_files():
+    for host, dev in devset.files():
         rel = os.path.relpath(host, ROOT).replace(os.sep, "/")
         urls.append([dev[len("lib/"):], rel])
     return {"urls": urls, "deps": DEPS, "version": version()}

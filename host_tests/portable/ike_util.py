@@ -15,7 +15,7 @@ GW_ADDR = "192.0.2.1"
 
 def install_crypto():
     """On the WebAssembly port, complete lib/ike's crypto adapter with the
-    jscrypto/jsrandom modules tools/mpwasm/run.mjs registers. Returns the
+    jscrypto/jsrandom modules host/qcdhost/emu/wasm/run.mjs registers. Returns the
     primitives still missing (empty when the engine can run)."""
     missing = crypto.available()
     if not missing:

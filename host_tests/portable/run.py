@@ -2,12 +2,12 @@
 # CPython runs the same files through pytest, which collects the
 # unittest.TestCase classes directly.
 #
-#   node tools/mpwasm/run.mjs --path lib/qcd:/lib/qcd \
+#   node host/qcdhost/emu/wasm/run.mjs --path lib/qcd:/lib/qcd \
 #        --path host_tests/portable:/tests host_tests/portable/run.py [MODULE...]
 #
 # Prints unittest's report and one summary line
 #   PORTABLE ran=N failures=F errors=E skipped=S
-# and exits 1 unless every test passed. Under tools/mpwasm/run.mjs each test
+# and exits 1 unless every test passed. Under host/qcdhost/emu/wasm/run.mjs each test
 # module runs as a top-level step, so the heap is collected between modules.
 import os
 import sys
@@ -42,7 +42,7 @@ def finish():
 
 steps = [run_module(n) for n in names] + [finish]
 try:
-    _mpwasm_steps.extend(steps)  # noqa: F821 (defined by tools/mpwasm/run.mjs)
+    _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
 except NameError:
     for s in steps:
         s()

@@ -1,4 +1,4 @@
-# Power-cut torture for qcd.store on tools/flashemu (CPython and MicroPython).
+# Power-cut torture for qcd.store on qcdhost.emu.flash (CPython and MicroPython).
 #
 # One sweep: a partition is written to a random state (the warm-up, no cuts),
 # a random workload of map updates, secret rollovers and retirements and
@@ -25,7 +25,7 @@
 
 import hashlib
 
-import flashemu
+from qcdhost.emu import flash as flashemu
 from qcd.store import BLOCK_SIZE, MAX_GENERATIONS, Store
 from qcd.tokens import fingerprint
 

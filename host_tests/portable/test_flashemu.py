@@ -1,9 +1,9 @@
-# tools/flashemu: the flash the store is tested on must enforce what real
+# qcdhost.emu.flash: the flash the store is tested on must enforce what real
 # (and encrypted) ESP32 flash demands, and cut power where it is told to.
 import unittest
 
-import flashemu
-from flashemu import BLOCK_SIZE, FlashEmu, FlashViolation, MemoryBacking, PowerCut
+from qcdhost.emu import flash as flashemu
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, FlashViolation, MemoryBacking, PowerCut
 
 ERR_INVALID_ARG = -0x102
 ERR_INVALID_SIZE = -0x104

@@ -8,7 +8,7 @@ import unittest
 from ike_util import Pair, dev_config, gw_config, install_crypto
 from ike import state
 from qcd import hook as qhook
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 
 MISSING = install_crypto()
 SECRET = bytes(range(32))

@@ -3,7 +3,7 @@ import unittest
 
 from portable_util import det_bytes, spis
 from qcd import wire
-from qcd.keys import MemoryKeys
+from qcdhost.keys import MemoryKeys
 from qcd.maker import Maker
 from qcd.tokens import STYLE_ADDR, ip_bytes, make_token
 
@@ -44,7 +44,7 @@ class TestHandover(unittest.TestCase):
 class TestAnswerIke(unittest.TestCase):
     def test_answers_a_protected_request_for_unknown_spis(self):
         m = Maker(MemoryKeys([S1]), rate=None)
-        a = wire.parse(m.answer_ike(req(), "192.0.2.1", 0))
+        a = wire.parse(m.answer_ike(wire.parse(req()), "192.0.2.1", 0))
         toks = [n[3] for n in a.notifies() if n[0] == wire.QUICK_CRASH_DETECTION]
         self.assertEqual(toks, [make_token(S1, I, R)])
         self.assertEqual(m.counters["answered_ike"], 1)
@@ -54,7 +54,7 @@ class TestAnswerIke(unittest.TestCase):
         # token: one answer per candidate, each led by another token, every
         # one carrying them all (a taker reading all N(QCD) takes the first).
         m = Maker(MemoryKeys([S2, S1]), rate=None)
-        out = m.answer_ike(req(), "192.0.2.1", 0)
+        out = m.answer_ike(wire.parse(req()), "192.0.2.1", 0)
         self.assertIsInstance(out, tuple)
         toks = [[n[3] for n in wire.parse(a).notifies() if n[0] == wire.QUICK_CRASH_DETECTION] for a in out]
         t2, t1 = make_token(S2, I, R), make_token(S1, I, R)
@@ -63,34 +63,34 @@ class TestAnswerIke(unittest.TestCase):
 
     def test_each_extra_answer_takes_one_from_the_rate_limit(self):
         m = Maker(MemoryKeys([S2, S1]), rate=1, burst=1)
-        out = m.answer_ike(req(), "192.0.2.1", 0)
+        out = m.answer_ike(wire.parse(req()), "192.0.2.1", 0)
         self.assertEqual(len(out), 1)  # the bucket had one: the current token's answer only
         self.assertEqual(m.counters["refused_rate"], 1)
 
     def test_every_answerable_exchange(self):
         for ex in (wire.IKE_AUTH, wire.CREATE_CHILD_SA, wire.INFORMATIONAL, wire.IKE_INTERMEDIATE):
-            self.assertIsNotNone(maker().answer_ike(req(exchange=ex), "192.0.2.1", 0), ex)
+            self.assertIsNotNone(maker().answer_ike(wire.parse(req(exchange=ex)), "192.0.2.1", 0), ex)
 
     def test_silent_on_responses(self):
         m = maker()
-        self.assertIsNone(m.answer_ike(req(flags=wire.FLAG_R), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(flags=wire.FLAG_R)), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_response"], 1)
 
     def test_silent_on_unprotected(self):
         m = maker()
-        self.assertIsNone(m.answer_ike(req(protected=False), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(protected=False)), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_unprotected"], 1)
 
     def test_silent_on_ike_sa_init_and_zero_responder_spi(self):
         m = maker()
-        self.assertIsNone(m.answer_ike(req(exchange=wire.IKE_SA_INIT), "192.0.2.1", 0))
-        self.assertIsNone(m.answer_ike(req(spi_r=bytes(8)), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(exchange=wire.IKE_SA_INIT)), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(spi_r=bytes(8))), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_sa_init"], 2)
 
     def test_silent_on_reserved_exchange(self):
         m = maker()
-        self.assertIsNone(m.answer_ike(req(exchange=0), "192.0.2.1", 0))
-        self.assertIsNone(m.answer_ike(req(exchange=200), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(exchange=0)), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req(exchange=200)), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_exchange"], 2)
 
     def test_never_for_a_held_sa_by_either_spi_and_either_i_flag_section_9_2(self):
@@ -100,50 +100,50 @@ class TestAnswerIke(unittest.TestCase):
             m = maker()
             m.ike_created(I if ours_is_initiator else R)
             for flags in (wire.FLAG_I, 0):
-                self.assertIsNone(m.answer_ike(req(flags=flags), "192.0.2.1", 0))
+                self.assertIsNone(m.answer_ike(wire.parse(req(flags=flags)), "192.0.2.1", 0))
             self.assertEqual(m.counters["refused_known_sa"], 2)
 
     def test_held_from_created_to_gone_whatever_came_between(self):
         m = maker()
         i2, r2 = spis(6)
         m.ike_created(I)  # IKE_SA_INIT sent: we know only our SPI
-        self.assertIsNone(m.answer_ike(req(), "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 0))
         m.ike_up(I, R, True, "192.0.2.1")
         m.ike_created(i2)  # our rekey request in flight
         m.ike_rekeyed(I, R, i2, r2, True)
-        self.assertIsNone(m.answer_ike(req(), "192.0.2.1", 0))  # the old SA lingers
+        self.assertIsNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 0))  # the old SA lingers
         m.ike_gone(I, R, True)
-        self.assertIsNotNone(m.answer_ike(req(), "192.0.2.1", 0))
+        self.assertIsNotNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 0))
         self.assertEqual(m.held, {i2})
 
     def test_silent_on_malformed(self):
         m = maker()
-        self.assertIsNone(m.answer_ike(req()[:-1], "192.0.2.1", 0))
+        self.assertIsNone(m.answer_ike(wire.parse(req()[:-1]), "192.0.2.1", 0))
         self.assertEqual(m.counters["refused_malformed"], 1)
 
     def test_rate_limited(self):
         m = Maker(MemoryKeys([S1]), rate=1, burst=2)
-        got = [m.answer_ike(req(), "192.0.2.1", 0) is not None for _ in range(4)]
+        got = [m.answer_ike(wire.parse(req()), "192.0.2.1", 0) is not None for _ in range(4)]
         self.assertEqual(got, [True, True, False, False])
         self.assertEqual(m.counters["refused_rate"], 2)
-        self.assertIsNotNone(m.answer_ike(req(), "192.0.2.1", 1000))
+        self.assertIsNotNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 1000))
 
     def test_garbage_does_not_drain_the_bucket(self):
         m = Maker(MemoryKeys([S1]), rate=1, burst=1)
         for _ in range(10):
-            m.answer_ike(b"garbage", "192.0.2.1", 0)
-            m.answer_ike(req(flags=wire.FLAG_R), "192.0.2.1", 0)
-        self.assertIsNotNone(m.answer_ike(req(), "192.0.2.1", 0))
+            m.answer_ike(wire.parse(b"garbage"), "192.0.2.1", 0)
+            m.answer_ike(wire.parse(req(flags=wire.FLAG_R)), "192.0.2.1", 0)
+        self.assertIsNotNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 0))
 
     def test_answer_window_after_boot(self):
         m = maker(window_ms=60000, boot_ms=1000)
-        self.assertIsNotNone(m.answer_ike(req(), "192.0.2.1", 61000))
-        self.assertIsNone(m.answer_ike(req(), "192.0.2.1", 61001))
+        self.assertIsNotNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 61000))
+        self.assertIsNone(m.answer_ike(wire.parse(req()), "192.0.2.1", 61001))
         self.assertEqual(m.counters["refused_window"], 1)
 
     def test_style_5_2_answer_uses_the_source_address(self):
         m = maker(style=STYLE_ADDR)
-        a = wire.parse(m.answer_ike(req(), "2001:db8::7", 0))
+        a = wire.parse(m.answer_ike(wire.parse(req()), "2001:db8::7", 0))
         self.assertEqual(a.notifies()[1][3], make_token(S1, I, R, ip_bytes("2001:db8::7")))
 
 
@@ -218,12 +218,12 @@ class TestRolloverAnswersForTakersReadingOnlyTheFirstToken(unittest.TestCase):
         self.m = Maker(self.keys, rate=None)  # after the reboot: RAM gone, keys kept
 
     def test_the_ike_answer_leads_with_the_token_the_peer_holds(self):
-        a = self.m.answer_ike(req(), "192.0.2.1", 0)
+        a = self.m.answer_ike(wire.parse(req()), "192.0.2.1", 0)
         self.assertIsInstance(a, bytes)  # one answer: the generation is known
         self.assertEqual(first_qcd_token(a), make_token(S1, I, R))
         # both tokens are still there, for takers that compare them all
         self.assertEqual(len([n for n in wire.parse(a).notifies() if n[0] == wire.QUICK_CRASH_DETECTION]), 2)
-        b = self.m.answer_ike(wire.build(self.I2, self.R2, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))]), "192.0.2.1", 0)
+        b = self.m.answer_ike(wire.parse(wire.build(self.I2, self.R2, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))])), "192.0.2.1", 0)
         self.assertEqual(first_qcd_token(b), make_token(S2, self.I2, self.R2))
         self.assertEqual(self.m.counters["answered_unknown_gen"], 0)
 
@@ -236,7 +236,7 @@ class TestRolloverAnswersForTakersReadingOnlyTheFirstToken(unittest.TestCase):
     def test_an_sa_the_map_does_not_know_gets_an_answer_the_taker_can_read(self):
         I3, R3 = spis(11)  # made with S1 before the rollover; no Child SA mapped
         held = make_token(S1, I3, R3)
-        out = self.m.answer_ike(wire.build(I3, R3, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))]), "192.0.2.1", 0)
+        out = self.m.answer_ike(wire.parse(wire.build(I3, R3, wire.INFORMATIONAL, wire.FLAG_I, 1, [(wire.PT_SK, bytes(32))])), "192.0.2.1", 0)
         self.assertEqual([first_qcd_token(a) == held for a in answers(out)], [False, True])
 
     def test_the_first_token_reader_can_say_no(self):

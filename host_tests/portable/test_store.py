@@ -1,10 +1,10 @@
-# qcd.store on tools/flashemu: what the partition keeps across reboots, how it
+# qcd.store on qcdhost.emu.flash: what the partition keeps across reboots, how it
 # spreads erases, and what it does with blank, garbage, damaged and worn flash.
 # Runs on CPython and on the WebAssembly MicroPython.
 import unittest
 
-import flashemu
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking
+from qcdhost.emu import flash as flashemu
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from portable_util import det_bytes
 from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
 from qcd.tokens import fingerprint
@@ -361,8 +361,7 @@ class TestHookIntegration(unittest.TestCase):
         h = QcdHook(keys=s, rate=None)
         peer = ("192.0.2.7", 4500)
         sa = SA(I1, R1, True, peer)
-        h.ike_up(sa, 0)
-        h.child_up(sa, 0xC0FFEE01, 0)
+        h.ike_up(sa, [], [0xC0FFEE01], 0)
         h.child_up(sa, 0xC0FFEE02, 0)
         h.child_down(sa, 0xC0FFEE02, 0)
         # The device reboots: a new hook over the remounted store.

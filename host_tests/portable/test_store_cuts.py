@@ -5,7 +5,7 @@
 # host_tests/test_store_torture.py and `make torture`.
 import unittest
 
-from flashemu import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
+from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
 from portable_util import det_bytes
 from qcd.store import Store
 from store_torture import det_rng, sweep

@@ -201,6 +201,40 @@ class TestTunnel(unittest.TestCase):
         self.assertEqual(self.dt.replies[-1], (GW_IP, 0x5143, 8))
 
 
+class TestRekeys(unittest.TestCase):
+    def setUp(self):
+        if MISSING:
+            self.skipTest("crypto backend missing: %s" % MISSING)
+
+    def test_datagrams_follow_child_and_ike_sa_rekeys_from_either_side(self):
+        p = Pair(dev_config(nat_t="force", tunnel={"inner_addr": DEV_IP}), gw_config(tunnel={"inner_addr": GW_IP}))
+        dt, gt = Tunnel(p.dev), Tunnel(p.gw)
+        p.up()
+        echo = gt.socket(7)
+        s = dt.socket(5000)
+        spis = set()
+        ike = set()
+        for i, (eng, what) in enumerate(((p.dev, "rekey_child"), (p.gw, "rekey_child"), (p.dev, "rekey_ike"), (p.gw, "rekey_ike"))):
+            self.assertTrue(getattr(eng, what)(p.now))
+            p.pump()
+            p.advance(1000)
+            s.sendto(b"after %d" % i, (GW_IP, 7))
+            p.pump()
+            got = echo.recvfrom()
+            self.assertEqual(got, (b"after %d" % i, (DEV_IP, 5000)))
+            echo.sendto(b"back %d" % i, got[1])
+            p.pump()
+            self.assertEqual(s.recvfrom(), (b"back %d" % i, (GW_IP, 7)))
+            sa = p.sa("dev")
+            self.assertEqual([c.state for c in sa.children], ["INSTALLED"])  # the old one is gone
+            spis.add(sa.children[0].spi_in)
+            ike.add(sa.spis())
+        # two Child SA rekeys: two new Child SAs; two IKE SA rekeys: two new
+        # IKE SAs that took the Child SA over (RFC 7296 §2.8); traffic went on
+        self.assertEqual((len(spis), len(ike)), (2, 3))
+        self.assertEqual(p.dev.counters["internal_errors"] + p.gw.counters["internal_errors"], 0)
+
+
 class TestVirtualIp(unittest.TestCase):
     def setUp(self):
         if MISSING:

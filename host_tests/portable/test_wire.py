@@ -2,7 +2,8 @@
 import unittest
 
 from portable_util import det_bytes, spis
-from qcd import names, wire
+from qcd import wire
+from qcdhost import names
 
 I, R = spis(1)
 

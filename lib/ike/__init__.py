@@ -1,8 +1,8 @@
 # ike: a compact IKEv2 engine (RFC 7296) for MicroPython and CPython.
 #
 # Sans-I/O core (ike.engine) with one module per exchange, a notify hook for
-# extensions (ike.hook; docs/hook.md), and two thin I/O shells:
-#   ike.host     CPython sockets (tools/qcd-peer)
+# extensions (ike.hook; docs/hook.md), and two thin I/O shells (the CPython
+# one, qcdhost.ikeshell, lives on the host side, outside lib/):
 #   ike.device   MicroPython sockets + select (firmware)
 #   ike.aio      the same device loop as an asyncio task (MicroPython and
 #                CPython asyncio), beside the app's own tasks

@@ -1,6 +1,6 @@
 # The engine's configuration: a JSON object (MicroPython has json), checked
 # once here so the engine can trust it. docs/config.md describes every key;
-# tools/qcd-peer and the device firmware read the same file.
+# qcd-peer and the device firmware read the same file.
 #
 # lib/ike knows nothing of QCD (design principle 2): the "qcd" section, like
 # any key it does not know, is kept in Config.extra for whoever builds the

@@ -88,7 +88,7 @@ def reply(addr4, dns=()):
 
 
 class Pool:
-    """A gateway's address pool (tools/qcd-peer, "tunnel": {"pool":
+    """A gateway's address pool (qcd-peer, "tunnel": {"pool":
     "10.3.0.0/24", "dns": ["10.1.0.53"]}): one address per peer identity,
     kept for it (a device that returns after a power cut gets its address
     again, as strongSwan's in-memory pools do), the network and broadcast

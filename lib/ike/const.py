@@ -177,7 +177,7 @@ NOTIFY_NAMES = {
     QUICK_CRASH_DETECTION: "QUICK_CRASH_DETECTION",
     # Not handled here, but strongSwan 5.9 sends them (and issue 11 saw
     # 16396 and 16410 from another peer): named in a device's log too.
-    # Hosts lend the whole IANA table (qcdhost names / qcd.names).
+    # Hosts lend the whole IANA table (qcdhost names / qcdhost.names).
     16396: "MOBIKE_SUPPORTED",
     16397: "ADDITIONAL_IP4_ADDRESS",
     16398: "ADDITIONAL_IP6_ADDRESS",

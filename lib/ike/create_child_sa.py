@@ -9,9 +9,9 @@
 #                                   <--  HDR, SK {SA, Nr, KEr, [N(hook)...]}
 #
 # Afterwards the rekey's initiator deletes the old SA (§2.8). The hook adds
-# notifies to our response that rekeys the IKE SA ("rekey_response") and, when
-# we initiated that rekey, to an INFORMATIONAL request on the new SA
-# ("rekey_initiated"), as RFC 6290 §4.3 wants for the token.
+# notifies to our response that rekeys the IKE SA (rekey_response) and, when
+# we initiated that rekey, returns from ike_rekey what goes in an
+# INFORMATIONAL request on the new SA, as RFC 6290 §4.3 wants for the token.
 
 from ike import dh, keymat, payloads, proposals, state
 from ike import ts as tsmod
@@ -37,7 +37,6 @@ from ike.const import (
     TS_UNACCEPTABLE,
     notify_name,
 )
-from ike.hook import REKEY_INITIATED, REKEY_RESPONSE
 from ike.sa import ChildSa, IkeSa
 
 
@@ -118,7 +117,7 @@ def on_response(eng, sa, req, m, inner, now):
 
 def _child_answered(eng, sa, req, inner, ns, errs, now):
     child, spi, ni = req.ctx
-    eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
+    eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     nr = payloads.first(inner, PT_NONCE)
     tsi = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
@@ -164,7 +163,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     g_ir = kp.shared(ke[1]) if ke is not None and chosen is not None and ke[0] == sa.group else None
     if errs or chosen is None or not _nonce_ok(nr) or g_ir is None:
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
-        eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
+        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
         eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
         col = sa.collision
         sa.collision = None
@@ -172,7 +171,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             sa.state = state.ike_next(sa.state, "rekey_abort")
         eng.release(new, now)
         if col is not None:
-            _finish(eng, sa, col[0], False, now)  # the peer's rekey stands
+            _finish(eng, sa, col[0], False, (), now)  # the peer's rekey stands
         else:
             eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
         return
@@ -183,9 +182,6 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     new.created = new.last_recv = now
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
     eng.add_sa(new, True)
-    # docs/hook.md §2: for a CREATE_CHILD_SA response that rekeys the IKE
-    # SA, the notifies belong to the new SA.
-    eng.hook_protected(CREATE_CHILD_SA, new.spi_i, new.spi_r, ns, now)
     col = sa.collision
     sa.collision = None
     if col is not None:
@@ -197,14 +193,15 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             new.successor = theirs
             # Held until the Delete completes (ike_down from eng.close).
             eng.task(new, "delete_ike", None, now)
-            _finish(eng, sa, theirs, False, now)
+            _finish(eng, sa, theirs, False, (), now)
             return
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
         # The peer deletes its redundant SA; until then it only waits.
         theirs.successor = new
         theirs.state = state.ike_next(theirs.state, "rekeyed_by_peer")
         theirs.last_recv = now
-    _finish(eng, sa, new, True, now)
+    # the response's notifies belong to the new SA (its token, §4.3)
+    _finish(eng, sa, new, True, ns, now)
 
 
 def _inherit(new, old, ni, nr, seed, now):
@@ -218,7 +215,7 @@ def _inherit(new, old, ni, nr, seed, now):
     new.established = now
 
 
-def _finish(eng, old, new, we_initiated, now):
+def _finish(eng, old, new, we_initiated, ns, now):
     """The rekey is decided: `new` replaces `old` (§2.8). Children move;
     the hook hears ike_rekey once (the old SA stays held until its
     ike_down)."""
@@ -231,7 +228,7 @@ def _finish(eng, old, new, we_initiated, now):
     old.last_recv = now
     new.reported = True
     eng.move_children(old, new, now)
-    eng._hook("ike_rekey", None, old, new, now)
+    pls = eng.hook_add("ike_rekey", old, new, ns, now)
     # Queued work moves with the children; the old SA only gets deleted.
     new.tasks = [t for t in old.tasks if t[0] != "delete_ike"] + new.tasks
     old.tasks = [t for t in old.tasks if t[0] == "delete_ike"]
@@ -239,7 +236,6 @@ def _finish(eng, old, new, we_initiated, now):
     eng.log("ike: IKE SA %s rekeyed to %s (%s)" % (old.name(), new.name(), "by us" if we_initiated else "by peer"))
     if we_initiated:
         eng.task(old, "delete_ike", None, now)
-        pls = eng.hook_notifies(REKEY_INITIATED, new.spis(), True, new.peer)
         if pls:
             eng.task(new, "notify", pls, now)
     eng.next_task(new, now)
@@ -250,10 +246,12 @@ def _finish(eng, old, new, we_initiated, now):
 
 def on_request(eng, sa, m, inner, now):
     ns = payloads.notifies(inner) or []
-    eng.hook_protected(CREATE_CHILD_SA, sa.spi_i, sa.spi_r, ns, now)
     rekey = [n for n in ns if n[0] == REKEY_SA]
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     ni = payloads.first(inner, PT_NONCE)
+    if rekey or not props or props[0][1] != PROTO_IKE:
+        # an IKE SA rekey's notifies go to the hook with ike_rekey
+        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
     if props is None or not _nonce_ok(ni):
         eng.respond(sa, m, [_n(7)], now)  # INVALID_SYNTAX
         return
@@ -261,7 +259,7 @@ def on_request(eng, sa, m, inner, now):
     if rekey:
         _rekey_child_request(eng, sa, m, inner, rekey[0], props, ni, now)
     elif props[0][1] == PROTO_IKE:
-        _rekey_ike_request(eng, sa, m, inner, props, ni, now)
+        _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now)
     else:
         eng.respond(sa, m, [_n(NO_ADDITIONAL_SAS)], now)
 
@@ -327,7 +325,7 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=False)
 
 
-def _rekey_ike_request(eng, sa, m, inner, props, ni, now):
+def _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now):
     ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
     chosen = proposals.choose_ike(props, [sa.group], ke[0] if ke else None, 8)
     if chosen is None or ke is None:
@@ -355,11 +353,11 @@ def _rekey_ike_request(eng, sa, m, inner, props, ni, now):
         (PT_NONCE, nr),
         (PT_KE, payloads.encode_ke(group, kp.public)),
     ]
-    pls += eng.hook_notifies(REKEY_RESPONSE, new.spis(), False, new.peer)
+    pls += eng.hook_add("rekey_response", new, now)
     eng.respond(sa, m, pls, now)
     if sa.state == state.REKEYING:
         # §2.8.2: simultaneous IKE SA rekeys; decided when ours completes
         sa.collision = (new, ni, nr)
         eng.log("ike: IKE SA rekey collision on %s" % sa.name())
         return
-    _finish(eng, sa, new, False, now)
+    _finish(eng, sa, new, False, ns, now)

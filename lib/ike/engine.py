@@ -9,7 +9,7 @@
 #
 # It never opens a socket, reads a clock or sleeps; `now` is integer
 # milliseconds from a monotonic clock that does not wrap (the shells in
-# ike.host and ike.device keep it). `natt` says the datagram came in, or
+# qcdhost.ikeshell and ike.device keep it). `natt` says the datagram came in, or
 # must go out, on the NAT-T port (RFC 3948), where IKE carries a four-octet
 # zero non-ESP marker and anything else is ESP; the engine adds and strips
 # the marker itself.
@@ -204,22 +204,23 @@ class Engine:
             self.log("ike: hook %s raised %s" % (name, type(e).__name__))
             return default
 
-    def hook_notifies(self, moment, sa_spis, initiator, peer):
-        """Notify payloads (type, body) the hook adds at `moment`."""
-        got = self._hook("notifies_for", [], moment, sa_spis[0], sa_spis[1], initiator, peer)
+    def hook_add(self, name, *args):
+        """Call hook method `name` for a message we build; the notifies it
+        returns ((type, proto, data) tuples) as payloads to add inside SK."""
+        got = self._hook(name, [], *args)
         out = []
         try:
-            for n in got:
-                ntype, proto, data = n[0], n[1], n[-1]
-                out.append((PT_N, payloads.encode_notify(ntype, data, proto)))
+            for n in got or ():
+                out.append((PT_N, payloads.encode_notify(n[0], n[-1], n[1])))
         except Exception:
             self.counters["hook_errors"] += 1
             return []
         return out
 
-    def hook_protected(self, exchange, spi_i, spi_r, notifies, now):
-        ns = [(n[0], n[1], n[3]) for n in notifies]
-        self._hook("protected", None, exchange, spi_i, spi_r, ns, now)
+    def hook_protected(self, sa, exchange, notifies, now):
+        """An authenticated message on `sa` that no lifecycle method covers:
+        its notifies ((type, proto, spi, data) as payloads.notifies gives)."""
+        self._hook("protected", None, sa, exchange, notifies, now)
 
     # -- SA tables -----------------------------------------------------------------
     #
@@ -247,19 +248,26 @@ class Engine:
         return list(self.sas.values())
 
     def established(self, sa, now):
-        """IKE_AUTH completed (both roles): the hook and the caller learn it."""
+        """IKE_AUTH completed (both roles): the caller learns it; the hook
+        with hook_up once the Child SA is decided."""
         sa.state = state.ike_next(sa.state, "auth_done")
         sa.established = now
         sa.reported = True
-        self._hook("ike_up", None, sa, now)
         self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
         self.log("ike: IKE SA %s established with %s:%d (%s)" % (sa.name(), sa.peer[0], sa.peer[1], "initiator" if sa.initiator else "responder"))
 
-    def install_child(self, sa, child, now):
+    def hook_up(self, sa, notifies, child, now):
+        """The hook's one call for a completed IKE_AUTH: the peer's notifies
+        and the Child SA set up with it (or None). Returns payloads for our
+        IKE_AUTH response (used when we respond)."""
+        return self.hook_add("ike_up", sa, notifies, [child.spi_in] if child is not None else [], now)
+
+    def install_child(self, sa, child, now, tell_hook=True):
         sa.children.append(child)
         child.replay = esp.ReplayWindow()
         self.children[child.spi_in] = (child, sa)
-        self._hook("child_up", None, sa, child.spi_in, now)
+        if tell_hook:  # not the first Child SA: hook_up covers it
+            self._hook("child_up", None, sa, child.spi_in, now)
         self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
         self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
 
@@ -458,7 +466,7 @@ class Engine:
             # docs/hook.md §4: the hook judges; True means the peer rebooted
             # (RFC 6290 §3): delete silently. Never answered (RFC 7296
             # §2.21.4: MUST NOT change state on an unprotected message alone).
-            if sa.reported and self._hook("unprotected", False, data, src, sa.peer, now) is True:
+            if sa.reported and self._hook("unprotected", False, data, src, sa, now) is True:
                 self.close(sa, "peer rebooted (verified QCD token)", now)
             else:
                 self.count("dropped_unprotected")

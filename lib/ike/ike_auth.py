@@ -4,9 +4,10 @@
 #   HDR, SK {IDi, [N(INITIAL_CONTACT)], [IDr], AUTH, SAi2, TSi, TSr, [N(hook)...]} -->
 #                              <--  HDR, SK {IDr, AUTH, SAr2, TSi, TSr, [N(hook)...]}
 #
-# The hook adds its notifies to our first IKE_AUTH request (moment
-# "auth_request") or our IKE_AUTH response ("auth_response"), and sees the
-# notifies of every authenticated IKE_AUTH message (docs/hook.md).
+# The hook adds its notifies to our first IKE_AUTH request (auth_request),
+# and hears of the completed exchange once (ike_up: the peer's notifies and
+# the Child SA), returning what goes into our IKE_AUTH response when we
+# respond (docs/hook.md).
 
 from ike import crypto, keymat, payloads, proposals, state
 from ike import ts as tsmod
@@ -28,7 +29,6 @@ from ike.const import (
     TS_UNACCEPTABLE,
     notify_name,
 )
-from ike.hook import AUTH_REQUEST, AUTH_RESPONSE
 from ike.sa import ChildSa
 
 
@@ -63,7 +63,7 @@ def send_request(eng, sa, now):
     pls.append((PT_SA, payloads.encode_sa(proposals.esp_offer(spi.to_bytes(4, "big")))))
     pls.append((PT_TSI, payloads.encode_ts(cfg.ts_local)))
     pls.append((PT_TSR, payloads.encode_ts(cfg.ts_peer)))
-    pls += eng.hook_notifies(AUTH_REQUEST, sa.spis(), True, sa.peer)
+    pls += eng.hook_add("auth_request", sa, now)
     eng.send_request(sa, "auth", IKE_AUTH, pls, spi, now)
 
 
@@ -126,7 +126,6 @@ def on_response(eng, sa, req, m, inner, now):
     sa.peer_id = ident
     if _wants_vip(cfg):
         _cfg_reply(eng, sa, inner)
-    eng.hook_protected(IKE_AUTH, sa.spi_i, sa.spi_r, ns, now)
     eng.established(sa, now)
     # The Child SA (§1.2): the responder's choice must be within our offer.
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
@@ -137,11 +136,13 @@ def on_response(eng, sa, req, m, inner, now):
         errs = [notify_name(n[0]) for n in ns if n[0] <= ERROR_MAX]
         eng.event("child_failed", sa=sa.name(), reason=",".join(errs) or "unacceptable answer")
         eng.log("ike: no Child SA under %s (%s)" % (sa.name(), ",".join(errs) or "unacceptable answer"))
+        eng.hook_up(sa, ns, None, now)
         return
     # §2.17: the first Child SA is keyed with the IKE_SA_INIT nonces.
     ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, sa.ni, sa.nr)
     child = ChildSa(req.ctx, int.from_bytes(spi_out, "big"), (er, ir, ei, ii), tsi, tsr, True, now)
-    eng.install_child(sa, child, now)
+    eng.install_child(sa, child, now, False)
+    eng.hook_up(sa, ns, child, now)
 
 
 def on_request(eng, sa, m, inner, src, natt, now):
@@ -161,7 +162,6 @@ def on_request(eng, sa, m, inner, src, natt, now):
         for other in eng.sa_list():
             if other is not sa and other.peer_id == ident and other.state not in (state.INIT_SENT, state.INIT_DONE, state.AUTH_SENT):
                 eng.close(other, "replaced (INITIAL_CONTACT)", now)
-    eng.hook_protected(IKE_AUTH, sa.spi_i, sa.spi_r, ns, now)
     eng.established(sa, now)
     child = None
     child_pls = []
@@ -205,11 +205,11 @@ def on_request(eng, sa, m, inner, src, natt, now):
                 (PT_TSR, payloads.encode_ts(tsr)),
             ]
     if child is not None:
-        eng.install_child(sa, child, now)
+        eng.install_child(sa, child, now, False)
     elif child_pls:
         eng.event("child_failed", sa=sa.name(), reason=notify_name(payloads.decode_notify(child_pls[0][1])[0]))
     idr = _id_body(cfg.id_local)
     auth = keymat.psk_auth(cfg.psk, sa.init_resp, sa.ni, sa.keys.sk_pr, idr)
     pls = [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + cp_pls + child_pls
-    pls += eng.hook_notifies(AUTH_RESPONSE, sa.spis(), False, sa.peer)
+    pls += eng.hook_up(sa, ns, child, now)
     eng.respond(sa, m, pls, now)

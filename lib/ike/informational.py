@@ -34,7 +34,8 @@ def start(eng, sa, kind, arg, now):
 
 def on_response(eng, sa, req, m, inner, now):
     ns = payloads.notifies(inner) or []
-    eng.hook_protected(INFORMATIONAL, sa.spi_i, sa.spi_r, ns, now)
+    if req.kind != "delete_ike":  # that SA goes now: ike_down covers it
+        eng.hook_protected(sa, INFORMATIONAL, ns, now)
     if req.kind == "liveness":
         eng.event("liveness", sa=sa.name(), rtt_ms=now - req.sent, tries=req.tries)
         eng.log("ike: liveness check of %s answered (%d ms, %d retransmissions)" % (sa.name(), now - req.sent, req.tries))
@@ -58,14 +59,15 @@ def on_request(eng, sa, m, inner, now):
                 eng.respond(sa, m, [(PT_N, payloads.encode_notify(INVALID_SYNTAX))], now)
                 return
             deletes.append(d)
-    eng.hook_protected(INFORMATIONAL, sa.spi_i, sa.spi_r, ns, now)
     for proto, _spis in deletes:
         if proto == PROTO_IKE:
             # §1.4.1: deleting the IKE SA deletes its Child SAs; answer with
-            # an empty INFORMATIONAL response.
+            # an empty INFORMATIONAL response. The hook hears ike_down (a
+            # token in this message would go with the SA).
             eng.respond(sa, m, [], now)
             eng.close(sa, "deleted by peer", now)
             return
+    eng.hook_protected(sa, INFORMATIONAL, ns, now)
     ours = []
     gone = []
     for proto, spis in deletes:

@@ -5,14 +5,14 @@
 #   qcd.maker      the token maker: hand-over and unprotected answers
 #   qcd.taker      the token taker: stored tokens and verification
 #   qcd.ratelimit  token bucket for unprotected answers (§9)
-#   qcd.keys       key source interface and an in-RAM implementation (host only)
 #   qcd.store      the `qcd` flash partition: the key source that survives reboots
 #   qcd.hook       QcdHook: all of it behind the IKE engine's notify hook
-#   qcd.names      names of IKE numbers and a message decoder (tools; host only)
 #   qcd.diag       REPL diagnostics
 #
 # Modules are imported on demand: `import qcd` costs almost nothing on a device.
-# "host only": no device code imports it, so it is not deployed, installed by
-# mip or frozen (tools/board/remote.py HOST_ONLY).
+# lib/ is exactly what a board gets; host-only code (the in-RAM key source
+# qcdhost.keys, IKE names qcdhost.names) lives in host/qcdhost.
+# __version__ is the one version: the host package's (pyproject.toml), and
+# package.json's (mip), and what the firmware reports.
 
 __version__ = "0.1.0"

@@ -2,10 +2,16 @@
 #
 # The IKE engine (lib/ike, or any other) knows nothing of QCD; it calls these
 # methods at fixed points of the protocol (design.md principle 2, and
-# docs/hook.md for the contract). Like strongSwan's bus listeners, one object
-# with a method per event; like h11, sans-I/O: the engine passes bytes,
+# docs/hook.md for the contract). Like strongSwan's bus listeners (listener.h:
+# ike_updown, ike_rekey, child_updown), one method per protocol event, named
+# after it; like h11, sans-I/O: the engine passes bytes, its SA objects,
 # addresses and `now` (integer milliseconds, monotonic) and gets bytes and
 # verdicts back. Nothing here opens a socket or reads a clock.
+#
+# The hook only dispatches. The maker (qcd.maker) owns what it must never
+# answer for (RFC 6290 §9.2) and the §8.2 Child SPI map; the taker
+# (qcd.taker) owns the tokens it keeps. An unprotected datagram is parsed once
+# here and the parsed message is passed down.
 #
 # Every entry point is a wall: whatever bytes arrive, it returns an answer or
 # nothing and never raises into the engine (principle 5). An exception that
@@ -17,13 +23,6 @@ from qcd.maker import Maker
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from qcd.taker import Taker
 from qcd.tokens import STYLE_SPIS, fingerprint
-
-# Moments at which the engine builds a message the hook may add notifies to.
-AUTH_REQUEST = "auth_request"  # our first IKE_AUTH request (we initiate)
-AUTH_RESPONSE = "auth_response"  # our last IKE_AUTH response (we respond)
-REKEY_RESPONSE = "rekey_response"  # our CREATE_CHILD_SA response rekeying the IKE SA
-REKEY_INITIATED = "rekey_initiated"  # we initiated an IKE SA rekey; engine sends an INFORMATIONAL
-ADDRESS_CHANGED = "address_changed"  # the peer's address changed (MOBIKE); INFORMATIONAL
 
 MAKER = 1
 TAKER = 2
@@ -42,13 +41,17 @@ class QcdHook:
     """The notify hook with RFC 6290 behind it.
 
     role        MAKER, TAKER or MAKER | TAKER
-    keys        key source (qcd.keys.MemoryKeys or the flash store); a maker needs one
+    keys        key source (qcdhost.keys.MemoryKeys or the flash store); a maker needs one
     style       STYLE_SPIS (§5.1) or STYLE_ADDR (§5.2)
     protocol_id Protocol ID sent in N(QCD) (1 by default, RFC 6290 §4.1)
     rate, burst token bucket for unprotected answers (qcd.ratelimit)
     window_ms   answer only this long after boot_ms (None: no window)
     restrict_to_peer  taker accepts tokens only from the SA's peer address
     log         callable taking one line of text, or None
+
+    `sa` arguments are the engine's IKE SA objects: anything with spi_i,
+    spi_r (8 octets), initiator (we are the original initiator) and peer
+    ((ip, port)).
     """
 
     def __init__(
@@ -87,119 +90,51 @@ class QcdHook:
         # The type only: an exception's text is never logged here.
         self.log("qcd: internal error in %s: %s" % (where, type(e).__name__))
 
-    # -- 1. building an outgoing message ---------------------------------------
+    def _handover(self, sa, what):
+        # §4.2-4.4: the token of the current secret for this IKE SA
+        out = self.maker.handover(bytes(sa.spi_i), bytes(sa.spi_r), _ip(sa.peer))
+        if out:
+            self.log("qcd: token handed over (%s) for IKE SA %s" % (what, _sa(sa.spi_i, sa.spi_r)))
+        return out
 
-    def notifies_for(self, moment, spi_i, spi_r, initiator, peer):
-        """Notifies to add to the message built at `moment`: a list of
-        (notify type, protocol id, data); the engine encrypts them in SK."""
+    def _learn(self, spi_i, spi_r, notifies):
+        # §4.2-4.4: the taker keeps (or replaces) the peer's token
+        how = self.taker.learn(spi_i, spi_r, notifies)
+        if how is not None:
+            self.log("qcd: token %s for IKE SA %s" % (how, _sa(spi_i, spi_r)))
+
+    # -- 1. messages we build: one method per message ----------------------------
+    # Each returns notifies to add inside SK: [(type, protocol id, data)].
+
+    def auth_request(self, sa, now):
+        """Our first IKE_AUTH request (we initiate the IKE SA): our token
+        (§4.2)."""
         try:
-            m = self.maker
-            # §4.2-4.4: the first IKE_AUTH request if we initiate, the last
-            # response if we respond, the exchange that completes an IKE SA
-            # rekey, and an address change only for a §5.2 token (a §5.1
-            # token does not depend on addresses).
-            if m is None or not (
-                moment == AUTH_REQUEST
-                and initiator
-                or moment == AUTH_RESPONSE
-                and not initiator
-                or moment == REKEY_RESPONSE
-                or moment == REKEY_INITIATED
-                or moment == ADDRESS_CHANGED
-                and m.style != STYLE_SPIS
-            ):
-                return []
-            out = m.handover(bytes(spi_i), bytes(spi_r), _ip(peer))
-            if out:
-                self.log("qcd: token handed over (%s) for IKE SA %s" % (moment, _sa(spi_i, spi_r)))
-            return out
+            return self._handover(sa, "auth_request") if self.maker is not None else []
         except Exception as e:
-            self._bug("notifies_for", e)
+            self._bug("auth_request", e)
             return []
 
-    # -- 2. a protected message was accepted -----------------------------------
-
-    def protected(self, exchange, spi_i, spi_r, notifies, now):
-        """A protected, authenticated message of `exchange` for IKE SA
-        (spi_i, spi_r) carried these notifies: (type, proto, data) tuples (a
-        4-tuple with the SPI before data is accepted too). The taker stores or
-        replaces the peer's token (§4.2-4.4). Never a reason to delete."""
+    def rekey_response(self, sa, now):
+        """Our CREATE_CHILD_SA response that rekeys the IKE SA; `sa` is the
+        new SA: its token (§4.3)."""
         try:
-            t = self.taker
-            if t is None:
-                return
-            had = t.has(spi_i, spi_r)
-            if t.learn(bytes(spi_i), bytes(spi_r), notifies):
-                self.log(
-                    "qcd: token %s for IKE SA %s"
-                    % ("replaced" if had else "stored", _sa(spi_i, spi_r))
-                )
+            return self._handover(sa, "rekey_response") if self.maker is not None else []
         except Exception as e:
-            self._bug("protected", e)
+            self._bug("rekey_response", e)
+            return []
 
-    # -- 3. a message for IKE SPIs nobody knows --------------------------------
-
-    def unknown_ike_spi(self, msg, src, now):
-        """The §4.5 unprotected answer to send back to `src`, or None."""
+    def address_changed(self, sa, now):
+        """The peer's address changed (MOBIKE): a §5.2 token, bound to the
+        address, is handed over again (§4.4); a §5.1 token does not change."""
         try:
-            if self.maker is not None:
-                out = self.maker.answer_ike(msg, _ip(src), now)
-                if out is not None:
-                    self.log("qcd: answered INVALID_IKE_SPI + QCD to %s for stale IKE SA %s" % (_addr(src), _sa(msg[0:8], msg[8:16])))
-                    return out
-            if self.taker is not None:
-                m = wire.parse(msg)
-                if m is not None and not m.is_protected() and Taker.qcd_tokens(m) is not None:
-                    # A token for an SA we do not hold: log and ignore (§3).
-                    self.taker.counters["unknown_sa"] += 1
-                    self.log("qcd: ignored QCD token for unknown IKE SA %s from %s" % (_sa(m.spi_i, m.spi_r), _addr(src)))
-            return None
+            m = self.maker
+            return self._handover(sa, "address_changed") if m is not None and m.style != STYLE_SPIS else []
         except Exception as e:
-            self._bug("unknown_ike_spi", e)
-            return None
+            self._bug("address_changed", e)
+            return []
 
-    # -- 4. an unprotected message for a known IKE SA --------------------------
-
-    def unprotected(self, msg, src, peer, now):
-        """Verdict on an unprotected message whose header names a known IKE
-        SA whose peer is `peer`: True means delete that IKE SA and its Child
-        SAs silently (§3 step 4). Anything but a verified token is False."""
-        try:
-            t = self.taker
-            if t is None:
-                return False
-            ok = t.verify(msg, _ip(src), _ip(peer), True)
-            sa = _sa(msg[0:8], msg[8:16]) if len(msg) >= 16 else "?"
-            if ok:
-                self.log("qcd: verified token from %s: peer rebooted, delete IKE SA %s" % (_addr(src), sa))
-            elif len(msg) >= 28 and msg[16] == wire.PT_N:
-                self.log("qcd: unprotected notify for IKE SA %s from %s not accepted" % (sa, _addr(src)))
-            return ok
-        except Exception as e:
-            self._bug("unprotected", e)
-            return False
-
-    # -- 5. an ESP packet with an unknown SPI ----------------------------------
-
-    def unknown_esp_spi(self, packet, src, now):
-        """The §8.2 unprotected IKE message to send back to `src` (the engine
-        adds the non-ESP marker), or None."""
-        try:
-            if self.maker is None:
-                return None
-            out = self.maker.answer_esp(packet, now)
-            if out is not None:
-                self.log("qcd: answered INVALID_SPI + QCD to %s for stale Child SA %s" % (_addr(src), bytes(packet[0:4]).hex()))
-            return out
-        except Exception as e:
-            self._bug("unknown_esp_spi", e)
-            return None
-
-    # -- 6. lifecycle: one method per event ------------------------------------
-    #
-    # `sa` is the engine's IKE SA object: spi_i, spi_r (8 octets), initiator
-    # (we are its original initiator), peer ((ip, port)). Every SA reported by
-    # ike_created ends with exactly one ike_down.
+    # -- 2. lifecycle and authenticated messages: one method per event ----------
 
     def ike_created(self, sa, now):
         """The engine holds a new IKE SA under our SPI (IKE_SA_INIT sent or
@@ -210,28 +145,63 @@ class QcdHook:
         except Exception as e:
             self._bug("ike_created", e)
 
-    def ike_up(self, sa, now):
-        """IKE_AUTH completed: the SA is established."""
+    def ike_up(self, sa, notifies, children, now):
+        """IKE_AUTH completed, either role. `notifies`: the peer's, from its
+        authenticated IKE_AUTH message; `children`: our inbound ESP SPIs
+        (ints) of the Child SAs set up with it. Returns the notifies for our
+        IKE_AUTH response when we respond (§4.2), else []."""
         try:
-            if self.maker is not None:
-                self.maker.ike_up(bytes(sa.spi_i), bytes(sa.spi_r), sa.initiator, _ip(sa.peer))
+            spi_i, spi_r = bytes(sa.spi_i), bytes(sa.spi_r)
+            out = []
+            m = self.maker
+            if m is not None:
+                m.ike_up(spi_i, spi_r, sa.initiator, _ip(sa.peer), children)
+                if not sa.initiator:
+                    out = self._handover(sa, "auth_response")
+            if self.taker is not None:
+                self._learn(spi_i, spi_r, notifies)
+            return out
         except Exception as e:
             self._bug("ike_up", e)
+            return []
 
-    def ike_rekey(self, old, new, now):
-        """IKE SA `new` replaced `old` (RFC 7296 §2.8); `old` stays held
-        until its ike_down. `new.initiator`: we initiated the rekey."""
+    def ike_rekey(self, old, new, notifies, now):
+        """IKE SA `new` replaced `old` (RFC 7296 §2.8; `old` stays held until
+        its ike_down). `notifies`: the peer's, from the CREATE_CHILD_SA
+        response when we initiated the rekey (new.initiator). Returns the
+        notifies the engine sends in an INFORMATIONAL request on `new` when
+        we initiated (§4.3; as responder our token went in rekey_response)."""
         try:
-            if self.maker is not None:
-                self.maker.ike_rekeyed(bytes(old.spi_i), bytes(old.spi_r), bytes(new.spi_i), bytes(new.spi_r), new.initiator)
+            spi_i, spi_r = bytes(new.spi_i), bytes(new.spi_r)
+            out = []
+            m = self.maker
+            if m is not None:
+                m.ike_rekeyed(bytes(old.spi_i), bytes(old.spi_r), spi_i, spi_r, new.initiator)
+                if new.initiator:
+                    out = self._handover(new, "rekey_initiated")
+            if self.taker is not None:
+                self._learn(spi_i, spi_r, notifies)
+            return out
         except Exception as e:
             self._bug("ike_rekey", e)
+            return []
+
+    def protected(self, sa, exchange, notifies, now):
+        """Any other protected, authenticated message (request or response)
+        of `exchange` on `sa`: its notifies ((type, proto, data) or (type,
+        proto, spi, data)). The taker keeps a token it carries (§4.3 after a
+        rekey, §4.4). Never a reason to delete."""
+        try:
+            if self.taker is not None:
+                self._learn(bytes(sa.spi_i), bytes(sa.spi_r), notifies)
+        except Exception as e:
+            self._bug("protected", e)
 
     def ike_down(self, sa, now):
         """The engine dropped the IKE SA, in any state, for any reason (a
         Delete, a timeout, a QCD verdict, a failed handshake, a rekey's
-        linger time): the maker no longer holds it, the taker forgets its
-        token, and its Child SAs leave the §8.2 map."""
+        linger time): the maker no longer holds it and drops its Child SAs
+        from the §8.2 map, the taker forgets its token."""
         try:
             spi_i, spi_r = bytes(sa.spi_i), bytes(sa.spi_r)
             if self.maker is not None:
@@ -243,8 +213,7 @@ class QcdHook:
 
     def child_up(self, sa, spi_in, now):
         """A Child SA with our inbound ESP SPI `spi_in` (int) was installed
-        under IKE SA `sa` (the first one, or the new one of a Child SA
-        rekey)."""
+        under `sa` by a Child SA rekey (the first one comes with ike_up)."""
         try:
             if self.maker is not None:
                 self.maker.child_up(spi_in, bytes(sa.spi_i), bytes(sa.spi_r), sa.initiator, _ip(sa.peer))
@@ -252,13 +221,68 @@ class QcdHook:
             self._bug("child_up", e)
 
     def child_down(self, sa, spi_in, now):
-        """The Child SA `spi_in` was deleted (not reported when its IKE SA
-        goes: ike_down covers those)."""
+        """The Child SA `spi_in` was deleted on its own (those of an IKE SA
+        that goes are covered by its ike_down)."""
         try:
             if self.maker is not None:
                 self.maker.child_gone(spi_in)
         except Exception as e:
             self._bug("child_down", e)
+
+    # -- 3. unprotected datagrams: parsed once, here ------------------------------
+
+    def unknown_ike_spi(self, msg, src, now):
+        """An IKE message for SPIs the engine does not hold: the §4.5
+        unprotected answer to send back to `src`, or None."""
+        try:
+            m = wire.parse(msg)
+            if self.maker is not None:
+                out = self.maker.answer_ike(m, _ip(src), now)
+                if out is not None:
+                    self.log("qcd: answered INVALID_IKE_SPI + QCD to %s for stale IKE SA %s" % (_addr(src), _sa(m.spi_i, m.spi_r)))
+                    return out
+            if self.taker is not None and self.taker.unknown(m):
+                # A token for an SA we do not hold: log and ignore (§3).
+                self.log("qcd: ignored QCD token for unknown IKE SA %s from %s" % (_sa(m.spi_i, m.spi_r), _addr(src)))
+            return None
+        except Exception as e:
+            self._bug("unknown_ike_spi", e)
+            return None
+
+    def unprotected(self, msg, src, sa, now):
+        """Verdict on an unprotected message whose header names the known IKE
+        SA `sa`: True means delete that IKE SA and its Child SAs silently (§3
+        step 4). Anything but a verified token is False."""
+        try:
+            t = self.taker
+            if t is None:
+                return False
+            m = wire.parse(msg)
+            ok = t.judge(m, _ip(src), _ip(sa.peer))
+            name = _sa(sa.spi_i, sa.spi_r)
+            if ok:
+                self.log("qcd: verified token from %s: peer rebooted, delete IKE SA %s" % (_addr(src), name))
+            elif m is not None and m.payloads and m.payloads[0][0] == wire.PT_N:
+                self.log("qcd: unprotected notify for IKE SA %s from %s not accepted" % (name, _addr(src)))
+            return ok
+        except Exception as e:
+            self._bug("unprotected", e)
+            return False
+
+    def unknown_esp_spi(self, packet, src, now):
+        """An ESP packet with an SPI no Child SA holds: the §8.2 unprotected
+        IKE message to send back to `src` (the engine adds the non-ESP
+        marker), or None."""
+        try:
+            if self.maker is None:
+                return None
+            out = self.maker.answer_esp(packet, now)
+            if out is not None:
+                self.log("qcd: answered INVALID_SPI + QCD to %s for stale Child SA %s" % (_addr(src), bytes(packet[0:4]).hex()))
+            return out
+        except Exception as e:
+            self._bug("unknown_esp_spi", e)
+            return None
 
     # -- diagnostics -------------------------------------------------------------
 
@@ -269,8 +293,7 @@ class QcdHook:
             st["style"] = "5.1" if self.maker.style == STYLE_SPIS else "5.2"
             st["secrets"] = [fingerprint(s) for s in self.keys.secrets()]
             st["live_ike_sas"] = len(self.maker.held)
-            if hasattr(self.keys, "child_count"):
-                st["child_map"] = self.keys.child_count()
+            st["child_map"] = self.keys.child_count()
             st["maker"] = dict(self.maker.counters)
         if self.taker is not None:
             st["tokens_held"] = len(self.taker)

@@ -50,7 +50,7 @@ COUNTER_NAMES = (
 class Maker:
     """Token maker logic, sans-I/O: bytes, addresses and `now` (ms) in.
 
-    keys       the key source (qcd.keys interface): secrets and §8.2 map
+    keys       the key source (qcdhost.keys interface): secrets and §8.2 map
     style      STYLE_SPIS (RFC 6290 §5.1) or STYLE_ADDR (§5.2)
     protocol_id  sent in N(QCD)'s Protocol ID field (§4.1 says 1)
     rate, burst  token bucket for unprotected answers; rate=None turns the
@@ -185,17 +185,16 @@ class Maker:
         """The engine holds a new IKE SA under our SPI `spi` (any state)."""
         self.held.add(bytes(spi))
 
-    def ike_up(self, spi_i, spi_r, initiator, peer_ip):
-        """IKE_AUTH done. A new IKE SA with this peer (with INITIAL_CONTACT,
-        RFC 7296 §2.4) ends every older SA the peer held with us: §8.2 map
-        entries for the peer whose IKE SA is not held here go."""
+    def ike_up(self, spi_i, spi_r, initiator, peer_ip, children=()):
+        """IKE_AUTH done, with the Child SAs `children` (our inbound ESP
+        SPIs). A new IKE SA with this peer (with INITIAL_CONTACT, RFC 7296
+        §2.4) ends every older SA the peer held with us: §8.2 map entries for
+        the peer whose IKE SA is not held here go; the new ones come in."""
         self.held.add(bytes(spi_i if initiator else spi_r))
-        if peer_ip is None:
-            return
         try:
             pip = ip_bytes(peer_ip)
-        except ValueError:
-            return
+        except (ValueError, TypeError, AttributeError):
+            return  # no address: nothing to prune, no entry a §8.2 answer could use
         keys = self.keys
         stale = []
         for spi, e in keys.children():
@@ -203,6 +202,8 @@ class Maker:
                 stale.append(spi)
         for spi in stale:
             keys.child_drop(spi)
+        for spi in children:
+            self._put(spi, spi_i, spi_r, initiator, pip)
 
     def ike_rekeyed(self, old_i, old_r, spi_i, spi_r, initiator):
         """IKE SA (spi_i, spi_r) replaced (old_i, old_r): its Child SAs move
@@ -244,14 +245,15 @@ class Maker:
             return self._count("refused_no_secret")
         return True
 
-    def answer_ike(self, buf, src_ip, now):
+    def answer_ike(self, m, src_ip, now):
         """The §4.5 answer to an IKE message for SPIs nobody here knows, or None.
+
+        `m` is the message as qcd.wire.parse returned it (None: malformed).
 
         Only for a well-formed, protected request that is not IKE_SA_INIT and
         names no SA this node holds, by either SPI (RFC 6290 §4.5, §9.2; RFC
         7296 §2.21.4).
         """
-        m = wire.parse(buf)
         if m is None:
             return self._count("refused_malformed")
         if m.flags & wire.FLAG_R:

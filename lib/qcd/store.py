@@ -2,7 +2,7 @@
 # (RFC 6290 §1.2: the secret must survive restarts; §8.2: the Child SPI ->
 # IKE SA map, "updated on every Child SA create, rekey and delete").
 #
-# A key source for the hook (the interface of qcd.keys) that lives in a raw
+# A key source for the hook (the interface of qcdhost.keys) that lives in a raw
 # data partition reached only through the esp32.Partition block protocol
 # (readblocks/writeblocks with offset, ioctl 4/5/6), and obeys what real and
 # encrypted flash demand (design.md principles 3 and 4):
@@ -138,7 +138,7 @@ def _child_rec(spi, ike, d=None):
 class Store:
     """The QCD partition: secrets, the RFC 6290 §8.2 Child SPI map, a boot counter.
 
-    dev            an esp32.Partition (or tools/flashemu.FlashEmu): 4096-byte
+    dev            an esp32.Partition (or qcdhost.emu.flash.FlashEmu): 4096-byte
                    blocks, MIN_BLOCKS..MAX_BLOCKS of them
     rng            callable n -> n random bytes for a new secret; os.urandom
                    where it exists (the WebAssembly port has none: inject one)

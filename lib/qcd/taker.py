@@ -23,7 +23,7 @@ COUNTER_NAMES = (
     "replaced",  # a later token for the same SA (§4.4)
     "forgotten",  # SA deleted or rekeyed away
     "refused_bad_length",  # N(QCD) outside 16..128 octets: never stored
-    "verified",  # unprotected token matched: verdict delete
+    "verified",  # unprotected token matched: verdict delete (the token goes with the SA)
     "mismatch",  # unprotected token did not match: ignored (§3)
     "no_token",  # known SA, but its peer never handed us a token
     "unknown_sa",  # unprotected QCD for SPIs nobody here holds
@@ -135,13 +135,15 @@ class Taker:
 
         The first N(QCD) with a token of legal length is stored, replacing any
         earlier one (RFC 6290 §4.4). Protocol ID is ignored (RFC 7296 §3.10).
-        A QCD notify here never deletes anything.
+        A QCD notify here never deletes anything. Returns "stored",
+        "replaced", or None when no token was kept.
         """
         for n in notifies:
             if n[0] == wire.QUICK_CRASH_DETECTION:
+                had = self._find(spi_i + spi_r) >= 0
                 if self.store(spi_i, spi_r, n[-1]):
-                    return True
-        return False
+                    return "replaced" if had else "stored"
+        return None
 
     @staticmethod
     def qcd_tokens(m):
@@ -162,16 +164,18 @@ class Taker:
             return None
         return toks
 
-    def verify(self, buf, src_ip=None, peer_ip=None, known_sa=True):
-        """Judge an unprotected message for an IKE SA. True: delete the SA.
+    def judge(self, m, src_ip=None, peer_ip=None):
+        """Judge an unprotected message for an IKE SA we hold. True: delete
+        the SA. `m` is the message as qcd.wire.parse returned it (None:
+        malformed).
 
         Only an unprotected message carrying N(INVALID_IKE_SPI) or
         N(INVALID_SPI) together with a matching N(QCD) gives True (RFC 6290
         §3 step 4, §8.2); the SA is named by the header's SPIs (for §8.2 the
         maker puts the parent IKE SA's SPIs there). Everything else: False and
-        a counter. On True the stored token is forgotten with the SA.
+        a counter. Judging changes no token: the token goes when the SA ends
+        (forget, from the engine's ike_down).
         """
-        m = wire.parse(buf)
         if m is None:
             self.counters["ignored_malformed"] += 1
             return False
@@ -184,7 +188,7 @@ class Taker:
             return False
         i = self._find(m.spi_i + m.spi_r)
         if i < 0:
-            self.counters["no_token" if known_sa else "unknown_sa"] += 1
+            self.counters["no_token"] += 1
             return False
         if self.restrict_to_peer and peer_ip is not None and src_ip != peer_ip:
             self.counters["refused_address"] += 1
@@ -193,5 +197,13 @@ class Taker:
             self.counters["mismatch"] += 1
             return False
         self.counters["verified"] += 1
-        self._remove(i)
+        return True
+
+    def unknown(self, m):
+        """An unprotected message for SPIs nobody here holds: True (and
+        counted) when it carries a QCD token, which is logged and otherwise
+        ignored (§3)."""
+        if m is None or m.is_protected() or self.qcd_tokens(m) is None:
+            return False
+        self.counters["unknown_sa"] += 1
         return True

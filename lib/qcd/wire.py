@@ -31,7 +31,7 @@ FLAG_V = const(0x10)
 FLAG_R = const(0x20)  # message is a response
 
 # Payload types (RFC 7296 §3.2, RFC 7383): those QCD and its tools meet.
-# (lib/ike/const.py has the rest; qcd.names names them all.)
+# (lib/ike/const.py has the rest; qcdhost.names names them all.)
 _PT_NONE = const(0)  # "no next payload"
 PT_SA = const(33)
 PT_KE = const(34)
