@@ -129,7 +129,8 @@ class Runner:
         img = os.path.join(self.top, "qcd.img")
         with open(img, "wb") as f:
             f.write(b"\xff" * PARTITION)  # a blank partition: the first boot formats it
-        env = dict(os.environ, MICROPYPATH=os.path.join(self.top, "lib"), QCD_BENCH_IMAGE=img)
+        # MICROPYPATH replaces the default path: keep .frozen (the frozen variant's code) first.
+        env = dict(os.environ, MICROPYPATH=".frozen:" + os.path.join(self.top, "lib"), QCD_BENCH_IMAGE=img)
         if probe == "import":
             path = os.path.join(self.top, "modules.txt")
             with open(path, "w") as f:
