@@ -244,7 +244,7 @@ def cmd_provision(args):
     for path in (args.image, args.image + flashemu.META_SUFFIX):
         try:
             if private.restrict(path):
-                print("note: %s was readable by others; now 0600 before the secret goes in" % path, file=sys.stderr)
+                print("qcdtool: %s was readable by others; now 0600 before the secret goes in" % path, file=sys.stderr)
         except FileNotFoundError:
             pass
         except OSError as e:
