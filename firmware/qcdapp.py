@@ -212,6 +212,11 @@ def make_hook(cfg, store, boot_ms, log):
             kw[k] = q[k]
     if q.get("window_s") is not None:
         kw["window_ms"] = int(q["window_s"] * 1000)
+    peer = cfg.get("peer")
+    if isinstance(peer, dict) and isinstance(peer.get("addr"), str):
+        # the configured gateway's answers get a rate-limit lane of their
+        # own, which a flood from other addresses cannot empty (issue 13 §2)
+        kw["gateways"] = [peer["addr"]]
     return qhook.QcdHook(role=role, keys=store, style=style, boot_ms=boot_ms, restrict_to_peer=bool(q.get("restrict_to_peer")), log=log, **kw)
 
 

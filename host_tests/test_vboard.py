@@ -201,6 +201,8 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
         "        return [b'k' * 32]\n"
         "    def child_count(self):\n"
         "        return 0\n"
+        "    def children(self):\n"
+        "        return []\n"
         "h = qcd.hook.QcdHook(keys=Keys())\n"
         "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )

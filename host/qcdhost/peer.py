@@ -91,6 +91,8 @@ def build_hook(cfg, log):
     if q.get("window_s") is not None:
         kw["window_ms"] = int(q["window_s"] * 1000)
     kw["restrict_to_peer"] = bool(q.get("restrict_to_peer", False))
+    if cfg.peer_addr != "0.0.0.0":
+        kw["gateways"] = [cfg.peer_addr]  # a rate-limit lane of its own (issue 13 §2)
     h = qhook.QcdHook(roles[role], keys, style, log=log, **kw)
     return h, flash
 

@@ -175,6 +175,12 @@ class TestWalls(unittest.TestCase):
         self.assertIsNone(g.unknown_ike_spi(ans, PEER, 0))
         self.assertEqual(g.status()["taker"]["unknown_sa"], 1)
 
+    def test_the_configured_gateway_has_its_own_lane_through_the_hook(self):
+        d = device(rate=5, burst=1, gateways=[PEER[0]])
+        self.assertIsNotNone(d.unknown_ike_spi(stale_request(1), ("198.51.100.1", 500), 0))
+        self.assertIsNone(d.unknown_ike_spi(stale_request(2), ("198.51.100.2", 500), 0))
+        self.assertIsNotNone(d.unknown_ike_spi(stale_request(3), PEER, 0))
+
     def test_maker_needs_keys(self):
         with self.assertRaises(ValueError):
             hook.QcdHook(hook.MAKER)

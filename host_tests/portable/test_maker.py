@@ -147,6 +147,51 @@ class TestAnswerIke(unittest.TestCase):
         self.assertEqual(a.notifies()[1][3], make_token(S1, I, R, ip_bytes("2001:db8::7")))
 
 
+class TestGatewayLane(unittest.TestCase):
+    """Issue 13 §2: strangers cannot starve the gateway that matters."""
+
+    GW = "192.0.2.1"
+
+    def flood_then_gateway(self, m):
+        # 50 requests from 50 other addresses, all at once: their lane empties
+        for k in range(50):
+            m.answer_ike(wire.parse(req(msg_id=k)), "198.51.100.%d" % (k + 1), 0)
+        return [m.answer_ike(wire.parse(req(msg_id=99)), self.GW, 0) is not None for _ in range(3)]
+
+    def test_the_configured_peer_has_a_lane_of_its_own(self):
+        m = Maker(MemoryKeys([S1]), rate=5, burst=2, gateways=[self.GW])
+        self.assertEqual(self.flood_then_gateway(m), [True, True, False])
+        self.assertEqual((m.counters["refused_rate"], m.counters["refused_rate_gateway"]), (48, 1))
+
+    def test_peers_of_the_child_spi_map_have_it_too(self):
+        # after a reboot the persisted map is what names the gateway
+        k = MemoryKeys([S1])
+        k.child_put(0xC0FFEE01, I, R, True, ip_bytes(self.GW))
+        m = Maker(k, rate=5, burst=2)
+        self.assertEqual(self.flood_then_gateway(m), [True, True, False])
+
+    def test_a_gateway_learnt_from_a_new_sa_and_forgotten_with_it(self):
+        m = Maker(MemoryKeys([S1]), rate=5, burst=2)
+        i2, r2 = spis(9)
+        m.ike_up(i2, r2, True, self.GW, [0xC0FFEE02])
+        self.assertEqual(m.gateways, {ip_bytes(self.GW)})
+        m.ike_gone(i2, r2, True)
+        self.assertEqual(m.gateways, set())
+
+    def test_without_a_known_gateway_one_bucket_serves_everyone(self):
+        m = Maker(MemoryKeys([S1]), rate=5, burst=2)
+        self.assertEqual(self.flood_then_gateway(m), [False, False, False])
+
+    def test_esp_answers_use_the_lanes_too(self):
+        k = MemoryKeys([S1])
+        k.child_put(0xC0FFEE01, I, R, True, ip_bytes(self.GW))
+        m = Maker(k, rate=5, burst=1)
+        esp = b"\xc0\xff\xee\x01" + bytes(20)
+        self.assertIsNotNone(m.answer_esp(esp, 0, "198.51.100.7"))
+        self.assertIsNone(m.answer_esp(esp, 0, "198.51.100.7"))
+        self.assertIsNotNone(m.answer_esp(esp, 0, self.GW))
+
+
 class TestAnswerEsp(unittest.TestCase):
     def keys(self):
         k = MemoryKeys([S1])

@@ -1,7 +1,7 @@
 # qcd.ratelimit: the token bucket in front of unprotected answers.
 import unittest
 
-from qcd.ratelimit import TokenBucket
+from qcd.ratelimit import Lanes, TokenBucket
 
 
 class TestTokenBucket(unittest.TestCase):
@@ -34,3 +34,18 @@ class TestTokenBucket(unittest.TestCase):
         for rate, burst in ((0, 1), (-1, 1), (1, 0)):
             with self.assertRaises(ValueError):
                 TokenBucket(rate, burst)
+class TestLanes(unittest.TestCase):
+    def test_other_sources_never_empty_the_known_lane(self):
+        lanes = Lanes(rate=5, burst=2)
+        self.assertEqual([lanes.allow(0, False) for _ in range(4)], [True, True, False, False])
+        self.assertEqual([lanes.allow(0, True) for _ in range(3)], [True, True, False])
+
+    def test_each_lane_refills_on_its_own(self):
+        lanes = Lanes(rate=5, burst=1)
+        self.assertTrue(lanes.allow(0, True))
+        self.assertTrue(lanes.allow(0, False))
+        self.assertFalse(lanes.allow(100, True))
+        self.assertTrue(lanes.allow(200, True))
+        self.assertTrue(lanes.allow(200, False))
+
+

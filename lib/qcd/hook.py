@@ -44,7 +44,9 @@ class QcdHook:
     keys        key source (qcdhost.keys.MemoryKeys or the flash store); a maker needs one
     style       STYLE_SPIS (§5.1) or STYLE_ADDR (§5.2)
     protocol_id Protocol ID sent in N(QCD) (1 by default, RFC 6290 §4.1)
-    rate, burst token bucket for unprotected answers (qcd.ratelimit)
+    rate, burst token bucket for unprotected answers, one per lane (qcd.ratelimit)
+    gateways    addresses (text) of the configured peers: with the peers of
+                the §8.2 map, the gateways with a rate-limit lane of their own
     window_ms   answer only this long after boot_ms (None: no window)
     restrict_to_peer  taker accepts tokens only from the SA's peer address
     log         callable taking one line of text, or None
@@ -66,13 +68,14 @@ class QcdHook:
         boot_ms=0,
         restrict_to_peer=False,
         log=None,
+        gateways=(),
     ):
         if role & MAKER and keys is None:
             raise ValueError("a token maker needs a key source")
         self.role = role
         self.keys = keys
         self.maker = (
-            Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms) if role & MAKER else None
+            Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms, gateways) if role & MAKER else None
         )
         self.taker = Taker(restrict_to_peer) if role & TAKER else None
         self.internal_errors = 0
@@ -276,7 +279,7 @@ class QcdHook:
         try:
             if self.maker is None:
                 return None
-            out = self.maker.answer_esp(packet, now)
+            out = self.maker.answer_esp(packet, now, _ip(src))
             if out is not None:
                 self.log("qcd: answered INVALID_SPI + QCD to %s for stale Child SA %s" % (_addr(src), bytes(packet[0:4]).hex()))
             return out

@@ -19,7 +19,7 @@
 # rekey requested).
 
 from qcd import wire
-from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE, TokenBucket
+from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE, Lanes
 from qcd.tokens import STYLE_ADDR, STYLE_SPIS, ip_bytes, make_token
 
 # Exchanges a stale request may arrive in: anything protected but IKE_SA_INIT
@@ -41,7 +41,8 @@ COUNTER_NAMES = (
     "refused_known_sa",  # RFC 6290 §9.2: the SA exists here, in any state
     "refused_unmapped",  # ESP SPI not in the §8.2 map
     "refused_window",  # outside the answer window after boot
-    "refused_rate",  # token bucket empty
+    "refused_rate",  # the lane for other sources is empty
+    "refused_rate_gateway",  # the known gateways' lane is empty (or someone spoofs them)
     "refused_no_secret",  # the key source holds no secret
     "answered_unknown_gen",  # answers sent as one per candidate token (see _answers)
 )
@@ -53,9 +54,13 @@ class Maker:
     keys       the key source (qcdhost.keys interface): secrets and §8.2 map
     style      STYLE_SPIS (RFC 6290 §5.1) or STYLE_ADDR (§5.2)
     protocol_id  sent in N(QCD)'s Protocol ID field (§4.1 says 1)
-    rate, burst  token bucket for unprotected answers; rate=None turns the
-               limit off (not recommended outside tests and benchmarks)
+    rate, burst  token bucket for unprotected answers, one per lane (the
+               gateways we know, everyone else: qcd.ratelimit.Lanes);
+               rate=None turns the limit off (not recommended outside tests
+               and benchmarks)
     window_ms  answer only within this many ms after boot_ms (None: always)
+    gateways   addresses (text) of the configured peers; with the peers of
+               the §8.2 map they are the known gateways of the rate limit
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Maker:
         burst=DEFAULT_BURST,
         window_ms=None,
         boot_ms=0,
+        gateways=(),
     ):
         if style != STYLE_SPIS and style != STYLE_ADDR:
             raise ValueError("token style must be STYLE_SPIS or STYLE_ADDR")
@@ -75,7 +81,10 @@ class Maker:
         self.keys = keys
         self.style = style
         self.protocol_id = protocol_id
-        self.bucket = TokenBucket(rate, burst) if rate else None
+        self.bucket = Lanes(rate, burst) if rate else None
+        self._configured = [ip_bytes(g) for g in gateways]
+        self.gateways = set()  # addresses (bytes) with a lane of their own
+        self._refresh_gateways()
         self.window_ms = window_ms
         self.boot_ms = boot_ms
         # §9.2: our SPI of every IKE SA the engine holds, in any state
@@ -152,7 +161,7 @@ class Maker:
         else:
             self.keys.child_put(spi, spi_i, spi_r, initiator, peer_ip)
 
-    def _answers(self, spi_i, spi_r, taker_ip, build, now):
+    def _answers(self, spi_i, spi_r, taker_ip, build, now, known):
         """The answer (bytes) for stale IKE SA (spi_i, spi_r), or when the
         generation of the peer's token is not known and several secrets are
         held, a tuple of answers, one led by each candidate token (each
@@ -168,8 +177,8 @@ class Maker:
             return build([toks[i]] + toks[:i] + toks[i + 1 :])
         out = [build(toks)]
         for i in range(1, len(toks)):
-            if self.bucket is not None and not self.bucket.allow(now):
-                self._count("refused_rate")
+            if self.bucket is not None and not self.bucket.allow(now, known):
+                self._count("refused_rate_gateway" if known else "refused_rate")
                 break
             out.append(build([toks[i]] + toks[:i] + toks[i + 1 :]))
         self._count("answered_unknown_gen")
@@ -204,6 +213,7 @@ class Maker:
             keys.child_drop(spi)
         for spi in children:
             self._put(spi, spi_i, spi_r, initiator, pip)
+        self._refresh_gateways()
 
     def ike_rekeyed(self, old_i, old_r, spi_i, spi_r, initiator):
         """IKE SA (spi_i, spi_r) replaced (old_i, old_r): its Child SAs move
@@ -224,23 +234,44 @@ class Maker:
         gone = [spi for spi, e in keys.children() if e[0] == spi_i and e[1] == spi_r]
         for spi in gone:
             keys.child_drop(spi)
+        if gone:
+            self._refresh_gateways()
 
     def child_up(self, spi, spi_i, spi_r, initiator, peer_ip):
         """A Child SA with our inbound ESP SPI `spi` (int) under IKE SA
         (spi_i, spi_r): into the §8.2 map."""
         self._put(spi, spi_i, spi_r, initiator, ip_bytes(peer_ip))
+        self._refresh_gateways()
 
     def child_gone(self, spi):
         self.keys.child_drop(spi)
+        self._refresh_gateways()
 
     # -- answers ---------------------------------------------------------------
 
-    def _may_answer(self, now):
+    def _refresh_gateways(self):
+        # The maker owns the map, so every change comes through here: the
+        # set is rebuilt then, not per request.
+        g = set(self._configured)
+        for _spi, e in self.keys.children():
+            g.add(bytes(e[3]))
+        self.gateways = g
+
+    def _known(self, src_ip):
+        """Issue 13 §2: does `src_ip` get the known gateways' lane?"""
+        if src_ip is None or not self.gateways:
+            return False
+        try:
+            return ip_bytes(src_ip) in self.gateways
+        except (ValueError, TypeError, AttributeError):
+            return False
+
+    def _may_answer(self, now, known):
         # Cheap checks first, the bucket last: garbage never drains it.
         if self.window_ms is not None and now - self.boot_ms > self.window_ms:
             return self._count("refused_window")
-        if self.bucket is not None and not self.bucket.allow(now):
-            return self._count("refused_rate")
+        if self.bucket is not None and not self.bucket.allow(now, known):
+            return self._count("refused_rate_gateway" if known else "refused_rate")
         if not self.keys.secrets():
             return self._count("refused_no_secret")
         return True
@@ -266,13 +297,14 @@ class Maker:
             return self._count("refused_unprotected")
         if self.holds(m.spi_i, m.spi_r):  # §9.2, whatever the I flag says
             return self._count("refused_known_sa")
-        if self._may_answer(now) is None:
+        known = self._known(src_ip)
+        if self._may_answer(now, known) is None:
             return None
-        out = self._answers(m.spi_i, m.spi_r, src_ip, lambda toks: wire.answer_invalid_ike_spi(m, toks, self.protocol_id), now)
+        out = self._answers(m.spi_i, m.spi_r, src_ip, lambda toks: wire.answer_invalid_ike_spi(m, toks, self.protocol_id), now, known)
         self._count("answered_ike")
         return out
 
-    def answer_esp(self, packet, now):
+    def answer_esp(self, packet, now, src_ip=None):
         """The §8.2 answer to an ESP packet with an unknown SPI, or None.
 
         Needs the Child SPI -> IKE SA map the key source keeps; the token is
@@ -288,8 +320,9 @@ class Maker:
         spi_i, spi_r, initiator, peer_ip = entry
         if self.holds(spi_i, spi_r):  # §9.2
             return self._count("refused_known_sa")
-        if self._may_answer(now) is None:
+        known = self._known(src_ip)
+        if self._may_answer(now, known) is None:
             return None
-        out = self._answers(spi_i, spi_r, peer_ip, lambda toks: wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, toks, self.protocol_id), now)
+        out = self._answers(spi_i, spi_r, peer_ip, lambda toks: wire.answer_invalid_spi(bytes(packet[0:4]), spi_i, spi_r, initiator, toks, self.protocol_id), now, known)
         self._count("answered_esp")
         return out

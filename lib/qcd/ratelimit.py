@@ -15,6 +15,14 @@
 
 DEFAULT_RATE = 5  # answers per second
 DEFAULT_BURST = 10  # answers
+#
+# One bucket for everyone let strangers starve the gateway that matters: 10
+# unknown-SA requests a second from elsewhere left half of the real gateway's
+# liveness checks unanswered, 100 a second left 7% (issue 13 §2). Lanes gives
+# the gateways the maker knows (the peers of its §8.2 map and the configured
+# peer) a bucket of their own that traffic from other addresses never draws
+# on. A source address is not authenticated: whoever spoofs a known gateway's
+# address draws on its lane, and the answers go to that gateway.
 
 
 class TokenBucket:
@@ -44,3 +52,17 @@ class TokenBucket:
             self._level -= 1000
             return True
         return False
+
+
+class Lanes:
+    """Two token buckets of the same rate and burst: `known` for the
+    gateways the maker knows, `other` for every other source."""
+
+    __slots__ = ("known", "other")
+
+    def __init__(self, rate=DEFAULT_RATE, burst=DEFAULT_BURST):
+        self.known = TokenBucket(rate, burst)
+        self.other = TokenBucket(rate, burst)
+
+    def allow(self, now, known):
+        return (self.known if known else self.other).allow(now)
