@@ -117,7 +117,7 @@ def main(argv=None):
             install_app(fsdir, a.app)
             if a.run == "readings":
                 with open(os.path.join(fsdir, "main.py"), "w") as f:
-                    f.write("# tools/vboard --run readings\nimport readings\n\nreadings.run()\n")
+                    f.write("# vboard --run readings\nimport readings\n\nreadings.run()\n")
         except OSError as e:
             sys.exit("vboard: cannot install the app: %s" % e)
     board = [node, os.path.join(WASM_DIR, "vboard.mjs"), "--image", flash, "--fs", fsdir, "--heap", str(a.heap)]
