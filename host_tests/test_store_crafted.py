@@ -89,7 +89,7 @@ def assert_bounded(s):
     assert 1 <= len(s.secrets()) <= MAX_GENERATIONS
     assert s.child_count() <= s.max_children
     assert len(s._ike) <= s.child_count()
-    assert len(s.damage) <= 16
+    assert len(s.log.damage) <= 16
 
 
 # -- counters at the end of their range ---------------------------------------------
@@ -100,7 +100,7 @@ def test_a_header_seq_of_0xffffffff_leaves_the_store_up_read_only():
     b = image([block(U32, [secret_rec(U32, 1, sec), record(U32, BOOT, 7)], prev=0), ERASED, ERASED, ERASED])
     e, s = mount(b)
     assert s.secrets() == [sec]
-    assert "sequence numbers exhausted" in s.status()["readonly"]
+    assert "seq exhausted" in s.status()["readonly"]
     assert s.fresh_secret == ""
     try:
         s.child_put(5, bytes(8), bytes(8), True, bytes(4))
@@ -190,6 +190,31 @@ def test_qcdtool_provision_and_inspect_answer_crafted_counters_without_a_traceba
                 assert r.stderr.startswith("qcdtool: ") and "exhausted" in r.stderr, (name, r.stderr)
         if name in ("boot", "erases"):
             assert r.returncode == 0
+
+
+def test_every_damage_code_has_a_sentence_in_qcdtool_and_codes_are_distinct():
+    from qcd import log, store
+    from qcdhost import qcdtool
+
+    codes = {}
+    for mod in (log, store):
+        for name in dir(mod):
+            if name.startswith("_D_"):
+                assert getattr(mod, name) not in codes, (name, codes)
+                codes[getattr(mod, name)] = name
+    assert sorted(codes) == sorted(qcdtool.DAMAGE), (codes, sorted(qcdtool.DAMAGE))
+    assert qcdtool.damage_text((10, 2, 432)) == "block 2: torn or damaged bytes at offset 432 (a write cut short?)"
+    assert "unknown code" in qcdtool.damage_text((99, 1))
+
+
+def test_qcdtool_inspect_says_what_the_damage_is(tmp_path):
+    img = tmp_path / "torn.bin"
+    blk = bytearray(block(1, [secret_rec(1, 1), record(1, BOOT, 3)], prev=0))
+    blk[32 + 64 : 32 + 64 + 16] = bytes(16)  # a torn write after the last record
+    img.write_bytes(bytes(blk) + ERASED * 3)
+    r = subprocess.run([sys.executable, QCDTOOL, "inspect", str(img)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "block 0: torn or damaged bytes at offset 96 (a write cut short?)" in r.stdout
 
 
 # -- caps ---------------------------------------------------------------------------

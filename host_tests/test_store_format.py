@@ -337,7 +337,7 @@ def test_generation_tags_survive_reboots_and_compaction_as_format_md_reads_them(
         else:
             s.child_put(0x5000 + k % 8, spi_i, spi_r, initiator, peer, gen)
             want[spi_i + spi_r] = gen
-    assert s.compactions >= 2
+    assert s.log.compactions >= 2
     e = e.reboot()
     s = Store(e, None, max_children=CAP)
     d = decode(*emu_reader(e), BLOCKS)

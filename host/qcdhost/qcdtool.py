@@ -58,6 +58,38 @@ REASONS = {
 }
 
 
+# The store's damage reports as sentences: status()["damage"] holds tuples
+# (code, args...) of small ints (qcd.log and qcd.store, their _D_ names;
+# host_tests/test_store_crafted.py checks this table against them). The
+# device keeps only the codes.
+DAMAGE = {
+    1: "block {0}: a write at offset {1} read back wrong (worn flash?)",
+    2: "block {0}: a write at offset {1} failed (errno {2})",
+    3: "block {0}: erase failed (errno {1}; -1: it returned an error code)",
+    4: "block {0}: unreadable (errno {1})",
+    5: "block {0}: header fails its CRC (an interrupted erase or open, or damage); block not used",
+    6: "block {0}: format version {1}, not 1: left alone",
+    7: "blocks {0} and {1}: both have seq {2}",
+    8: "log block with seq {0} is missing: records it held are lost",
+    9: "block {0}: damaged record at offset {1}; {2} later record(s) kept",
+    10: "block {0}: torn or damaged bytes at offset {1} (a write cut short?)",
+    11: "block {0} offset {1}: record type {2} unknown (newer format?), skipped",
+    12: "block {0} offset {1}: record type {2} with wrong length {3}, skipped",
+    13: "block {0} offset {1}: IKE SA id {2} above any a writer allocates, skipped",
+    14: "block {0} offset {1}: more than %d live secret generations, generation {2} dropped" % qstore.MAX_GENERATIONS,
+    15: "the log holds more Child SAs than the cap ({0}): {1} evicted while reading it",
+    16: "Child SPI {0:08x}: its IKE SA record is lost; entry dropped",
+}
+
+
+def damage_text(d):
+    """One damage report of the store (a tuple (code, args...)) as a sentence."""
+    try:
+        return DAMAGE[d[0]].format(*d[1:])
+    except (KeyError, IndexError, ValueError, TypeError):
+        return "damage %r (unknown code: a newer store?)" % (tuple(d),)
+
+
 def read_secret(path):
     try:
         with open(path, "rb") as f:
@@ -270,7 +302,7 @@ def cmd_inspect(args):
     blocks = []
     for b in range(st.blocks):
         state, seq, est, used = st.block_info(b)
-        blocks.append({"block": b, "state": state, "head": b == st._head, "seq": seq if seq >= 0 else None,
+        blocks.append({"block": b, "state": state, "head": b == st.log.head, "seq": seq if seq >= 0 else None,
                        "erase_estimate": est if est >= 0 else None, "emulator_erases": emu.erase_counts[b] if emu.meta_from_sidecar else None,
                        "bytes_used": used if state == qstore.S_LIVE else None})
     children = sorted(st.children())
@@ -282,7 +314,8 @@ def cmd_inspect(args):
             "secrets": status["generations"], "boot_count": st.boot_count,
             "child_map": [{"spi": "%08x" % spi, "spi_i": e[0].hex(), "spi_r": e[1].hex(), "initiator": e[2], "peer": fmt_ip(e[3])} for spi, e in children],
             "child_cap": status["child_cap"], "ike_sas": status["ike_sas"],
-            "block_state": blocks, "damage": status["damage"], "damage_count": status["damage_count"],
+            "block_state": blocks, "damage": [damage_text(d) for d in status["damage"]],
+            "damage_codes": [list(d) for d in status["damage"]], "damage_count": status["damage_count"],
             "mount_read_bytes": status["mount_read_bytes"],
         }
         print(json.dumps(out, indent=1))
@@ -300,7 +333,9 @@ def cmd_inspect(args):
             print("  %d: %s%s" % (b, status["block_state"][b], extra))
         print("damage: %s" % ("none" if not status["damage"] else ""))
         for d in status["damage"]:
-            print("  " + d)
+            print("  " + damage_text(d))
+        if status["damage_more"]:
+            print("  ... and %d more" % status["damage_more"])
     if not st.secrets():
         print("qcdtool: %s holds no QCD secret: %s" % (args.image, why_empty(st)), file=sys.stderr)
         return 1

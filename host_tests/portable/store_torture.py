@@ -180,7 +180,7 @@ def warm(seed, blocks, encrypted, ops=None, cap=None):
         ops = blocks * 150 + r.below(blocks * 100)
     stop = BLOCK_SIZE - 16 - r.below(400)
     i = 0
-    while i < ops or store._pos < stop:
+    while i < ops or store.log.pos < stop:
         for op in make_ops(b"warm-op %d" % seed, i, o, 1, cap, reboots=False):
             store = do(store, op, None)
             o.apply(op)
@@ -237,7 +237,7 @@ def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
     for _ in range(rounds):
         for _ in range(400):
             ikes = _held_ikes(store)
-            room = BLOCK_SIZE - store._pos if store._head >= 0 else 0
+            room = BLOCK_SIZE - store.log.pos if store.log.head >= 0 else 0
             if room == 16:
                 break
             # A 16-byte record: the filler Child SA moved to another IKE SA
@@ -252,9 +252,9 @@ def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
                 others = [e for e in ikes if e != cur and any(x == e and spi != filler for spi, x in store.children())]
                 op = ("put", filler) + tuple(others[0] if others else ikes[0])
             store = apply(op)
-        before = store.compactions
+        before = store.log.compactions
         store = apply(new_put(_held_ikes(store)[-1]))
-        if store.compactions > before:
+        if store.log.compactions > before:
             hit += 1
     return ops, o, hit
 
@@ -359,8 +359,8 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
             ok = store.boot_count == want_boot
         if not ok:
             raise TortureFailure("%s: boot count %d, expected %d" % (label, store.boot_count, want_boot))
-        if store.readonly_reason and store.readonly_reason != "no":
-            raise TortureFailure("%s: store came up read-only: %s" % (label, store.readonly_reason))
+        if store.log.readonly_reason and store.log.readonly_reason != "no":
+            raise TortureFailure("%s: store came up read-only: %s" % (label, store.log.readonly_reason))
         # Still writable, and what it writes survives the next reboot.
         o = held.copy()
         o.boot = store.boot_count
