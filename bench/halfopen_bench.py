@@ -5,8 +5,8 @@
 #   python3 bench/halfopen_bench.py                          (qcd installed: make venv)
 #   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/halfopen_bench.py
 #
-# The requests are one initiator's IKE_SA_INIT with the initiator SPI
-# changed, as an attacker replaying a captured request from addresses it
+# The requests are one initiator's IKE_SA_INIT (X25519, the default group,
+# and MODP-2048, measured apart) with the initiator SPI changed, as an attacker replaying a captured request from addresses it
 # owns would send them. cookie_threshold is set out of the way: a COOKIE
 # round trip changes nothing in what the responder holds afterwards.
 # MicroPython: gc.mem_alloc() after a collection at the top level (the
@@ -78,18 +78,32 @@ def heap():
     return tracemalloc.get_traced_memory()[0]
 
 
+def request(groups):
+    from ike.config import Config
+    from ike.engine import Engine
+
+    d = dict(CFG_DEV)
+    d["dh_groups"] = groups
+    a = Engine(Config(d))
+    a.initiate(0)
+    return a.take_datagrams()[0][0]
+
+
 def prepare():
     from ike.config import Config
     from ike.engine import Engine
 
     install_crypto()
-    a = Engine(Config(CFG_DEV))
-    a.initiate(0)
-    S["req"] = a.take_datagrams()[0][0]
+    S["reqs"] = {"x25519": request([31]), "modp2048": request([14])}
+    S["req"] = S["reqs"]["x25519"]
     S["Engine"], S["Config"] = Engine, Config
-    S["eng"] = Engine(Config(gw_cfg(half_open_max=1000, half_open_per_source=1000)))
-    S["spis"] = [(0x2000 + n).to_bytes(8, "big") for n in range(N + FLOOD)]
+    S["spis"] = [(0x2000 + n).to_bytes(8, "big") for n in range(2 * N + FLOOD)]
     S["srcs"] = [("198.51.100.%d" % (n + 1), 500) for n in range(N)]
+    big_caps()
+
+
+def big_caps():
+    S["eng"] = S["Engine"](S["Config"](gw_cfg(half_open_max=1000, half_open_per_source=1000)))
 
 
 def send(eng, k, src):
@@ -114,22 +128,37 @@ def fill():
         send(S["eng"], k, S["srcs"][k])
 
 
+def modp():
+    S["req"] = S["reqs"]["modp2048"]
+    big_caps()
+
+
+def fill_modp():
+    for k in range(N):
+        send(S["eng"], N + k, S["srcs"][k])
+
+
+def default_group():
+    S["req"] = S["reqs"]["x25519"]
+
+
 def flood():
     # default caps; FLOOD requests from one address
     eng = S["eng"]
     for k in range(FLOOD):
-        send(eng, N + k, ("198.51.100.200", 500))
+        send(eng, 2 * N + k, ("198.51.100.200", 500))
 
 
 def report():
     from ike import state
 
     eng = S["eng"]
-    per = (S["filled"] - S["empty"]) / N
     held = len([sa for sa in eng.sas.values() if sa.state == state.INIT_DONE])
-    result("per_half_open_bytes", "%.0f" % per)
+    result("per_half_open_bytes", "%.0f" % ((S["filled"] - S["empty"]) / N))
+    result("per_half_open_modp_bytes", "%.0f" % ((S["filled_modp"] - S["empty_modp"]) / N))
     result("n_measured", N)
-    result("request_bytes", len(S["req"]))
+    result("request_bytes", len(S["reqs"]["x25519"]))
+    result("request_modp_bytes", len(S["reqs"]["modp2048"]))
     result("flood_requests", FLOOD)
     result("flood_held", held)
     result("flood_dropped", eng.counters["half_open_dropped"])
@@ -143,7 +172,9 @@ def empty_flood_engine():
     S["eng"] = S["Engine"](S["Config"](gw_cfg()))
 
 
-steps = [prepare, collect, mark("empty"), fill, collect, mark("filled"), empty_flood_engine, collect, mark("empty_flood"), flood, collect, mark("flooded"), report]
+steps = [prepare, collect, mark("empty"), fill, collect, mark("filled")]
+steps += [modp, collect, mark("empty_modp"), fill_modp, collect, mark("filled_modp"), default_group]
+steps += [empty_flood_engine, collect, mark("empty_flood"), flood, collect, mark("flooded"), report]
 if MICRO:
     try:
         _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)

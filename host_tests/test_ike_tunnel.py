@@ -107,3 +107,29 @@ def test_pool_hands_out_each_address_once_and_keeps_it_per_identity():
     assert pool.assign(("fqdn", b"dev6")) is None  # exhausted
     assert pool.assign(("fqdn", b"dev2")) == got[2]  # the same identity again
     assert cp.Pool("10.3.0.7/32").assign(("fqdn", b"x")) == bytes((10, 3, 0, 7))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 1394), st.integers(1, 65535), st.integers(1, 65535), st.integers(0, 255))
+def test_any_payload_size_and_ports_arrive_intact_with_checksums_scapy_accepts(n, sport, dport, fill):
+    p, dt, gt, d, g = pair()
+    if sport in dt._sockets or dport in gt._sockets:
+        return
+    s, r = dt.socket(sport), gt.socket(dport)
+    try:
+        payload = bytes((fill + i) & 0xFF for i in range(n))
+        s.sendto(payload, (GW_IP, dport))
+        (pkt, dst, natt), = p.dev.take_datagrams()
+        inner = opened(pkt, g.children[0])[2]
+        ip = IP(inner)
+        again = ip.copy()
+        del again.chksum
+        del again[UDP].chksum
+        again = IP(bytes(again))
+        assert (again.chksum, again[UDP].chksum) == (ip.chksum, ip[UDP].chksum)
+        assert 28 + len(pkt) <= 1500
+        p.gw.receive(pkt, ("192.0.2.2", 4500), True, p.now)
+        assert r.recvfrom() == (payload, (DEV_IP, sport))
+    finally:
+        s.close()
+        r.close()

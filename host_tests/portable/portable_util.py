@@ -6,14 +6,28 @@
 import hashlib
 
 
-def det_bytes(seed, n):
-    """n deterministic pseudo-random bytes from an int seed (SHA-256 chain)."""
-    out = b""
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d/%d" % (seed, i)).digest()
-        i += 1
-    return out[:n]
+def det_bytes(seed, n, start=0):
+    """n deterministic pseudo-random bytes from an int seed (SHA-256 chain),
+    from offset `start` (a multiple of 32) of that stream. Filled into one
+    preallocated buffer: growing a bytes object 32 bytes at a time copies it
+    at every step, which fragments a board's heap."""
+    out = bytearray(n)
+    for i in range(0, n, 32):
+        d = hashlib.sha256(b"%d/%d" % (seed, (start + i) // 32)).digest()
+        out[i : i + 32] = d[: n - i]
+    return bytes(out)
+
+
+def det_backing(seed, blocks):
+    """A flash emulator backing holding det_bytes(seed, blocks * 4096) (a
+    garbage partition), written a block at a time: the image is never held
+    whole in one buffer besides the backing's own."""
+    from qcdhost.emu import flash as flashemu
+
+    b = flashemu.MemoryBacking(blocks * flashemu.BLOCK_SIZE)
+    for k in range(blocks):
+        b.write(k * flashemu.BLOCK_SIZE, det_bytes(seed, flashemu.BLOCK_SIZE, k * flashemu.BLOCK_SIZE))
+    return b
 
 
 def spis(seed):

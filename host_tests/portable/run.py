@@ -1,34 +1,109 @@
-# Runs the portable suite on MicroPython (the WebAssembly port, or a board).
-# CPython runs the same files through pytest, which collects the
-# unittest.TestCase classes directly.
+# Runs the portable suite on MicroPython (the WebAssembly port, the unix
+# port, or a board). CPython runs the same files through pytest, which
+# collects the unittest.TestCase classes directly.
 #
-#   node host/qcdhost/emu/wasm/run.mjs --path lib/qcd:/lib/qcd \
-#        --path host_tests/portable:/tests host_tests/portable/run.py [MODULE...]
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path host_tests/portable:/tests \
+#        host_tests/portable/run.py [MODULE...]                (plus qcdhost's portable modules in /lib)
+#   micropython host_tests/portable/run.py [MODULE...]      (MICROPYPATH=lib:...)
+#   make test-board PORT=/dev/ttyUSB0                        (a board, over mpremote)
+#
+# The suite's folder is found, in this order: the global PORTABLE_DIR (set
+# before the run, e.g. `mpremote exec "PORTABLE_DIR='/sd/tests'" + run
+# run.py`: mpremote runs a script from RAM, without __file__); the folder of
+# this file; the first of /tests, tests, /sd/tests, /flash/tests and the
+# current directory that holds portable_util.py.
 #
 # Prints unittest's report and one summary line
 #   PORTABLE ran=N failures=F errors=E skipped=S
-# and exits 1 unless every test passed. Under host/qcdhost/emu/wasm/run.mjs each test
-# module runs as a top-level step, so the heap is collected between modules.
+# and exits 1 unless every test passed. Under host/qcdhost/emu/wasm/run.mjs
+# each test module runs as a top-level step, so the heap is collected
+# between modules; everywhere each module and what it imported are dropped
+# from sys.modules and the heap collected after it, so the suite's peak is
+# one module's.
+import gc
 import os
 import sys
 import unittest
 
-HERE = "/tests"
-sys.path.append(HERE)
 
-names = sys.argv[1:] or sorted(n[:-3] for n in os.listdir(HERE) if n.startswith("test_") and n.endswith(".py"))
+def _has_suite(d):
+    try:
+        ls = os.listdir(d or ".")
+    except OSError:
+        return False
+    return "portable_util.py" in ls or "portable_util.mpy" in ls
+
+
+def _find_here():
+    g = globals()
+    if g.get("PORTABLE_DIR"):
+        return g["PORTABLE_DIR"]
+    f = g.get("__file__")
+    if f and "/" in f:
+        d = f.rsplit("/", 1)[0]
+        if _has_suite(d):
+            return d
+    elif f and _has_suite(""):
+        return "."
+    for d in ("/tests", "tests", "/sd/tests", "/flash/tests", "."):
+        if _has_suite(d):
+            return d
+    return "/tests"
+
+
+def _lazy_message_asserts():
+    # micropython-lib's unittest formats "%r vs (expected) %r" before every
+    # comparison, passing or not: comparing two 4 KiB blocks costs a 32 KiB
+    # string, more than a board's heap has free. Format only on failure.
+    T = unittest.TestCase
+
+    def assertEqual(self, x, y, msg=""):
+        if not x == y:
+            self.fail(msg or "%r vs (expected) %r" % (x, y))
+
+    def assertNotEqual(self, x, y, msg=""):
+        if x == y:
+            self.fail(msg or "%r not expected to be equal %r" % (x, y))
+
+    T.assertEqual = assertEqual
+    T.assertNotEqual = assertNotEqual
+
+
+if sys.implementation.name == "micropython":
+    _lazy_message_asserts()
+
+HERE = _find_here()
+if HERE not in sys.path:
+    sys.path.append(HERE)
+
+# Which modules: the arguments, or the global PORTABLE_MODULES (a board:
+# `make test-board` runs one module per soft reset, so each starts on an
+# empty heap; a module's qstrs stay in the heap until the next reset), or
+# all of them. Test modules as .py or compiled to .mpy (what test-board copies).
+names = sys.argv[1:] or globals().get("PORTABLE_MODULES") or sorted(set(n.rsplit(".", 1)[0] for n in os.listdir(HERE) if n.startswith("test_") and n.endswith((".py", ".mpy"))))
 totals = [0, 0, 0, 0]  # ran, failures, errors, skipped
 
 
 def run_module(name):
     def step():
         print("== " + name)
-        __import__(name)
-        r = unittest.main(module=name)
-        totals[0] += r.testsRun
-        totals[1] += r.failuresNum
-        totals[2] += r.errorsNum
-        totals[3] += r.skippedNum
+        before = set(sys.modules)
+        try:
+            __import__(name)
+            r = unittest.main(module=name)
+        except Exception as e:  # a module that cannot load is one error
+            print("ERROR: %s did not load: %s: %s" % (name, type(e).__name__, e))
+            totals[2] += 1
+        else:
+            totals[0] += r.testsRun
+            totals[1] += r.failuresNum
+            totals[2] += r.errorsNum
+            totals[3] += r.skippedNum
+        # Whatever this module imported goes again (a board's heap holds
+        # one test module and what it needs, not the whole suite).
+        for m in set(sys.modules) - before:
+            del sys.modules[m]
+        gc.collect()
 
     return step
 

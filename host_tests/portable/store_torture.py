@@ -259,12 +259,14 @@ def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
     return ops, o, hit
 
 
-def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstable=False):
+def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstable=False, work=None):
     """Run ops on a copy of backing, cutting power at global flash operation
     `cut` (None: never). Returns (backing, ops done, total flash ops, result)
     where result is None or (index of the interrupted op, oracle before it).
-    victims: a dict that gets, per op index, the entry evicted at the cap."""
-    b = backing.copy()
+    victims: a dict that gets, per op index, the entry evicted at the cap.
+    work: a backing of the same size to copy into (and return) instead of a
+    new one, so a sweep allocates its working image once, not once a cut."""
+    b = backing.copy(into=work)
     o = oracle.copy()
     total = [0]
     emus = []
@@ -334,9 +336,11 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         raise TortureFailure("seed %d: dry run was cut" % seed)
     points = cuts if cuts is not None else range(1 + (seed % stride), k + 1, stride)
     made = 0
+    work = None
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
-        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable)
+        b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable, work=work)
+        work = b
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1

@@ -5,7 +5,7 @@ import unittest
 
 from qcdhost.emu import flash as flashemu
 from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
-from portable_util import det_bytes
+from portable_util import det_backing, det_bytes
 from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
 
 # Damage codes a device shows in status()["damage"] (qcd.log's _D_ names;
@@ -31,6 +31,11 @@ class Rng:
     def __call__(self, n):
         self.calls += 1
         return self.r.bytes(n)
+
+
+def flip(backing, off, mask):
+    """XOR one byte of the raw flash (damage the way a bad cell does)."""
+    backing.write(off, bytes([backing.read(off, 1)[0] ^ mask]))
 
 
 def fresh(blocks=4, encrypted=False, **kw):
@@ -72,8 +77,7 @@ class TestFirstBoot(unittest.TestCase):
         self.assertEqual(rng.calls, 0)
 
     def test_garbage_partition_comes_up_with_a_fresh_secret(self):
-        junk = det_bytes(9, 4 * BLOCK_SIZE)
-        e = FlashEmu(MemoryBacking(data=junk))
+        e = FlashEmu(det_backing(9, 4))
         s = Store(e, Rng())
         self.assertEqual(len(s.secrets()), 1)
         self.assertTrue(s.status()["fresh_secret"] != "no")
@@ -241,6 +245,7 @@ class TestWearAndCompaction(unittest.TestCase):
             self.assertEqual(e.violations, 0)
             e, s2 = reboot(e)
             self.assertEqual(sorted(s2.children()), sorted(s.children()))
+            e = s = s2 = None  # one partition at a time on a board's heap
 
     def test_ram_stays_bounded_whatever_the_number_of_writes(self):
         e, s = fresh(blocks=4)
@@ -291,6 +296,7 @@ class TestWearAndCompaction(unittest.TestCase):
             self.assertEqual(s2.secrets()[0], sec)
             self.assertEqual(sorted(s2.children()), sorted(s.children()))
             self.assertEqual(e.violations, 0)
+            e = s = s2 = None  # one partition at a time on a board's heap
 
     def test_a_worn_out_partition_still_comes_up(self):
         e, s = fresh(blocks=4)
@@ -312,8 +318,7 @@ class TestDamage(unittest.TestCase):
         # Records after the secret (48) and boot (16) records: the first
         # CHILD_NEW is 48 bytes, then 16 bytes each. Damage child 5's record.
         off = s.log.head * BLOCK_SIZE + 32 + 48 + 16 + 48 + 3 * 16
-        raw = e.backing.data
-        raw[off + 5] ^= 0x10
+        flip(e.backing, off + 5, 0x10)
         e, s2 = reboot(e)
         self.assertEqual(s2.child_get(5), None)
         for spi in (1, 2, 3, 4, 6, 7, 8, 9, 10):
@@ -329,7 +334,7 @@ class TestDamage(unittest.TestCase):
             if i >= 5:
                 s.child_drop(1000 + i - 5)
         head = s.log.head
-        e.backing.data[head * BLOCK_SIZE + 9] ^= 1  # the newest block's seq
+        flip(e.backing, head * BLOCK_SIZE + 9, 1)  # the newest block's seq
         s2 = Store(e.reboot(), Rng(), count_boot=False)
         self.assertEqual(s2.secrets()[0], sec)
         self.assertEqual(s2.status()["damage"][0], (D_HEADER_CRC, head))

@@ -6,7 +6,7 @@
 import unittest
 
 from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
-from portable_util import det_bytes
+from portable_util import det_backing
 from qcd.store import Store
 from store_torture import det_rng, sweep
 
@@ -49,10 +49,10 @@ class TestPowerCuts(unittest.TestCase):
         # anywhere in it must leave a partition that mounts with exactly one
         # secret, which then stays.
         for enc in (False, True):
-            for start in (None, det_bytes(21, 4 * BLOCK_SIZE)):
+            for start in (None, det_backing(21, 4)):
                 cut = 1
                 while True:
-                    b = MemoryBacking(4 * BLOCK_SIZE, data=start)
+                    b = MemoryBacking(4 * BLOCK_SIZE) if start is None else start.copy()
                     e = FlashEmu(b, encrypted=enc, cut_at=cut, seed=cut)
                     try:
                         Store(e, det_rng(cut))

@@ -166,7 +166,7 @@ class Config:
         self.half_open_ms = _ms(d.get("half_open_timeout_s", 30), "half_open_timeout_s", False)
         # Hard caps on half-open IKE SAs (responder, IKE_AUTH not yet seen),
         # each holding about 2 KB of heap (`make bench ONLY=halfopen`) and
-        # having cost a D-H exponentiation. A
+        # having cost a D-H computation. A
         # COOKIE (§2.6) only proves the source address is reachable, so an
         # address that echoes it could otherwise hold any number. At a cap
         # the oldest half-open SA (of that source, or of all) is dropped

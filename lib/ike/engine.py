@@ -26,8 +26,13 @@
 # Per-exchange logic lives in ike.ike_sa_init, ike.ike_auth,
 # ike.informational and ike.create_child_sa; the legal states in ike.state.
 
-from ike import crypto, esp, message, payloads, state
-from ike import create_child_sa, ike_auth, ike_sa_init, informational
+from ike import crypto, message, payloads, state
+
+# The exchange modules (ike_sa_init, ike_auth, informational,
+# create_child_sa) and ike.esp are imported where they are used, on first
+# use, not here: a device's heap holds only the code it has needed so far
+# (an initiator that has not rekeyed yet has no CREATE_CHILD_SA code loaded,
+# one that sees no ESP no ESP code).
 from ike.const import (
     CREATE_CHILD_SA,
     FLAG_I,
@@ -265,7 +270,7 @@ class Engine:
 
     def install_child(self, sa, child, now, tell_hook=True):
         sa.children.append(child)
-        child.replay = esp.ReplayWindow()
+        child.replay = None  # made by _esp_in at the first inbound packet
         self.children[child.spi_in] = (child, sa)
         if tell_hook:  # not the first Child SA: hook_up covers it
             self._hook("child_up", None, sa, child.spi_in, now)
@@ -402,8 +407,12 @@ class Engine:
         while sa.request is None and sa.tasks and self.sas.get(sa.local_spi) is sa:
             kind, arg = sa.tasks.pop(0)
             if kind in ("liveness", "delete_ike", "delete_child", "notify"):
+                from ike import informational
+
                 informational.start(self, sa, kind, arg, now)
             elif kind in ("rekey_ike", "rekey_child"):
+                from ike import create_child_sa
+
                 create_child_sa.start(self, sa, kind, arg, now)
 
     # -- receiving -----------------------------------------------------------------
@@ -436,11 +445,15 @@ class Engine:
         if m.exchange == IKE_SA_INIT and not m.is_protected():
             if not m.is_response():
                 if m.spi_r == bytes(8) and m.flags & FLAG_I:
+                    from ike import ike_sa_init
+
                     ike_sa_init.on_request(self, m, src, natt, now)
                     return
             else:
                 sa = self.sas.get(m.spi_i)
                 if sa is not None and sa.initiator and sa.state == state.INIT_SENT:
+                    from ike import ike_sa_init
+
                     ike_sa_init.on_response(self, sa, m, src, natt, now)
                     return
         sa = self._lookup(m)
@@ -503,10 +516,16 @@ class Engine:
             sa.request = None
             sa.my_msg_id += 1
             if req.kind == "auth":
+                from ike import ike_auth
+
                 ike_auth.on_response(self, sa, req, m, inner, now)
             elif req.exchange == INFORMATIONAL:
+                from ike import informational
+
                 informational.on_response(self, sa, req, m, inner, now)
             elif req.exchange == CREATE_CHILD_SA:
+                from ike import create_child_sa
+
                 create_child_sa.on_response(self, sa, req, m, inner, now)
             self.next_task(sa, now)
             return
@@ -542,10 +561,16 @@ class Engine:
             return
         ex = m.exchange
         if ex == INFORMATIONAL:
+            from ike import informational
+
             informational.on_request(self, sa, m, inner, now)
         elif ex == CREATE_CHILD_SA:
+            from ike import create_child_sa
+
             create_child_sa.on_request(self, sa, m, inner, now)
         else:
+            from ike import ike_auth
+
             ike_auth.on_request(self, sa, m, inner, src, natt, now)
         if self.sas.get(sa.local_spi) is sa:
             self.next_task(sa, now)
@@ -562,6 +587,8 @@ class Engine:
     # -- ESP -----------------------------------------------------------------------
 
     def _esp_in(self, packet, src, now):
+        from ike import esp
+
         spi = esp.spi_of(packet)
         if spi is None or spi < ESP_SPI_MIN:
             self.count("dropped_malformed")
@@ -579,6 +606,8 @@ class Engine:
             return
         child, sa = hit
         r = esp.decapsulate(packet, child.keys[0], child.keys[1])
+        if child.replay is None:
+            child.replay = esp.ReplayWindow()
         if r is None or not child.replay.check(r[0]):
             self.count("dropped_esp")
             return
@@ -596,6 +625,8 @@ class Engine:
         `payload` (an IP packet; default an ICMP echo request from our
         traffic selector to the peer's). Needs UDP encapsulation (a NAT-T
         SA). Returns the packet, or None."""
+        from ike import esp
+
         try:
             if child is None:
                 child = self._some_child()
@@ -789,6 +820,8 @@ class Engine:
         if not self.cfg.initiator and self.cfg.peer_addr == "0.0.0.0":
             self.log("ike: initiate: no peer address configured")
             return False
+        from ike import ike_sa_init
+
         ike_sa_init.start(self, now)
         return True
 

@@ -224,8 +224,8 @@ def _make_room(eng, ip, now):
     """The hard caps on half-open IKE SAs (config half_open_per_source,
     half_open_max): drop the oldest until a new one fits. A COOKIE only
     shows that the source can receive, so without a cap one address that
-    echoes every COOKIE holds as many SAs (each a D-H exponentiation and
-    about 4 KB) as it sends requests (issue 13 §2)."""
+    echoes every COOKIE holds as many SAs (each a D-H computation and
+    about 2 KB) as it sends requests (issue 13 §2)."""
     cfg = eng.cfg
     for ip_, cap in ((ip, cfg.half_open_per_source), (None, cfg.half_open_max)):
         held = _half_open(eng, ip_)

@@ -19,10 +19,11 @@
 # tests and diagnostics see it, and the engine gets the safe default.
 
 from qcd import wire
-from qcd.maker import Maker
 from qcd.ratelimit import DEFAULT_BURST, DEFAULT_RATE
-from qcd.taker import Taker
 from qcd.tokens import STYLE_SPIS, fingerprint
+
+# qcd.maker and qcd.taker are imported by QcdHook() for the role it has: a
+# device that is only a maker never loads the taker's code, and the reverse.
 
 MAKER = 1
 TAKER = 2
@@ -74,10 +75,15 @@ class QcdHook:
             raise ValueError("a token maker needs a key source")
         self.role = role
         self.keys = keys
-        self.maker = (
-            Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms, gateways) if role & MAKER else None
-        )
-        self.taker = Taker(restrict_to_peer) if role & TAKER else None
+        self.maker = self.taker = None
+        if role & MAKER:
+            from qcd.maker import Maker
+
+            self.maker = Maker(keys, style, protocol_id, rate, burst, window_ms, boot_ms, gateways)
+        if role & TAKER:
+            from qcd.taker import Taker
+
+            self.taker = Taker(restrict_to_peer)
         self.internal_errors = 0
         self._log = log
 

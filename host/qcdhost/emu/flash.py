@@ -95,6 +95,7 @@ import json
 BLOCK_SIZE = 4096
 CHUNK = 16  # flash-encryption block: alignment and program-once unit
 _ROW = 32  # keystream row of the encryption model
+_PIECE = 512  # unit of RAM allocation: MemoryBacking, keystream cache
 
 # ESP-IDF error codes (components/esp_common/include/esp_err.h), negated the
 # way MicroPython's check_esp_err raises them.
@@ -124,8 +125,17 @@ STUCK_BITS = "stuck-bits"
 META_SUFFIX = ".emu.json"
 
 # Keystreams of the last device key used, shared by the emulators of one
-# image (a reboot is a new FlashEmu): [key, [block keystream or None, ...]].
-_ks_shared = [None, None]
+# image (a reboot is a new FlashEmu): [key, [512-byte piece keystream or
+# None, ...], [pieces cached, oldest first]]. On MicroPython at most
+# KS_CACHE_PIECES (16 KiB) stay cached, so an encrypted 64 KiB partition does
+# not hold another 64 KiB of keystream on a board's heap; CPython keeps all.
+_ks_shared = [None, None, []]
+try:
+    import sys as _sys
+
+    KS_CACHE_PIECES = 32 if _sys.implementation.name == "micropython" else 1 << 20
+except (ImportError, AttributeError):
+    KS_CACHE_PIECES = 32
 
 
 class PowerCut(BaseException):
@@ -149,18 +159,38 @@ class _Rand:
         self.pool = b""
 
     def bytes(self, k):
-        out = b""
-        while len(out) < k:
+        # Filled into one buffer (not grown: a 4 KiB erase pattern built 32
+        # bytes at a time would copy it a hundred times over).
+        out = bytearray(k)
+        got = 0
+        while got < k:
             if not self.pool:
                 self.pool = hashlib.sha256(self.seed + b"%d" % self.n).digest()
                 self.n += 1
-            take = min(k - len(out), len(self.pool))
-            out += self.pool[:take]
+            take = min(k - got, len(self.pool))
+            out[got : got + take] = self.pool[:take]
+            got += take
             self.pool = self.pool[take:]
-        return out
+        return bytes(out)
 
     def below(self, k):
         return int.from_bytes(self.bytes(4), "big") % k
+
+
+_FF = [None, None]
+
+
+def _ff_block():
+    # One erased block's bytes, made once and shared: every erase writes it.
+    if _FF[0] is None:
+        _FF[0] = b"\xff" * BLOCK_SIZE
+    return _FF[0]
+
+
+def _ff_piece():
+    if _FF[1] is None:
+        _FF[1] = b"\xff" * _PIECE
+    return _FF[1]
 
 
 def _int(b):
@@ -172,23 +202,65 @@ def _bytes(v, n):
 
 
 class MemoryBacking:
-    """The partition in a bytearray; the sidecar in a dict. A copy() of it is
-    a snapshot: tests reboot by building a new FlashEmu on the same object."""
+    """The partition in RAM, in 512-byte pieces: one bytearray per piece
+    programmed since its last erase (an erased piece holds nothing and reads
+    as 0xFF); the sidecar in a dict. No allocation is bigger than a piece
+    and the image is never held twice, so the emulator fits the fixed, and
+    fragmenting, heap of the board the portable suite runs on (`make
+    test-board`; a 64 KiB image in one bytearray would not). A copy() is a
+    snapshot: tests reboot by building a new FlashEmu on the same object.
+    `data` is the whole image as one new bytearray (a copy: write() is what
+    changes the backing)."""
 
     def __init__(self, size=None, data=None, meta=None):
-        if data is None:
-            if size is None or size % BLOCK_SIZE:
-                raise ValueError("size must be a multiple of %d" % BLOCK_SIZE)
-            data = b"\xff" * size
-        self.data = bytearray(data)
-        self.size = len(self.data)
+        if data is not None:
+            size = len(data)
+        if size is None or size % BLOCK_SIZE:
+            raise ValueError("size must be a multiple of %d" % BLOCK_SIZE)
+        self.size = size
+        self.pieces = [None] * (size // _PIECE)
+        if data is not None:
+            self.write(0, data)
         self.meta = meta
 
+    @property
+    def data(self):
+        out = bytearray(self.size)
+        for i in range(len(self.pieces)):
+            out[i * _PIECE : (i + 1) * _PIECE] = self.pieces[i] or _ff_piece()
+        return out
+
     def read(self, off, n):
-        return bytes(self.data[off : off + n])
+        if n <= 0:
+            return b""
+        out = bytearray(n)
+        got = 0
+        ff = memoryview(_ff_block())
+        while got < n:
+            p, o = divmod(off + got, _PIECE)
+            take = min(n - got, _PIECE - o)
+            pc = self.pieces[p]
+            out[got : got + take] = ff[:take] if pc is None else memoryview(pc)[o : o + take]
+            got += take
+        return bytes(out)
 
     def write(self, off, data):
-        self.data[off : off + len(data)] = data
+        n = len(data)
+        mv = memoryview(data)
+        ff = memoryview(_ff_block())
+        done = 0
+        while done < n:
+            p, o = divmod(off + done, _PIECE)
+            take = min(n - done, _PIECE - o)
+            part = mv[done : done + take]
+            pc = self.pieces[p]
+            if take == _PIECE and (data is _FF[0] or bytes(part) == _ff_piece()):
+                self.pieces[p] = None  # a whole erased piece holds nothing
+            else:
+                if pc is None:
+                    pc = self.pieces[p] = bytearray(ff[:_PIECE])
+                pc[o : o + take] = part
+            done += take
 
     def flush(self):
         pass
@@ -199,8 +271,25 @@ class MemoryBacking:
     def save_meta(self, meta):
         self.meta = meta
 
-    def copy(self):
-        return MemoryBacking(data=self.data, meta=json.loads(json.dumps(self.meta)) if self.meta is not None else None)
+    def copy(self, into=None):
+        """A snapshot: a new MemoryBacking, or `into` (one of the same size)
+        overwritten in place, reusing its buffers (what a power-cut sweep on
+        a board's heap needs: no new image per cut)."""
+        meta = json.loads(json.dumps(self.meta)) if self.meta is not None else None
+        if into is None:
+            into = MemoryBacking(self.size)
+        elif into.size != self.size:
+            raise ValueError("copy into a backing of %d bytes, not %d" % (into.size, self.size))
+        for i in range(len(self.pieces)):
+            src = self.pieces[i]
+            if src is None:
+                into.pieces[i] = None
+            elif into.pieces[i] is None:
+                into.pieces[i] = bytearray(src)
+            else:
+                into.pieces[i][:] = src
+        into.meta = meta
+        return into
 
 
 class FileBacking:
@@ -315,10 +404,11 @@ class FlashEmu:
         self.cut_at = cut_at
         self.dead = False
         self.rand = _Rand(seed)
-        if _ks_shared[0] != self.key or len(_ks_shared[1]) != self.blocks:
+        if _ks_shared[0] != self.key or len(_ks_shared[1]) != self.size // _PIECE:
             _ks_shared[0] = self.key
-            _ks_shared[1] = [None] * self.blocks
-        self._ks = _ks_shared[1]  # keystream per block, computed on first use
+            _ks_shared[1] = [None] * (self.size // _PIECE)
+            _ks_shared[2] = []
+        self._ks = _ks_shared[1]  # keystream per 512-byte piece, computed on first use
         self._stuck = {}
         # Counters of this instance (a "boot"): operations as the flash sees them.
         self.ops = 0  # program + erase operations (what cut_at counts)
@@ -343,12 +433,17 @@ class FlashEmu:
         self._range(addr, ln)
         self.reads += 1
         self.bytes_read += ln
-        data = self.backing.read(addr, ln)
-        if self.encrypted:
-            data = self._crypt(addr, data)
-        if self._weak:
-            data = self._weak_read(addr, data)
-        buf[0:ln] = data
+        # 256 bytes at a time, into buf: no temporary of the read's size.
+        i = 0
+        while i < ln:
+            n = min(ln - i, 256)
+            data = self.backing.read(addr + i, n)
+            if self.encrypted:
+                data = self._crypt(addr + i, data)
+            if self._weak:
+                data = self._weak_read(addr + i, data)
+            buf[i : i + n] = data
+            i += n
 
     def writeblocks(self, n, buf, off=None):
         self._alive()
@@ -454,30 +549,37 @@ class FlashEmu:
         if not self.readonly:
             self.backing.save_meta(self.meta)
 
-    def _keystream(self, addr, ln):
-        out = b""
-        a = addr
-        end = addr + ln
-        while a < end:
-            b = a // BLOCK_SIZE
-            ks = self._ks[b]
-            if ks is None:
-                parts = []
-                base = b * BLOCK_SIZE
-                for r in range(base, base + BLOCK_SIZE, _ROW):
-                    parts.append(hashlib.sha256(self.key + r.to_bytes(4, "little")).digest())
-                ks = b"".join(parts)
-                self._ks[b] = ks
-            stop = min(end, (b + 1) * BLOCK_SIZE)
-            out += ks[a - b * BLOCK_SIZE : stop - b * BLOCK_SIZE]
-            a = stop
-        return out
+    def _piece_ks(self, p):
+        # The keystream of 512-byte piece p of the partition, from the shared
+        # cache (pieces, not blocks: no 4 KiB allocation on a board's heap).
+        ks = self._ks[p]
+        if ks is None:
+            ks = bytearray(_PIECE)
+            base = p * _PIECE
+            for r in range(0, _PIECE, _ROW):
+                ks[r : r + _ROW] = hashlib.sha256(self.key + (base + r).to_bytes(4, "little")).digest()
+            cached = _ks_shared[2]
+            if len(cached) >= KS_CACHE_PIECES:
+                self._ks[cached.pop(0)] = None
+            cached.append(p)
+            self._ks[p] = ks
+        return ks
 
     def _crypt(self, addr, data):
+        # XOR with the keystream, 256 bytes at a time: one big-int XOR over a
+        # whole block would take six 4 KiB temporaries on a board's heap.
         ln = len(data)
         if not ln:
             return data
-        return _bytes(_int(data) ^ _int(self._keystream(addr, ln)), ln)
+        out = bytearray(ln)
+        i = 0
+        while i < ln:
+            p, o = divmod(addr + i, _PIECE)
+            n = min(ln - i, _PIECE - o, 256)
+            ks = self._piece_ks(p)
+            out[i : i + n] = _bytes(_int(data[i : i + n]) ^ _int(ks[o : o + n]), n)
+            i += n
+        return bytes(out)
 
     def _tick(self):
         # Count one program/erase operation; True when this one is torn.
@@ -571,8 +673,8 @@ class FlashEmu:
         self.erases += 1
         self.erase_counts[block] += 1
         addr = block * BLOCK_SIZE
-        full = (1 << (8 * BLOCK_SIZE)) - 1
         if torn or mode == ERASE_FAILS:
+            full = (1 << (8 * BLOCK_SIZE)) - 1
             # Half-finished: a random subset of the bits go back to 1.
             old = _int(self.backing.read(addr, BLOCK_SIZE))
             how = self.rand.below(4)
@@ -596,10 +698,10 @@ class FlashEmu:
                 self.torn = "erase of block %d: %s" % (block, ("nothing", "a quarter of the bits", "three quarters of the bits", "all bits")[how])
                 self._cut()
             raise esp_error(ESP_ERR_FLASH_OP_FAIL)
-        value = full
         if mode == STUCK_BITS:
-            value = full ^ self._stuck_mask(block)
-        self.backing.write(addr, _bytes(value, BLOCK_SIZE) if value != full else b"\xff" * BLOCK_SIZE)
+            self.backing.write(addr, _bytes(((1 << (8 * BLOCK_SIZE)) - 1) ^ self._stuck_mask(block), BLOCK_SIZE))
+        else:
+            self.backing.write(addr, _ff_block())
         self._weak_clear(block)
         self._save_meta()
 

@@ -14,7 +14,7 @@ select.poll, which CPython has):
   network           absent: the app skips Wi-Fi and says so
 
   python -m qcdhost.emu.hostapp --image QCD.img --config CONFIG.json
-                     [--blocks N] [--encrypted] [--cut-at N --cut-seed S]
+                     [--blocks N] [--encrypted] [--cut-at N --cut-seed S] [--run readings]
 
 The configuration is the device's (firmware/qcd.json.example: the IKE keys
 of docs/config.md, "device" and "qcd"). The app logs to stdout. A power cut
@@ -123,6 +123,7 @@ def main(argv=None):
     p.add_argument("--encrypted", action="store_true", help="a new image is flash-encrypted")
     p.add_argument("--cut-at", type=int, help="tear the Nth flash operation of this boot (a power cut)")
     p.add_argument("--cut-seed", type=int, default=0, help="how the cut tears it")
+    p.add_argument("--run", choices=("qcdapp", "readings"), default="qcdapp", help="what main.py runs: the app (qcdapp.main) or the example app firmware/readings.py (the IKE loop as an asyncio task)")
     a = p.parse_args(argv)
     if not os.path.exists(a.config):
         p.error("no configuration file %s" % a.config)
@@ -137,7 +138,10 @@ def main(argv=None):
     qcdapp = load_app()
 
     try:
-        app = qcdapp.main(a.config)
+        if a.run == "readings":
+            app = load_app("readings").run(a.config)
+        else:
+            app = qcdapp.main(a.config)
     except flashemu.PowerCut:
         print("hostapp: power cut during flash operation %d (%s)" % (emu.ops, emu.torn), flush=True)
         os._exit(137)

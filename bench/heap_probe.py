@@ -1,0 +1,76 @@
+# Runs on MicroPython's unix port under bench/heap_bisect.py, in a heap of
+# fixed size (micropython -X heapsize=N):
+#
+#   heap_probe.py import FILE             import the modules FILE names, one a
+#                                         line (what the app has imported once
+#                                         its IKE SA is up; a file, because
+#                                         the 32-bit unix port of v1.27.0
+#                                         crashes on an argument of 200+ bytes)
+#   heap_probe.py app CONFIG HOLD_MS      the firmware app (firmware/qcdapp.py)
+#                                         until one IKE SA with its Child SA is
+#                                         up and then HOLD_MS longer
+#
+# Prints one line "HEAPPROBE ok live=B modules=..." (B: gc.mem_alloc() after
+# a collection at the end; modules: what is in sys.modules) and exits 0, or
+# "HEAPPROBE fail ..." and exits 1. A MemoryError anywhere is a failure,
+# also one the app catches and logs (its state then says "failed").
+import gc
+import sys
+import time
+
+SA_TIMEOUT_MS = 20000
+
+
+def done(ok, what=""):
+    gc.collect()
+    print("HEAPPROBE %s live=%d modules=%s %s" % ("ok" if ok else "fail", gc.mem_alloc(), ",".join(sorted(sys.modules)), what))
+    sys.exit(0 if ok else 1)
+
+
+def probe_import(path):
+    with open(path) as f:
+        names = f.read().split()
+    for n in names:
+        __import__(n)
+    done(True)
+
+
+def probe_app(config, hold_ms):
+    import qcdapp
+
+    t0 = time.ticks_ms()
+    up = [None, 0]  # when the SA came up; live heap then
+
+    def tick():
+        qcdapp.APP.feed()
+        e = qcdapp.APP.engine
+        now = time.ticks_ms()
+        if up[0] is None:
+            if e is not None and e.children and [s for s in e.sas.values() if s.state == "ESTABLISHED"]:
+                up[0] = now
+                gc.collect()
+                up[1] = gc.mem_alloc()
+            elif time.ticks_diff(now, t0) > SA_TIMEOUT_MS:
+                return True
+        elif time.ticks_diff(now, up[0]) >= hold_ms:
+            return True
+        return False
+
+    qcdapp._tick = tick
+    app = qcdapp.main(config)
+    if up[0] is None:
+        done(False, "no IKE SA within %d ms; app state: %s" % (SA_TIMEOUT_MS, app.state))
+    if app.state != "stopped":
+        done(False, "app state: %s" % app.state)
+    sas = [s for s in app.engine.sas.values() if s.state == "ESTABLISHED"]
+    done(bool(sas), "up_live=%d held_ms=%d sas=%d handshake_ms=%d" % (up[1], time.ticks_diff(time.ticks_ms(), up[0]), len(sas), time.ticks_diff(up[0], t0)))
+
+
+try:
+    if sys.argv[1] == "import":
+        probe_import(sys.argv[2])
+    else:
+        probe_app(sys.argv[2], int(sys.argv[3]))
+except MemoryError as e:
+    print("HEAPPROBE fail MemoryError: %s" % e)
+    sys.exit(1)
