@@ -190,9 +190,32 @@ def cmd_deploy(a):
     return 0
 
 
+def say_damage(text):
+    """The board prints the store's damage reports as codes (qcd.log: tuples
+    (code, args...)); put each in words, as qcdtool inspect does."""
+    import ast
+
+    from qcdhost.qcdtool import damage_text
+
+    out = []
+    for line in text.splitlines(True):
+        head, sep, rest = line.partition("damage: ")
+        if sep and not head.strip() and rest.strip().startswith("("):
+            try:
+                reports = ast.literal_eval("[%s]" % rest.strip())
+            except (ValueError, SyntaxError):
+                reports = None
+            if reports and all(isinstance(r, tuple) for r in reports):
+                out.append(head + "damage:\n")
+                out.extend("%s  %s\n" % (head, damage_text(r)) for r in reports)
+                continue
+        out.append(line)
+    return "".join(out)
+
+
 def cmd_diag(a):
     p = remote.run(remote.diag(a.port), capture=True, timeout=a.timeout)
-    sys.stdout.write(p.stdout)
+    sys.stdout.write(say_damage(p.stdout))
     sys.stderr.write(p.stderr)
     if p.returncode:
         return 1
