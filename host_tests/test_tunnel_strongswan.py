@@ -6,7 +6,8 @@
 # inner address; traffic outside the selectors is refused on both sides;
 # after a power cut of the device and its return, traffic flows again. Two
 # gateway configurations: fixed subnets, and a roadwarrior pool (virtual IP
-# by CFG_REPLY).
+# by CFG_REPLY). And the firmware example app itself (firmware/readings.py:
+# ike.aio's asyncio loop) as the device against charon.
 import json
 import os
 import sys
@@ -129,3 +130,33 @@ def test_roadwarrior_pool_assigns_the_virtual_ip_the_device_sends_from(tmp_path,
     finally:
         s.peer.kill()
         s.charon.stop()
+
+
+def test_the_readings_app_runs_its_asyncio_loop_against_strongswan(tmp_path, charon_ok):
+    # The device is the firmware example app itself (firmware/readings.py on
+    # CPython through qcdhost.emu.hostapp: ike.aio, ike.tunnel), in the peer
+    # namespace; charon with fixed subnets; the echo service answers.
+    from peers import app_config
+
+    c = strongswan.Charon(str(tmp_path)).start()
+    try:
+        c.load(CONN, "gw.example", "dev.example", PSK, "10.1.0.0/16", "10.2.0.0/24")
+        echo_log = os.path.join(str(tmp_path), "echo.log")
+        c.gateway_side(SIDE + ["echo", GW_IP, "7"], log_path=echo_log, wait=False)
+        cfg = app_config((500, 4500), (500, 4500), psk=PSK, tunnel={"inner_addr": "10.2.0.7"}, app={"to": "%s:7" % GW_IP, "every_s": 0.3, "count": 8},
+                         qcd={"role": "maker", "rate": 100, "burst": 100})
+        cfg["local"]["addr"] = strongswan.PEER_ADDR
+        cfg["peer"] = {"addr": strongswan.CHARON_ADDR, "port": 500, "natt_port": 4500}
+        path = tmp_path / "qcd.json"
+        path.write_text(json.dumps(cfg))
+        out = tmp_path / "app.log"
+        p = c.run_peer([sys.executable, "-m", "qcdhost.emu.hostapp", "--image", str(tmp_path / "qcd.img"), "--config", str(path), "--run", "readings"], str(out))
+        p.wait(timeout=120)
+        log = out.read_text()
+        answers = log.count("app: answer from %s:7: b'reading " % GW_IP)
+        assert answers >= 3, log[-3000:] + c.log()[-3000:]
+        assert "ike: asyncio loop on" in log and "from 10.2.0.7" in log
+        with open(echo_log) as f:
+            assert "from 10.2.0.7:5000" in f.read()
+    finally:
+        c.stop()
