@@ -73,6 +73,37 @@ def test_diag_shows_the_provisioned_fingerprint_never_the_secret(provisioned):
     assert_no_secret(out2)
 
 
+def test_diag_puts_the_stores_damage_codes_in_words(tmp_path):
+    # A torn write after the provisioned secret's record: the board reports
+    # it as a code (qcd.log), qcdboard diag says what it is.
+    import json
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET)
+    part = tmp_path / "qcd.img"
+    assert run(QCDTOOL, "image", "new", str(part), "--blocks", "16").returncode == 0
+    assert run(QCDTOOL, "provision", str(part), "--secret-file", str(secret)).returncode == 0
+    r = run(QCDTOOL, "inspect", str(part), "--json")
+    live = [b for b in json.loads(r.stdout)["block_state"] if b["state"] == "live"]
+    assert len(live) == 1
+    off = live[0]["block"] * 4096 + 32 + live[0]["bytes_used"]
+    data = bytearray(part.read_bytes())
+    data[off : off + 16] = bytes(16)
+    part.write_bytes(bytes(data))
+    state = tmp_path / "board"
+    state.mkdir()
+    assert run(QCDBOARD, "image", "-o", str(state / "flash.bin"), "--qcd", str(part)).returncode == 0
+    vb = VBoard(state).start()
+    try:
+        assert vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd").returncode == 0
+        out = diag(vb)
+    finally:
+        vb.stop()
+    want = "block %d: torn or damaged bytes at offset %d (a write cut short?)" % (live[0]["block"], 32 + live[0]["bytes_used"])
+    assert want in out, out
+    assert FP in out
+
+
 def test_dump_decodes_the_partition_over_the_repl_and_from_the_image(provisioned, tmp_path):
     vb, encrypted = provisioned
     assert vb.qcdboard("deploy", "--port", vb.tty, "--packages", "qcd").returncode == 0

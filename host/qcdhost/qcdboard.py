@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 
-from qcdhost import devset, need
+from qcdhost import devset, need, private
 from qcdhost.esp import boards, esptool_cmd, remote
 from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 from qcdhost.paths import BOARDS_DIR
@@ -235,9 +235,32 @@ def cmd_test(a):
     return 1 if bad or not totals[0] else 0
 
 
+def say_damage(text):
+    """The board prints the store's damage reports as codes (qcd.log: tuples
+    (code, args...)); put each in words, as qcdtool inspect does."""
+    import ast
+
+    from qcdhost.qcdtool import damage_text
+
+    out = []
+    for line in text.splitlines(True):
+        head, sep, rest = line.partition("damage: ")
+        if sep and not head.strip() and rest.strip().startswith("("):
+            try:
+                reports = ast.literal_eval("[%s]" % rest.strip())
+            except (ValueError, SyntaxError):
+                reports = None
+            if reports and all(isinstance(r, tuple) for r in reports):
+                out.append(head + "damage:\n")
+                out.extend("%s  %s\n" % (head, damage_text(r)) for r in reports)
+                continue
+        out.append(line)
+    return "".join(out)
+
+
 def cmd_diag(a):
     p = remote.run(remote.diag(a.port), capture=True, timeout=a.timeout)
-    sys.stdout.write(p.stdout)
+    sys.stdout.write(say_damage(p.stdout))
     sys.stderr.write(p.stderr)
     if p.returncode:
         return 1
@@ -284,10 +307,12 @@ def cmd_dump(a):
                 data = f.read()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # also when esptool failed
+    # The raw partition holds the secret (in clear unless flash-encrypted):
+    # --out is created 0600, atomically (qcdhost.private); the temporary
+    # file is mkstemp's, 0600 too.
     out = a.out
     if out:
-        with open(out, "wb") as f:
-            f.write(data)
+        private.write(out, data)
     else:
         fd, out = tempfile.mkstemp(prefix="qcd-", suffix=".bin")
         with os.fdopen(fd, "wb") as f:
