@@ -103,5 +103,5 @@ firmware: venv ## build MicroPython + frozen qcd for BOARD (needs MICROPY_DIR=..
 	MICROPY_DIR=$(MICROPY_DIR) $(PY) tools/firmware.py --board $(BOARD)
 
 clean: ## remove build output (keeps .venv and node_modules)
-	rm -rf build out .pytest_cache .hypothesis
+	rm -rf build out .pytest_cache .hypothesis qcd.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -235,7 +235,10 @@ def main(config_path=CONFIG_PATH, retry=False):
     ends the wait."""
     global APP
     APP = app = App()
-    app.log("qcd %s" % __import__("qcd").__version__)  # the one version (lib/qcd, package.json, pyproject)
+    try:
+        app.log("qcd %s" % __import__("qcd").__version__)  # the one version (lib/qcd, package.json, pyproject)
+    except Exception:  # noqa: BLE001 (no lib/qcd, no memory: the setup says what is wrong)
+        pass
     app.config_path = config_path
     app.retry = retry
     return _boot(app)

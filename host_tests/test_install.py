@@ -124,3 +124,15 @@ def test_with_the_pinned_dependencies_the_wheel_has_its_data(fresh):
     # the WebAssembly port (npm ci), which a wheel does not carry.
     r = run(fresh, "vboard", "--dir", os.path.join(fresh["cwd"], "vb"))
     assert r.returncode == 2 and "npm ci" in r.stderr, r.stderr
+
+
+def test_a_symlink_to_a_command_runs_from_anywhere(fresh, tmp_path):
+    # The old scripts found lib/ relative to themselves: a symlink elsewhere
+    # failed with "No module named 'qcd'". A console script carries its
+    # environment's Python, so a link on PATH works wherever it points from.
+    links = tmp_path / "bin"
+    links.mkdir()
+    for cmd in COMMANDS:
+        os.symlink(os.path.join(fresh["bin"], cmd), links / cmd)
+        r = subprocess.run([str(links / cmd), "--version"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+        assert r.returncode == 0 and r.stdout.strip() == "%s %s" % (cmd, qcd.__version__), (cmd, r.stdout, r.stderr)

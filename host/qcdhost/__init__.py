@@ -9,6 +9,7 @@
 #                       device's key source is qcd.store
 #   qcdhost.ikeshell    the CPython I/O shell around ike.engine (qcd-peer)
 #   qcdhost.need        start-up checks: a command says what it lacks before it starts
+#   qcdhost.private     files that can hold a secret: created 0600, atomically
 #   qcdhost.qcdtool     `qcdtool`: tokens, answers, decoding, partition images
 #   qcdhost.peer        `qcd-peer`: the IKEv2 engine with QCD on a host
 #   qcdhost.qcdboard    `qcdboard`: flash, deploy, diag, dump, image for ESP32 boards

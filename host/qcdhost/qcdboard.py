@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 
-from qcdhost import devset, need
+from qcdhost import devset, need, private
 from qcdhost.esp import boards, esptool_cmd, remote
 from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 from qcdhost.paths import BOARDS_DIR
@@ -262,10 +262,12 @@ def cmd_dump(a):
                 data = f.read()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # also when esptool failed
+    # The raw partition holds the secret (in clear unless flash-encrypted):
+    # --out is created 0600, atomically (qcdhost.private); the temporary
+    # file is mkstemp's, 0600 too.
     out = a.out
     if out:
-        with open(out, "wb") as f:
-            f.write(data)
+        private.write(out, data)
     else:
         fd, out = tempfile.mkstemp(prefix="qcd-", suffix=".bin")
         with os.fdopen(fd, "wb") as f:

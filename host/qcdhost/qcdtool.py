@@ -34,7 +34,7 @@ from qcd import store as qstore
 from qcd import wire
 from qcd.maker import Maker
 from qcd.tokens import SECRET_LEN, STYLE_ADDR, STYLE_SPIS, fingerprint, ip_bytes, make_token
-from qcdhost import names, need
+from qcdhost import names, need, private
 from qcdhost.emu import flash as flashemu
 from qcdhost.keys import MemoryKeys
 
@@ -269,6 +269,18 @@ def cmd_image_new(args):
 
 def cmd_provision(args):
     secret = read_secret(args.secret_file)
+    # The secret goes into IMAGE in clear (unless the image is encrypted): an
+    # image made elsewhere (another tool, an old qcdtool) that others can
+    # read loses group and other access before it gets the secret.
+    # (`qcdtool image new` creates images 0600.)
+    for path in (args.image, args.image + flashemu.META_SUFFIX):
+        try:
+            if private.restrict(path):
+                print("qcdtool: %s was readable by others; now 0600 before the secret goes in" % path, file=sys.stderr)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise UsageError("cannot restrict %s to its owner: %s" % (path, e.strerror or e))
     emu, st = mount_image(args.image, readonly=False, initial_secret=secret)
     fp = fingerprint(secret)
     try:

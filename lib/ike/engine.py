@@ -49,6 +49,7 @@ from ike.const import (
     PAYLOAD_NAMES,
 )
 from ike.hook import NullHook
+from ikebase import ikev2
 from ike.keymat import BLOCK
 from ike.sa import Request
 
@@ -429,16 +430,14 @@ class Engine:
     def _receive(self, data, src, natt, now):
         self.counters["rx"] += 1
         if natt:
-            # RFC 3948 §2.2/§2.3: a one-octet 0xFF is a NAT-keepalive; four
-            # zero octets mark IKE; any other first word is an ESP SPI.
-            if len(data) < 4:
-                if not (len(data) == 1 and data[0] == 0xFF):
+            # RFC 3948 §2.2/§2.3: NAT-keepalive, IKE after the marker, or ESP
+            kind, data = ikev2.split_4500(data)
+            if kind != "ike":
+                if kind == "esp":
+                    self._esp_in(data, src, now)
+                elif kind is None:
                     self.count("dropped_malformed")
                 return
-            if data[0:4] != NON_ESP_MARKER:
-                self._esp_in(data, src, now)
-                return
-            data = data[4:]
         m = message.parse(data)
         if m is None:
             self.count("dropped_malformed")

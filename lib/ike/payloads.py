@@ -18,6 +18,7 @@ from ike.const import (
     ATTR_TV,
     PT_N,
 )
+from ikebase import ikev2
 
 _LAST = 0
 _MORE_PROPOSALS = 2  # §3.3.1 "Last Substruc" values
@@ -142,16 +143,11 @@ def encode_typed(kind, data):
 
 
 def decode_notify(body):
-    if len(body) < 4:
-        return None
-    spi_size = body[1]
-    if 4 + spi_size > len(body):
-        return None
-    return _u16(body, 2), body[0], bytes(body[4 : 4 + spi_size]), bytes(body[4 + spi_size :])
+    """(type, protocol_id, spi, data) or None (ikebase.ikev2.notify)."""
+    return ikev2.notify(body, 0, len(body))
 
 
-def encode_notify(ntype, data=b"", proto=0, spi=b""):
-    return struct.pack(">BBH", proto, len(spi), ntype) + bytes(spi) + bytes(data)
+encode_notify = ikev2.notify_body  # (ntype, data=b"", proto=0, spi=b"")
 
 
 def notifies(payloads):

@@ -3,5 +3,8 @@
 #
 #   ikebase.hmac256   HMAC-SHA-256 with the padded key blocks computed once
 #                     per key; constant-time comparison of MACs
+#   ikebase.ikev2     the IKEv2 framing: header, payload chain (SK/SKF frame
+#                     rules, one cap), Notify codec, UDP 4500 demultiplexing
+#                     (RFC 3948), the numbers both sides use
 #
 # Modules are imported on demand: `import ikebase` costs almost nothing.

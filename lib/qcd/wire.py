@@ -1,14 +1,21 @@
-# The IKEv2 wire format as far as Quick Crash Detection needs it: the header
-# (RFC 7296 §3.1), the generic payload chain (§3.2), Notify payloads (§3.10),
-# and the two unprotected answers a token maker sends (RFC 6290 §4.5, §8.2).
+# The IKEv2 wire format as far as Quick Crash Detection needs it: a parsed
+# message (RFC 7296 §3.1-3.2) with its Notify payloads (§3.10), and the two
+# unprotected answers a token maker sends (RFC 6290 §4.5, §8.2).
 #
-# Everything here takes bytes from the network. The rule (design.md principle
-# 5): every length is checked against the datagram before it is used, and a
-# malformed datagram yields None, never an exception. Nothing here decrypts:
-# a protected message (first payload SK or SKF) is only checked for a
-# consistent frame.
+# The framing itself (header, payload chain, notify codec, UDP 4500 split)
+# is ikebase.ikev2, shared with lib/ike: one set of checks and caps for both.
+# Everything here takes bytes from the network; a malformed datagram yields
+# None, never an exception (design.md principle 5), and `last_error` says
+# why. Nothing here decrypts: a protected message (first payload SK or SKF)
+# is only checked for a consistent frame.
 
 import struct
+
+from ikebase import ikev2
+
+# The numbers, build() and notify_body() for QCD and its tools, as wire.X
+# (a star import costs the device nothing per name).
+from ikebase.ikev2 import *  # noqa: F401,F403,F405
 
 try:
     from micropython import const
@@ -18,50 +25,6 @@ except ImportError:  # CPython
         return x
 
 
-# Exchange types (RFC 7296 §3.1)
-IKE_SA_INIT = const(34)
-IKE_AUTH = const(35)
-CREATE_CHILD_SA = const(36)
-INFORMATIONAL = const(37)
-IKE_INTERMEDIATE = const(43)  # RFC 9242
-
-# Header flags (RFC 7296 §3.1)
-FLAG_I = const(0x08)  # sender is the original initiator of the IKE SA
-FLAG_V = const(0x10)
-FLAG_R = const(0x20)  # message is a response
-
-# Payload types (RFC 7296 §3.2, RFC 7383): those QCD and its tools meet.
-# (lib/ike/const.py has the rest; qcdhost.names names them all.)
-_PT_NONE = const(0)  # "no next payload"
-PT_SA = const(33)
-PT_KE = const(34)
-PT_N = const(41)
-PT_D = const(42)
-PT_V = const(43)
-PT_SK = const(46)
-PT_SKF = const(53)
-
-# Notify message types (RFC 7296 §3.10.1, RFC 6290 §4.1) QCD sends or reads.
-INVALID_IKE_SPI = const(4)
-INVALID_SPI = const(11)
-INITIAL_CONTACT = const(16384)
-REKEY_SA = const(16393)
-QUICK_CRASH_DETECTION = const(16419)
-
-PROTO_IKE = const(1)  # Protocol ID (RFC 7296 §3.3.1)
-
-HDR_LEN = const(28)  # RFC 7296 §3.1
-GEN_LEN = const(4)  # generic payload header, RFC 7296 §3.2
-NOTIFY_FIXED = const(4)  # Protocol ID, SPI Size, Notify Message Type
-# The shortest SK payload body: an IV plus an integrity check value; 8 octets
-# is below any transform RFC 7296 allows (AES-CBC alone has a 16-octet IV).
-SK_MIN_BODY = const(8)
-# RFC 7383 §2.5: Fragment Number and Total Fragments precede the IV.
-_SKF_FIXED = const(4)
-# Cap on payloads walked in one message: bounds work and RAM per datagram. A
-# real IKE message has a handful; 64 is generous (strongSwan parses at most
-# what fits its 10000-octet limit, our device far less).
-MAX_PAYLOADS = const(64)
 # RFC 4303 §2.1: SPI values 1..255 are reserved by IANA; 0 is never an ESP
 # SPI and on UDP 4500 marks an IKE message (RFC 3948 §2.2).
 _ESP_SPI_MIN = const(256)
@@ -92,15 +55,8 @@ class Message:
     def is_response(self):
         return bool(self.flags & FLAG_R)
 
-    def from_initiator(self):
-        return bool(self.flags & FLAG_I)
-
     def is_protected(self):
         return self.first == PT_SK or self.first == PT_SKF
-
-    def body(self, index):
-        p = self.payloads[index]
-        return self.buf[p[2] : p[3]]
 
     def notifies(self):
         """The Notify payloads as (type, protocol_id, spi, data) tuples, in order.
@@ -110,103 +66,36 @@ class Message:
         inside SK).
         """
         out = []
-        buf = self.buf
         for ptype, _crit, start, end in self.payloads:
-            if ptype != PT_N:
-                continue
-            if end - start < NOTIFY_FIXED:
-                return None
-            proto, spi_size, ntype = struct.unpack_from(">BBH", buf, start)
-            d = start + NOTIFY_FIXED
-            if d + spi_size > end:
-                return None
-            out.append((ntype, proto, bytes(buf[d : d + spi_size]), bytes(buf[d + spi_size : end])))
+            if ptype == PT_N:
+                n = ikev2.notify(self.buf, start, end)
+                if n is None:
+                    return None
+                out.append(n)
         return out
 
 
-# Why the last parse() returned None: a constant string, for tools and logs
-# (no allocation on the device's hot path).
+# Why the last parse() returned None: a constant string, for tools and logs.
 last_error = None
 
 
-def _bad(why):
-    global last_error
-    last_error = why
-    return None
-
-
 def parse(buf):
-    """Parse one IKE message (no non-ESP marker); a Message, or None if malformed.
-
-    Checks (RFC 7296 §3.1-3.2): at least a header; major version 2; the
-    header's Length equals the datagram's; every payload length at least 4 and
-    inside the message; the chain ends exactly at the end of the message; an SK
-    or SKF payload, if present, is the last one and is long enough to hold its
-    fixed fields. On None, `last_error` says which check failed.
-    """
-    n = len(buf)
-    if n < HDR_LEN:
-        return _bad("shorter than the 28-octet IKE header")
-    if buf[17] >> 4 != 2:  # major version (§3.1); minor is ignored
-        return _bad("IKE major version is not 2")
-    if struct.unpack_from(">I", buf, 24)[0] != n:
-        return _bad("header Length differs from the datagram length")
-    ptype = buf[16]
-    pos = HDR_LEN
-    payloads = []
-    while ptype != _PT_NONE:
-        if len(payloads) >= MAX_PAYLOADS:
-            return _bad("too many payloads")
-        if pos + GEN_LEN > n:
-            return _bad("payload header runs past the end")
-        nxt, crit, plen = struct.unpack_from(">BBH", buf, pos)
-        end = pos + plen
-        if plen < GEN_LEN:
-            return _bad("payload length below 4")
-        if end > n:
-            return _bad("payload runs past the end")
-        payloads.append((ptype, crit >> 7, pos + GEN_LEN, end))
-        if ptype == PT_SK or ptype == PT_SKF:
-            # §3.14: SK is the last payload; its Next Payload names the first
-            # payload inside the encryption.
-            if end != n:
-                return _bad("SK/SKF is not the last payload")
-            body = plen - GEN_LEN
-            if ptype == PT_SKF:
-                # RFC 7383 §2.5: Fragment Number >= 1, <= Total Fragments.
-                if body < _SKF_FIXED + SK_MIN_BODY:
-                    return _bad("SKF payload too short")
-                frag, total = struct.unpack_from(">HH", buf, pos + GEN_LEN)
-                if frag < 1 or frag > total:
-                    return _bad("SKF fragment number out of range")
-            elif body < SK_MIN_BODY:
-                return _bad("SK payload too short")
-            pos = end
-            break
-        ptype = nxt
-        pos = end
-    if pos != n:
-        return _bad("octets after the last payload")
+    """Parse one IKE message (no non-ESP marker); a Message, or None if
+    malformed (ikebase.ikev2.header and chain say what is checked); on None,
+    `last_error` says which check failed."""
+    global last_error
+    h = ikev2.header(buf)
+    r = ikev2.chain(buf, HDR_LEN, len(buf), buf[16], True) if h is not None else None
+    if r is None:
+        last_error = ikev2.last_error
+        return None
     m = Message()
     m.buf = buf
-    m.spi_i, m.spi_r, m.first, m.version, m.exchange, m.flags, m.msg_id = struct.unpack_from(">8s8sBBBBI", buf)
-    m.payloads = payloads
+    m.spi_i = bytes(buf[0:8])
+    m.spi_r = bytes(buf[8:16])
+    m.first, m.version, m.exchange, m.flags, m.msg_id = h
+    m.payloads = r[0]
     return m
-
-
-def strip_marker(datagram):
-    """Split a datagram received on UDP 4500 (RFC 3948 §2.2).
-
-    Returns ("ike", message_bytes) after a 4-octet zero non-ESP marker,
-    ("esp", packet) when the first four octets are a non-zero SPI, or
-    (None, None) for anything shorter than four octets (and the one-octet
-    0xFF NAT-keepalive, RFC 3948 §2.3, which is not a message).
-    """
-    if len(datagram) < 4:
-        return None, None
-    if datagram[0] == 0 and datagram[1] == 0 and datagram[2] == 0 and datagram[3] == 0:
-        return "ike", datagram[4:]
-    return "esp", datagram
 
 
 def esp_spi(packet):
@@ -215,41 +104,6 @@ def esp_spi(packet):
         return None
     spi = struct.unpack_from(">I", packet)[0]
     return spi if spi >= _ESP_SPI_MIN else None
-
-
-def notify_body(ntype, data=b"", proto=0, spi=b""):
-    """The body of a Notify payload (RFC 7296 §3.10), without the generic header."""
-    b = bytearray(NOTIFY_FIXED + len(spi) + len(data))
-    struct.pack_into(">BBH", b, 0, proto, len(spi), ntype)
-    b[NOTIFY_FIXED : NOTIFY_FIXED + len(spi)] = spi
-    b[NOTIFY_FIXED + len(spi) :] = data
-    return bytes(b)
-
-
-def build(spi_i, spi_r, exchange, flags, msg_id, payloads, first=None):
-    """An IKE message from (type, body) payloads, chained in order.
-
-    The header's Next Payload is the first payload's type (or `first` when
-    the caller builds the chain itself); each payload's Next Payload is the
-    type of the one after it.
-    """
-    total = HDR_LEN
-    for _t, body in payloads:
-        total += GEN_LEN + len(body)
-    b = bytearray(total)
-    b[0:8] = spi_i
-    b[8:16] = spi_r
-    if first is None:
-        first = payloads[0][0] if payloads else _PT_NONE
-    struct.pack_into(">BBBBII", b, 16, first, 0x20, exchange, flags, msg_id, total)
-    pos = HDR_LEN
-    for i in range(len(payloads)):
-        body = payloads[i][1]
-        nxt = payloads[i + 1][0] if i + 1 < len(payloads) else _PT_NONE
-        struct.pack_into(">BBH", b, pos, nxt, 0, GEN_LEN + len(body))
-        b[pos + GEN_LEN : pos + GEN_LEN + len(body)] = body
-        pos += GEN_LEN + len(body)
-    return bytes(b)
 
 
 def answer_invalid_ike_spi(req, tokens, proto_id=PROTO_IKE):

@@ -328,13 +328,13 @@ class FileBacking:
     def save_meta(self, meta):
         if self.readonly:
             return
-        import os
+        # The sidecar of an encrypted image holds its device key: created
+        # 0600 and replaced whole (a fresh file, then a rename), so it is
+        # never readable by others and a kill never leaves half of it
+        # (qcdhost.private; CPython only, as FileBacking is).
+        from qcdhost import private
 
-        # Replaced whole (write, then rename), so a kill never leaves half a sidecar.
-        tmp = self.meta_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(meta))
-        os.rename(tmp, self.meta_path)
+        private.write(self.meta_path, json.dumps(meta).encode())
 
     def close(self):
         self.f.close()
@@ -343,10 +343,11 @@ class FileBacking:
 def create_image(path, blocks, encrypted=False, key=None):
     """Write an erased partition image (all 0xFF) of `blocks` blocks and its
     sidecar. `key`: the 32-byte device key of the encryption model (random
-    from os.urandom when not given)."""
-    with open(path, "wb") as f:
-        for _ in range(blocks):
-            f.write(b"\xff" * BLOCK_SIZE)
+    from os.urandom when not given). Both files are created 0600 (the image
+    will hold the secret, in clear unless encrypted), atomically."""
+    from qcdhost import private
+
+    private.write(path, b"\xff" * (blocks * BLOCK_SIZE))
     b = FileBacking(path)
     b.save_meta(new_meta(blocks, encrypted, key))
     b.close()

@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tty
 
-from qcdhost import need
+from qcdhost import need, private
 from qcdhost.esp import boards, remote
 from qcdhost.paths import CHECKOUT, WASM_DIR
 
@@ -67,11 +67,13 @@ DEFAULT_DIR = os.path.join(CHECKOUT, "build", "vboard") if CHECKOUT else os.path
 def install_app(fsdir, config):
     """What `qcdboard deploy --app --config CONFIG` puts on a board, copied
     into the board's filesystem directory."""
-    files = remote.package_files() + list(remote.APP_FILES) + [(config, "qcd.json")]
+    files = remote.package_files() + list(remote.APP_FILES)
     for host, dev in files:
         dest = os.path.join(fsdir, *dev.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copyfile(host, dest)
+    # The configuration holds the IKE key: 0600, atomically.
+    private.copy(config, os.path.join(fsdir, "qcd.json"))
 
 
 def main(argv=None):
@@ -115,7 +117,7 @@ def main(argv=None):
             install_app(fsdir, a.app)
             if a.run == "readings":
                 with open(os.path.join(fsdir, "main.py"), "w") as f:
-                    f.write("# tools/vboard --run readings\nimport readings\n\nreadings.run()\n")
+                    f.write("# vboard --run readings\nimport readings\n\nreadings.run()\n")
         except OSError as e:
             sys.exit("vboard: cannot install the app: %s" % e)
     board = [node, os.path.join(WASM_DIR, "vboard.mjs"), "--image", flash, "--fs", fsdir, "--heap", str(a.heap)]

@@ -6,6 +6,7 @@
 import os
 import tempfile
 
+from qcdhost import private
 from qcdhost.esp import esptool_cmd, partitions
 from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 
@@ -13,7 +14,9 @@ from qcdhost.esp.boards import PARTITION_TABLE_OFFSET
 def build(board, out, extra=()):
     """Write a whole-flash image for `board` to `out`: its partition table at
     0x8000 plus `extra` (address, file) pairs, e.g. a provisioned `qcd`
-    partition image at the partition's address."""
+    partition image at the partition's address. The image (it carries the
+    qcd partition, secret included) is created 0600, atomically: esptool
+    writes it in a private temporary directory, this puts it in place."""
     table = partitions.load(board.csv)
     bad = partitions.problems(table, board.flash_size)
     if bad:
@@ -22,8 +25,10 @@ def build(board, out, extra=()):
         pt = os.path.join(tmp, "partition-table.bin")
         with open(pt, "wb") as f:
             f.write(partitions.to_binary(table))
-        args = esptool_cmd.merge_bin(board, [(PARTITION_TABLE_OFFSET, pt)] + list(extra), out)
+        merged = os.path.join(tmp, "flash.bin")
+        args = esptool_cmd.merge_bin(board, [(PARTITION_TABLE_OFFSET, pt)] + list(extra), merged)
         esptool_cmd.run(["--silent"] + args)
+        private.copy(merged, out)
     return out
 
 
@@ -62,14 +67,14 @@ def sidecar_of(flash_image, label):
 def copy_sidecar(src_image_or_sidecar, dest):
     """Copy the sidecar of partition image `src` (src.emu.json, or `src`
     itself if it is one) to `dest` (a sidecar path, or an image whose
-    sidecar it becomes). Nothing to copy: nothing done."""
+    sidecar it becomes), 0600 (it holds an encrypted image's device key).
+    Nothing to copy: nothing done."""
     src = src_image_or_sidecar
     if not src.endswith(META_SUFFIX):
         src += META_SUFFIX
     if not dest.endswith(META_SUFFIX):
         dest += META_SUFFIX
     if os.path.exists(src):
-        with open(src, "rb") as f, open(dest, "wb") as g:
-            g.write(f.read())
+        private.copy(src, dest)
         return True
     return False

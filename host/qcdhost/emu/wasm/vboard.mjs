@@ -242,6 +242,23 @@ function readPartitionTable() {
 
 let table = readPartitionTable();
 
+// Files that can hold a secret are created 0600, atomically: the sidecars
+// (an encrypted partition's device key) and the board's files mirrored to
+// --fs (its qcd.json holds the IKE key). Written under a fresh name opened
+// exclusively with mode 0600, then renamed over the target: never readable
+// by others, whatever the umask, and never half written (qcdhost.private
+// does the same on the Python side).
+function writePrivate(target, data) {
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    fs.writeFileSync(tmp, data, { mode: 0o600, flag: "wx" });
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
 // The flash emulator's sidecar of a partition (qcdhost/emu/flash.py keeps one
 // beside a partition image; here beside the whole-flash image).
 function sidecar(p) {
@@ -353,7 +370,7 @@ function mirror(FS) {
   wrap("close", (stream) => {
     if ((stream.flags & 3) === 0 || !stream.path) return; // O_RDONLY
     const h = hostPath(abs(stream.path));
-    if (h) fs.writeFileSync(h, FS.readFile(abs(stream.path)));
+    if (h) writePrivate(h, FS.readFile(abs(stream.path)));
   });
   wrap("mkdir", (p) => {
     const h = hostPath(abs(p));
@@ -371,7 +388,7 @@ function mirror(FS) {
     const ha = hostPath(abs(a));
     const hb = hostPath(abs(b));
     if (ha && hb) fs.renameSync(ha, hb);
-    else if (hb) fs.writeFileSync(hb, FS.readFile(abs(b)));
+    else if (hb) writePrivate(hb, FS.readFile(abs(b)));
     else if (ha) fs.rmSync(ha, { recursive: true, force: true });
   });
 }
@@ -464,7 +481,7 @@ function jsModule() {
         return "";
       }
     },
-    meta_save: (i, text) => fs.writeFileSync(sidecar(table.parts[i]), text),
+    meta_save: (i, text) => writePrivate(sidecar(table.parts[i]), text),
     flash_encryption: () => (opts.encryption ? 1 : 0),
     // --cut-file: when PATH appears, the flash emulator tears its next
     // program/erase (a power cut in the middle of a flash write); checked
