@@ -13,7 +13,7 @@ from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
 D_ERASE = 3
 D_HEADER_CRC = 5
 D_DAMAGED = 9
-from qcd.tokens import fingerprint
+from qcd.tokens import fingerprint  # noqa: E402
 
 I1, R1 = det_bytes(1, 8), det_bytes(2, 8)
 I2, R2 = det_bytes(3, 8), det_bytes(4, 8)
@@ -384,6 +384,63 @@ class TestHookIntegration(unittest.TestCase):
         self.assertEqual(toks, [make_token(s.secrets()[0], I1, R1)])
         esp2 = bytes([0xC0, 0xFF, 0xEE, 0x02]) + bytes(36)
         self.assertEqual(h.unknown_esp_spi(esp2, peer, 1000), None)
+
+
+def crafted(seq, recs, erases=1):
+    """A 4-block image whose block 0 is a CRC-valid log block (FORMAT.md)
+    with the given seq and records (type, value, body): what a crafted or
+    damaged partition may hold. The rest is erased."""
+    import struct
+    from binascii import crc32
+
+    data = bytearray(b"\xff" * (4 * BLOCK_SIZE))
+    sd = crc32(struct.pack("<I", seq))
+    pos = 32
+    for typ, v, body in recs:
+        ln = 48 if len(body) > 8 else 16
+        r = bytearray(ln)
+        struct.pack_into("<BBHI", r, 0, ((ln // 16 - 1) << 6) | typ, 0, 0, v)
+        r[8 : 8 + len(body)] = body
+        struct.pack_into("<I", r, ln - 8, crc32(b"\xff" * 48))
+        struct.pack_into("<I", r, ln - 4, crc32(bytes(r[: ln - 4]), sd))
+        data[pos : pos + ln] = r
+        pos += ln
+    h = bytearray(32)
+    h[0:4] = b"QCDP"
+    struct.pack_into("<BBHIIIII", h, 4, 1, 4, 0, seq, 0, 1, erases, crc32(b"\xff" * 48))
+    struct.pack_into("<I", h, 28, crc32(bytes(h[:28])))
+    data[0:32] = h
+    return MemoryBacking(data=bytes(data))
+
+
+class TestCraftedCounters(unittest.TestCase):
+    # Issue 13 §4: on MicroPython a seq of 0xFFFFFFFF made the mount raise
+    # OverflowError (a boot loop). Every counter at the end of its u32 range
+    # stops or saturates by FORMAT.md's rule, and the mount never raises.
+    SECRET = det_bytes(9, 32)
+
+    def test_a_seq_of_0xffffffff_mounts_read_only_with_its_secret(self):
+        e = FlashEmu(crafted(0xFFFFFFFF, [(2, 1, self.SECRET), (1, 3, b"")]))
+        s = Store(e, Rng())
+        self.assertEqual(s.secrets(), [self.SECRET])
+        self.assertTrue("seq exhausted" in s.status()["readonly"])
+        self.assertEqual(e.violations, 0)
+
+    def test_a_generation_of_0xffffffff_refuses_rollover_and_keeps_working(self):
+        s = Store(FlashEmu(crafted(1, [(2, 0xFFFFFFFF, self.SECRET)])), Rng())
+        self.assertEqual(s.secrets(), [self.SECRET])
+        with self.assertRaises(ValueError):
+            s.rollover(det_bytes(10, 32))
+        s.child_put(5, I1, R1, True, IP4)
+        self.assertEqual(s.child_count(), 1)
+
+    def test_a_boot_count_and_erase_estimate_of_0xffffffff_saturate(self):
+        b = crafted(1, [(2, 1, self.SECRET), (1, 0xFFFFFFFF, b"")], erases=0xFFFFFFFF)
+        s = Store(FlashEmu(b), Rng())
+        self.assertEqual(s.boot_count, 0xFFFFFFFF)
+        s2 = Store(FlashEmu(b), Rng())
+        self.assertEqual(s2.boot_count, 0xFFFFFFFF)
+        self.assertEqual(s2.secrets(), [self.SECRET])
 
 
 if __name__ == "__main__":

@@ -464,15 +464,7 @@ class Engine:
             self.count("dropped_i_flag")
             return
         if sa is None:
-            ans = self._hook("unknown_ike_spi", None, data, src, now)
-            if ans:
-                # docs/hook.md §3: one message, or a tuple of them (one per
-                # candidate token), sent in order
-                for a in ans if isinstance(ans, tuple) else (ans,):
-                    self.counters["hook_answers"] += 1
-                    self.emit(bytes(a), src, natt)
-            else:
-                self.count("dropped_unknown_spi")
+            self._answer(self._hook("unknown_ike_spi", None, data, src, now), src, natt, "dropped_unknown_spi")
             return
         if not m.is_protected():
             # docs/hook.md §4: the hook judges; True means the peer rebooted
@@ -484,6 +476,17 @@ class Engine:
                 self.count("dropped_unprotected")
             return
         self._protected(sa, m, src, natt, now)
+
+    def _answer(self, ans, src, natt, dropped):
+        """The hook's unprotected answer (docs/hook.md §3, §5): one message,
+        or a tuple of them (one per candidate token) sent in order; none
+        counts `dropped`."""
+        if not ans:
+            self.count(dropped)
+            return
+        for a in ans if isinstance(ans, tuple) else (ans,):
+            self.counters["hook_answers"] += 1
+            self.emit(bytes(a), src, natt)
 
     def _lookup(self, m):
         # By the SPI pair, whichever SPI the I flag points at. RFC 6290 §9.2
@@ -596,13 +599,7 @@ class Engine:
         hit = self.children.get(spi)
         if hit is None:
             # docs/hook.md §5 (RFC 6290 §8.2): the hook may answer
-            ans = self._hook("unknown_esp_spi", None, packet, src, now)
-            if ans:
-                for a in ans if isinstance(ans, tuple) else (ans,):
-                    self.counters["hook_answers"] += 1
-                    self.emit(bytes(a), src, True)
-            else:
-                self.count("dropped_esp")
+            self._answer(self._hook("unknown_esp_spi", None, packet, src, now), src, True, "dropped_esp")
             return
         child, sa = hit
         r = esp.decapsulate(packet, child.keys[0], child.keys[1])
