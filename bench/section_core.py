@@ -14,7 +14,7 @@ def run(bench):
         ("QCD tokens (`qcd.tokens.make_token`), per s", cp["tokens_per_s"], mp["tokens_per_s"], ""),
         ("token cost / bare HMAC cost (`ikebase.hmac256`, pads once per secret)", cp["token_overhead_x"] + "x", mp["token_overhead_x"] + "x", "MicroPython: at most 0.25x"),
         ("garbage datagrams refused by the maker, per s", cp["refusals_per_s"], mp["refusals_per_s"], ""),
-        ("heap after `import qcd.hook` (all a device imports)", "-", mp["heap_import_bytes"] + " B", "under 24 KB"),
+        ("heap after `import qcd.hook` (QCD alone; the firmware app imports far more: the memory section)", "-", mp["heap_import_bytes"] + " B", "under 24 KB"),
         ("heap per IKE SA whose token the taker holds (100 SAs)", "-", mp["heap_per_sa_bytes"] + " B", "under 100 B"),
     ]
     lines = [
