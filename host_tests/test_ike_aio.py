@@ -39,12 +39,21 @@ def gateway(tmp_path, **kw):
     return gw
 
 
+async def tunnel_up(tun, seconds=30):
+    """Wait for the tunnel's inner address; fail (not hang) when the IKE SA
+    does not come up, e.g. on a machine too loaded for the handshake."""
+    end = time.monotonic() + seconds
+    while tun.address() is None:
+        if time.monotonic() > end:
+            raise AssertionError("no tunnel after %d s: engine counters %r" % (seconds, dict(tun.engine.counters)))
+        await asyncio.sleep(0.01)
+
+
 async def readings(tun, n, got, gaps):
     """The app: wait for the tunnel, send n readings, collect the echoes;
     beside it a ticker records the longest time the loop did not let it run."""
     s = tun.socket(5000)
-    while tun.address() is None:
-        await asyncio.sleep(0.01)
+    await tunnel_up(tun)
     for i in range(n):
         s.sendto(b"reading %d" % i, (GW_IP, 7))
         r = await aio.recvfrom(s, 5000)
@@ -115,8 +124,7 @@ def test_datagrams_outside_the_selectors_are_refused_on_both_sides(tmp_path):
 
         async def main():
             t = asyncio.create_task(aio.serve(eng, stop=lambda: bool(done)))
-            while tun.address() is None:
-                await asyncio.sleep(0.01)
+            await tunnel_up(tun)
             try:
                 tun.sendto(b"x", ("10.9.0.1", 7))
             except TunnelError as e:
@@ -142,8 +150,7 @@ def test_cancelling_the_loop_task_closes_its_sockets_and_keeps_the_engine(tmp_pa
 
         async def main():
             t = asyncio.create_task(aio.serve(eng))
-            while tun.address() is None:
-                await asyncio.sleep(0.01)
+            await tunnel_up(tun)
             t.cancel()
             try:
                 await t
