@@ -69,11 +69,18 @@ async def _wait_event(ev, ms):
     if ms is None:
         await ev.wait()
         return
+    if _CPYTHON:
+        # asyncio.timeout, not wait_for: CPython 3.11's wait_for drops a
+        # cancel() that arrives as the event is set (the task then never
+        # ends; fixed in 3.12, whose wait_for is built on timeout()).
+        try:
+            async with asyncio.timeout(ms / 1000):
+                await ev.wait()
+        except TimeoutError:
+            pass
+        return
     try:
-        if _CPYTHON:
-            await asyncio.wait_for(ev.wait(), ms / 1000)
-        else:
-            await asyncio.wait_for_ms(ev.wait(), ms)
+        await asyncio.wait_for_ms(ev.wait(), ms)
     except asyncio.TimeoutError:
         pass
 
