@@ -12,8 +12,11 @@ before it measures anything. The device set is frozen into the firmware
 (bench/c3_manifest.py), as `make firmware` freezes it for a board.
 
   python bench/c3_bench.py build SRC OUT   build the firmware from a MicroPython
-                                           source tree SRC (v1.27) into OUT
-                                           (prints the firmware.elf path)
+                                           source tree SRC (v1.27.0, with its
+                                           submodules lib/micropython-lib and
+                                           lib/axtls) into OUT (prints the
+                                           firmware.elf path; mpy-cross must be
+                                           built: make -C SRC/mpy-cross)
   python bench/c3_bench.py run ELF         run bench/c3_device.py on it under QEMU
                                            and print its RESULT lines
   C3_FIRMWARE=ELF make bench ONLY=c3       the same, as a bench section
