@@ -250,7 +250,7 @@ def _bytes(v, n):
 # ones leave, fragments a board's heap until no 512 bytes are left in one
 # piece. At most _SPARE_MAX are kept.
 _spare = []
-_SPARE_MAX = 16
+_SPARE_MAX = 4
 
 
 def _clone(x):
