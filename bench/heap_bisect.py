@@ -51,7 +51,6 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.path.join(ROOT, "lib")
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))  # peers: the qcd-peer gateway
 
 PROBE = os.path.join(HERE, "heap_probe.py")
 STANDIN = os.path.join(HERE, "mp_esp32.py")
@@ -114,9 +113,9 @@ class Runner:
         self.runs = 0
 
     def app_config(self):
-        import peers
+        from qcdhost import harness
 
-        cfg = peers.app_config(self.gw_ports, dpd_s=2)
+        cfg = harness.app_config(self.gw_ports, dpd_s=2)
         cfg["device"] = {"watchdog_s": 0, "partition": "qcd"}
         path = os.path.join(self.top, "qcd.json")
         with open(path, "w") as f:
@@ -177,8 +176,7 @@ class Runner:
 
 def measure(micropython, variant, hold_s, probes, log=print):
     """{figure: value} for one variant."""
-    import peers
-    from peers import Peer, gateway_config
+    from qcdhost.harness import Peer, gateway_config
 
     out = {}
     top = tempfile.mkdtemp(prefix="qcd-heap-%s-" % variant)

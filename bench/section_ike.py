@@ -21,7 +21,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "ike_bench.py")
-sys.path[:0] = [os.path.join(ROOT, "host_tests")]  # peers (the test suite's qcd-peer harness)
 
 REPS = 5
 PSK = "a-long-pre-shared-key"
@@ -74,7 +73,7 @@ def dev_cfg(gw_addr, gw_ports, local, secret, **kw):
 def ours(bench):
     """Our gateway (taker) and device (maker), two qcd-peer processes on
     loopback."""
-    from peers import Peer, gateway_config, one_up
+    from qcdhost.harness import Peer, gateway_config, one_up
 
     import importlib.util
 
@@ -143,7 +142,7 @@ def strongswan_gateway(bench, settings, reps):
     first liveness check that reaches the rebooted device to charon's
     deletion of the stale SA; and the recovery when the device initiates."""
     from qcdhost import strongswan
-    from peers import Peer
+    from qcdhost.harness import Peer
 
     if strongswan.missing_reason():
         return None
