@@ -23,6 +23,10 @@ EXAMPLE = os.path.join(FIRMWARE_DIR, "qcd.json.example")
 PSK = "a-long-pre-shared-key"
 # A quick retransmission so a test does not wait 4 s for the first one.
 QUICK_RETRANSMIT = {"timeout_s": 0.5, "base": 1.5, "tries": 5}
+# The tunnel addresses of gateway and device where a test or benchmark sends
+# through the tunnel (inside ts_local / ts_peer of the configurations below).
+GW_INNER = "10.1.0.1"
+DEV_INNER = "10.2.0.5"
 
 
 def free_port():
@@ -46,6 +50,27 @@ def gateway_config(**changes):
         "ts_peer": ["10.2.0.0/24"],
         "dpd_s": 0,
         "qcd": {"role": "taker"},
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def device_config(gw_ports, gw_addr="127.0.0.1", **changes):
+    """A device on loopback (initiator, behind a forced NAT, no liveness
+    checks) talking to a gateway_config() gateway at gw_addr, gw_ports (IKE,
+    NAT-T); its own ports are ephemeral unless `changes` give "local";
+    `changes` replace keys (a "qcd" maker section, "tunnel", ...)."""
+    cfg = {
+        "role": "initiator",
+        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
+        "peer": {"addr": gw_addr, "port": gw_ports[0], "natt_port": gw_ports[1]},
+        "psk": PSK,
+        "id_local": "dev.example",
+        "id_peer": "gw.example",
+        "ts_local": ["10.2.0.0/24"],
+        "ts_peer": ["10.1.0.0/16"],
+        "nat_t": "force",
+        "dpd_s": 0,
     }
     cfg.update(changes)
     return cfg
@@ -169,6 +194,21 @@ class Peer:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode if self.proc else None
+
+
+def free_local():
+    """A "local" section on loopback with two free ports, for a device that
+    binds its sockets itself (ike.aio, a virtual board)."""
+    return {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()}
+
+
+def echo_gateway(directory, pcap=True, **changes):
+    """A gateway_config() gateway, started, with its UDP echo service on
+    tunnel port 7 (`qcd-peer run --echo 7`) at the tunnel address GW_INNER
+    unless `changes` give "tunnel"."""
+    cfg = gateway_config(tunnel={"inner_addr": GW_INNER})
+    cfg.update(changes)
+    return Peer(directory, "gw", cfg, pcap=pcap, args=["--echo", "7"]).start()
 
 
 def one_up(st):
