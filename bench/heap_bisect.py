@@ -56,7 +56,6 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.path.join(ROOT, "lib")
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))  # peers: the qcd-peer gateway
 
 PROBE = os.environ.get("HEAP_PROBE") or os.path.join(HERE, "heap_probe.py")
 STANDIN = os.path.join(HERE, "mp_esp32.py")
@@ -124,9 +123,9 @@ class Runner:
         self.module = None  # the delta probe's module
 
     def app_config(self):
-        import peers
+        from qcdhost import harness
 
-        cfg = peers.app_config(self.gw_ports, dpd_s=2)
+        cfg = harness.app_config(self.gw_ports, dpd_s=2)
         cfg["device"] = {"watchdog_s": 0, "partition": "qcd"}
         path = os.path.join(self.top, "qcd.json")
         with open(path, "w") as f:
@@ -187,8 +186,7 @@ class Runner:
 
 def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=None):
     """{figure: value} for one variant."""
-    import peers
-    from peers import Peer, gateway_config
+    from qcdhost.harness import Peer, gateway_config
 
     out = {}
     top = tempfile.mkdtemp(prefix="qcd-heap-%s-" % variant)
