@@ -2,10 +2,11 @@
 # handshake (split from test_tunnel.py: one module per board session).
 import unittest
 
-from ike_util import dev_config
+from ike_util import dev_config, install_crypto
 from ike import ts as tsmod
 from ike.tunnel import Tunnel, TunnelError
 
+install_crypto()  # an Engine draws random bytes (the WebAssembly port: jsrandom)
 GW_IP = "10.1.0.1"
 
 
