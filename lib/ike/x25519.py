@@ -12,14 +12,16 @@
 #
 # Speed on MicroPython (its integers are mpz, 16-bit digits on 32-bit ports;
 # bench/results.md has the figures): every integer operation allocates, and
-# `x % p` costs about three 256-bit multiplications. So products are reduced
-# by folding 2^255 = 19 (mod p), x -> (x & (2^255 - 1)) + 19 * (x >> 255),
-# which takes a 2^512 product to under 2^262; where the value is multiplied
-# again a second fold (its high part is then a small int) brings it under
-# 2^256. Values stay partly reduced (and may be negative: b, d, e are
-# differences) until the end, where one `%` makes the result canonical.
-# Sums and differences are never reduced. The inversion is an addition
-# chain whose runs of squarings are pow(x, 2^n, p) calls.
+# `x % p` of a 512-bit product costs about three 256-bit multiplications
+# (a long division), while `x % p` of a number of under 300 bits is cheap
+# (two or three quotient digits). So a product is first folded with
+# 2^255 = 19 (mod p), x -> (x & (2^255 - 1)) + 19 * (x >> 255), which takes
+# it under 2^265, and reduced with `% p` only where it is multiplied twice
+# more (the ladder's state); where it is multiplied once more (da, cb, aa,
+# bb, (da - cb)^2) the fold alone is enough. Sums and differences are never
+# reduced (b, d, e may be negative: Python's & and >> handle that). The
+# inversion is an addition chain whose runs of squarings are
+# pow(x, 2^n, p) calls.
 #
 # Side channels, what this does and does not promise:
 #  - No branch and no memory index depends on a secret: the ladder runs all
@@ -100,18 +102,17 @@ def _ladder(kb, u):
     # (x3 + z3, x3 - z3), 6 operations instead of a swap's 8. The state
     # after each step is the RFC's.
     #
-    # Sizes (absolute values; f: one fold, x < 2^n -> < 2^(n - 250); ff: two
-    # folds, -> < 2^256): state < 2^256; a..d < 2^257; da, cb < 2^514, f ->
-    # < 2^264; (da +- cb)^2 < 2^530, ff; aa, bb < 2^514, f -> < 2^264;
-    # aa * bb < 2^528 and e * (aa + a24 e) < 2^548, ff. For u = 9, z3 < 2^260:
-    # a few bits more throughout. A second fold's high part is a small int
-    # up to about 2^536 and an mpz above: slower there, never wrong.
+    # Sizes (absolute values; f: one fold, x < 2^n -> < 2^(n - 250)): the
+    # state is in [0, p) (u = 9: z3 < 2^259); a..d < 2^257 (2^260); da, cb
+    # < 2^514, f; (da +- cb)^2 < 2^530, f then % p; aa, bb < 2^514, f;
+    # aa * bb < 2^528 and e * (aa + a24 e) < 2^548, f then % p.
     x1 = u
     x2, z2 = 1, 0
     x3, z3 = u, 1
     prev = 0
     m = _MASK255
     a24 = A24
+    p = P
     small = x1 < 16  # u is public: the base point, 9
     for t in range(254, -1, -1):
         kt = (kb[t >> 3] >> (t & 7)) & 1
@@ -132,28 +133,28 @@ def _ladder(kb, u):
         x3 = da + cb
         x3 = x3 * x3
         x3 = (x3 & m) + 19 * (x3 >> 255)
-        x3 = (x3 & m) + 19 * (x3 >> 255)
+        x3 %= p
         z3 = da - cb
         z3 = z3 * z3
         z3 = (z3 & m) + 19 * (z3 >> 255)
         if small:
-            z3 = (z3 & m) + 19 * (z3 >> 255)
+            z3 %= p
             z3 = x1 * z3
         else:
             z3 = x1 * z3
             z3 = (z3 & m) + 19 * (z3 >> 255)
-            z3 = (z3 & m) + 19 * (z3 >> 255)
+            z3 %= p
         aa = a * a
         aa = (aa & m) + 19 * (aa >> 255)
         bb = b * b
         bb = (bb & m) + 19 * (bb >> 255)
         x2 = aa * bb
         x2 = (x2 & m) + 19 * (x2 >> 255)
-        x2 = (x2 & m) + 19 * (x2 >> 255)
+        x2 %= p
         e = aa - bb
         z2 = e * (aa + a24 * e)
         z2 = (z2 & m) + 19 * (z2 >> 255)
-        z2 = (z2 & m) + 19 * (z2 >> 255)
+        z2 %= p
     # The RFC's last cswap: the result is the first point.
     mask = -prev
     s = mask & (x2 ^ x3)
@@ -162,8 +163,7 @@ def _ladder(kb, u):
     z2 ^= s
     # 1/z2 is 0 when z2 is 0 mod p: then the result is 0, the all-zero
     # output a low-order point gives (RFC 7748 §6.1).
-    p = P
-    return x2 * _inverse(z2 % p) % p
+    return x2 * _inverse(z2) % p
 
 
 def x25519(k, u):
