@@ -13,6 +13,7 @@ from ike.const import (
     AUTHENTICATION_FAILED,
     CURVE25519,
     COOKIE,
+    CREATE_CHILD_SA,
     FLAG_I,
     FLAG_R,
     IKE_AUTH,
@@ -371,6 +372,33 @@ def test_old_requests_and_unexpected_responses_are_dropped():
     assert p.gw.take_datagrams() == [] and p.dev.take_datagrams() == []
     assert (snapshot(p.gw), snapshot(p.dev)) == before
     assert p.gw.counters["dropped_msg_id"] == 1 and p.dev.counters["dropped_unexpected"] == 1
+
+
+@pytest.mark.parametrize("case", ["ike_auth_on_an_established_sa", "create_child_sa_on_an_sa_being_deleted"])
+def test_a_request_the_state_table_forbids_is_dropped_and_counted(case):
+    # A ProtocolError caused by the peer's message (ike.state refuses the
+    # request in this state) is a dropped message, counted dropped_protocol:
+    # no answer, no state change, no hook call, not an internal error.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    if case == "ike_auth_on_an_established_sa":
+        target, rec, sender, sa, exchange = p.gw, gh, p.dev, d, IKE_AUTH
+    else:
+        p.dev.delete_ike(p.now)  # DELETING; the Delete is not delivered
+        p.dev.take_datagrams()
+        assert d.state == state.DELETING
+        target, rec, sender, sa, exchange = p.dev, dh, p.gw, g, CREATE_CHILD_SA
+    token = [(PT_N, payloads.encode_notify(16419, b"T" * 32, 1))]
+    msg = sender.protect(sa, exchange, FLAG_I if sa.initiator else 0, sa.my_msg_id, token)
+    before = snapshot(target)
+    calls = len(rec.calls)
+    target.receive(msg, (p.addr["dev" if sender is p.dev else "gw"], 500), False, p.now)
+    assert target.counters["dropped_protocol"] == 1
+    assert target.take_datagrams() == [] and snapshot(target) == before
+    assert rec.calls[calls:] == []
+    assert [line for line in p.logs if "not allowed in" in line]
+    no_bugs(p)
 
 
 # -- INFORMATIONAL -----------------------------------------------------------------

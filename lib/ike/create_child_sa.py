@@ -63,9 +63,8 @@ def start(eng, sa, kind, arg, now):
         return
     if kind == "rekey_child":
         child = arg
-        if child not in sa.children or child.state != state.INSTALLED:
+        if child not in sa.children or not state.child_if(child, "rekey_start"):
             return
-        child.state = state.child_next(child.state, "rekey_start")
         spi = eng.new_child_spi()
         ni = eng.nonce()
         pls = [
@@ -80,13 +79,9 @@ def start(eng, sa, kind, arg, now):
         ]
         eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (child, spi, ni), now)
     elif kind == "rekey_ike":
-        if sa.state != state.ESTABLISHED:
+        if not state.may_rekey_ike(sa):
             return
-        # §2.25.2 keeps IKE SA rekeys apart from Child SA rekeys in flight
-        for c in sa.children:
-            if c.state == state.REKEYING:
-                return
-        sa.state = state.ike_next(sa.state, "rekey_start")
+        state.set_ike(sa, "rekey_start")
         spi = eng.new_spi()
         ni = eng.nonce()
         kp = dh.KeyPair(sa.group, eng.rng)
@@ -125,8 +120,7 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
     spi_out = proposals.check_esp_answer(props) if props is not None else None
     if errs or spi_out is None or not _nonce_ok(nr) or tsi is None or tsr is None or not tsmod.within(tsi, child.ts_local) or not tsmod.within(tsr, child.ts_peer):
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
-        if child.state == state.REKEYING:
-            child.state = state.child_next(child.state, "rekey_abort")
+        state.child_if(child, "rekey_abort")
         eng.event("child_rekey_failed", sa=sa.name(), child=child.name(), reason=why)
         eng.log("ike: rekey of Child SA %s failed (%s)" % (child.name(), why))
         return
@@ -147,8 +141,8 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
             eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=theirs.name(), collision=True)
             return
         eng.log("ike: Child SA rekey collision: ours (%s) wins" % new.name())
-    elif child.state == state.REKEYING:
-        child.state = state.child_next(child.state, "rekey_done")
+    else:
+        state.child_if(child, "rekey_done")
     if child in sa.children:
         eng.task(sa, "delete_child", child, now)
     eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=col is not None)
@@ -167,8 +161,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
         eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
         col = sa.collision
         sa.collision = None
-        if sa.state == state.REKEYING:
-            sa.state = state.ike_next(sa.state, "rekey_abort")
+        state.ike_if(sa, "rekey_abort")
         eng.release(new, now)
         if col is not None:
             _finish(eng, sa, col[0], False, (), now)  # the peer's rekey stands
@@ -198,14 +191,14 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
         # The peer deletes its redundant SA; until then it only waits.
         theirs.successor = new
-        theirs.state = state.ike_next(theirs.state, "rekeyed_by_peer")
+        state.set_ike(theirs, "rekeyed_by_peer")
         theirs.last_recv = now
     # the response's notifies belong to the new SA (its token, §4.3)
     _finish(eng, sa, new, True, ns, now)
 
 
 def _inherit(new, old, ni, nr, seed, now):
-    new.state = state.ESTABLISHED
+    state.set_ike(new, "rekeyed_in")
     new.group = old.group
     new.nat_detected = old.nat_detected
     new.peer_id = old.peer_id
@@ -219,10 +212,8 @@ def _finish(eng, old, new, we_initiated, ns, now):
     """The rekey is decided: `new` replaces `old` (§2.8). Children move;
     the hook hears ike_rekey once (the old SA stays held until its
     ike_down)."""
-    if old.state == state.REKEYING and we_initiated:
-        old.state = state.ike_next(old.state, "rekey_done")
-    elif old.state in (state.ESTABLISHED, state.REKEYING):
-        old.state = state.ike_next(old.state, "rekeyed_by_peer")
+    if not (we_initiated and state.ike_if(old, "rekey_done")):
+        state.ike_if(old, "rekeyed_by_peer")
     old.successor = new
     old.reported = False
     old.last_recv = now
@@ -273,11 +264,12 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         for c in sa.children:
             if c.spi_out == v:
                 child = c
-    if child is None or child.state in (state.REKEYED, state.CLOSED):
+    why = "CHILD_SA_NOT_FOUND" if child is None else state.child_rekey_refusal(sa.state, child.state)
+    if why == "CHILD_SA_NOT_FOUND":
         # §3.10.1 CHILD_SA_NOT_FOUND
         eng.respond(sa, m, [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)], now)
         return
-    if child.state == state.DELETING or sa.state == state.REKEYING:
+    if why is not None:
         # §2.25.1 (a Child SA we are deleting), §2.25.2 (while we rekey the
         # IKE SA): "SHOULD reply with TEMPORARY_FAILURE"
         eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
@@ -303,12 +295,9 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         # §2.8.1: both ends rekey the same Child SA; we answer and decide
         # when our own exchange completes.
         child.collision = (new, ni, nr)
-        child.state = state.child_next(child.state, "rekeyed_by_peer")
-        child.rekeyed_at = now
         eng.log("ike: Child SA rekey collision on %s" % child.name())
-    else:
-        child.state = state.child_next(child.state, "rekeyed_by_peer")
-        child.rekeyed_at = now
+    state.set_child(child, "rekeyed_by_peer")
+    child.rekeyed_at = now
     eng.install_child(sa, new, now)
     eng.respond(
         sa,

@@ -69,6 +69,7 @@ COUNTER_NAMES = (
     "dropped_unexpected",  # a message this state or window does not accept
     "dropped_i_flag",  # a known SA's SPIs with the I flag of our own role (§3.1)
     "dropped_msg_id",  # Message ID outside the window (§2.3)
+    "dropped_protocol",  # the state table (ike.state) forbids what it asks for
     "dropped_integrity",  # ICV did not verify / could not decrypt
     "dropped_unknown_spi",  # IKE SPIs nobody here holds (hook had no answer)
     "dropped_unprotected",  # unprotected message for a known SA, hook said keep
@@ -256,7 +257,7 @@ class Engine:
     def established(self, sa, now):
         """IKE_AUTH completed (both roles): the caller learns it; the hook
         with hook_up once the Child SA is decided."""
-        sa.state = state.ike_next(sa.state, "auth_done")
+        state.set_ike(sa, "auth_done")
         sa.established = now
         sa.reported = True
         self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
@@ -282,7 +283,7 @@ class Engine:
             sa.children.remove(child)
         if self.children.get(child.spi_in, (None,))[0] is child:
             del self.children[child.spi_in]
-        child.state = state.CLOSED
+        state.set_child(child, "closed")
         if tell_hook:  # not when its IKE SA goes: ike_down covers them all
             self._hook("child_down", None, sa, child.spi_in, now)
         self.event("child_down", sa=sa.name(), child=child.name(), reason=reason)
@@ -317,7 +318,7 @@ class Engine:
                 if self.children.get(c.spi_in, (None,))[0] is c:
                     del self.children[c.spi_in]
         sa.children = []
-        sa.state = state.CLOSED
+        state.set_ike(sa, "closed")
         sa.request = None
         sa.tasks = []
         self._hook("ike_down", None, sa, now)
@@ -422,6 +423,11 @@ class Engine:
         NAT-T port when `natt`."""
         try:
             self._receive(bytes(data), src, natt, now)
+        except state.ProtocolError as e:
+            # the state table refused what the peer's message asked for:
+            # the message is dropped, not a bug (design principle 5)
+            self.counters["dropped_protocol"] += 1
+            self.log("ike: dropped: %s" % e)
         except MemoryError:
             self._oom("receive", now, "datagram dropped")
         except Exception as e:
@@ -545,9 +551,8 @@ class Engine:
         if m.msg_id != sa.peer_msg_id:
             self.count("dropped_msg_id")
             return
-        if not state.peer_may_request(sa.state, exchange_name(m.exchange)):
-            self.count("dropped_unexpected")
-            return
+        # the state table (ike.state): ProtocolError, counted dropped_protocol
+        state.check_peer_request(sa.state, exchange_name(m.exchange))
         inner = message.decrypt_sk(m, encr, integ)
         if inner is None:
             self.count("dropped_integrity")

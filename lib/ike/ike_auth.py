@@ -160,7 +160,7 @@ def on_request(eng, sa, m, inner, src, natt, now):
         # §2.4: "the receiving peer SHOULD delete all other IKE SAs with the
         # same authenticated identity" (the peer restarted and lost them).
         for other in eng.sa_list():
-            if other is not sa and other.peer_id == ident and other.state not in (state.INIT_SENT, state.INIT_DONE, state.AUTH_SENT):
+            if other is not sa and other.peer_id == ident and state.authenticated(other.state):
                 eng.close(other, "replaced (INITIAL_CONTACT)", now)
     eng.established(sa, now)
     child = None

@@ -84,7 +84,7 @@ def start(eng, now):
     natt = cfg.nat_t == "always"  # §2.23: an initiator may start on 4500
     peer = (cfg.peer_addr, cfg.peer_natt_port if natt else cfg.peer_port)
     sa = IkeSa(eng.new_spi(), ZERO_SPI, True, peer, natt, now)
-    sa.state = state.INIT_SENT
+    state.set_ike(sa, "init_sent")
     sa.group = cfg.dh_groups[0]
     sa.ni = eng.nonce()
     sa.dh = dh.KeyPair(sa.group, eng.rng)
@@ -161,7 +161,7 @@ def on_response(eng, sa, m, src, natt, now):
             sa.natt = True
             sa.peer = (sa.peer[0], eng.cfg.peer_natt_port)
             eng.log("ike: NAT detected (%s); IKE SA %s moves to UDP encapsulation, port %d" % ("peer" if peer_nat else "us" if our_nat else "forced", sa.name(), sa.peer[1]))
-    sa.state = state.ike_next(sa.state, "init_done")
+    state.set_ike(sa, "init_done")
     ike_auth.send_request(eng, sa, now)
 
 
@@ -294,7 +294,7 @@ def on_request(eng, m, src, natt, now):
         _answer(eng, m, src, natt, INVALID_SYNTAX)
         return
     sa = IkeSa(m.spi_i, eng.new_spi(), False, (src[0], src[1]), natt, now)
-    sa.state = state.INIT_DONE
+    state.set_ike(sa, "init_answered")
     sa.group = group
     sa.ni = ni
     sa.nr = eng.nonce()

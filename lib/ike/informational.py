@@ -18,14 +18,12 @@ def start(eng, sa, kind, arg, now):
     if kind == "liveness":
         pls = []
     elif kind == "delete_ike":
-        if sa.state != state.DELETING:
-            sa.state = state.ike_next(sa.state, "delete_start")
+        state.ike_if(sa, "delete_start")  # not again when DELETING already
         pls = [(PT_D, payloads.encode_delete(PROTO_IKE, []))]
     elif kind == "delete_child":
         child = arg
-        if child not in sa.children or child.state in (state.DELETING, state.CLOSED):
+        if child not in sa.children or not state.child_if(child, "delete_start"):
             return
-        child.state = state.child_next(child.state, "delete_start")
         pls = [(PT_D, payloads.encode_delete(PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))]
     else:  # "notify": payloads prepared by the hook
         pls = list(arg)
