@@ -34,7 +34,7 @@ def notifies_in(data):
     if data[:4] == NON_ESP_MARKER:
         data = data[4:]
     m = message.parse(data)
-    return [n[0] for n in payloads.notifies(m.payloads)]
+    return [n[0] for n in payloads.notifies(m.bodies())]
 
 
 def snapshot(eng):
@@ -160,7 +160,7 @@ def test_responder_demands_a_cookie_when_busy_and_keeps_no_state():
     first_answer = p.wire[1]
     assert notifies_in(first_answer[1]) == [COOKIE]
     retry = message.parse(p.wire[2][1])
-    assert retry.payloads[0][0] == PT_N and payloads.decode_notify(retry.payloads[0][2])[0] == COOKIE
+    assert retry.payloads[0][0] == PT_N and payloads.decode_notify(retry.bodies()[0][2])[0] == COOKIE
     assert len(p.gw.sas) == 1
 
 
@@ -178,14 +178,14 @@ def test_invalid_ke_payload_makes_the_initiator_retry_with_the_chosen_group():
     d, g = p.up()
     assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
     assert d.group == g.group == MODP_2048
-    assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).payloads, 34))[0] == MODP_2048
+    assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).bodies(), 34))[0] == MODP_2048
 
 
 def test_curve25519_is_proposed_first_and_used_by_default():
     p = Pair()
     d, g = p.up()
     assert d.group == g.group == CURVE25519
-    init = message.parse(p.wire[0][1]).payloads
+    init = message.parse(p.wire[0][1]).bodies()
     ke = payloads.decode_ke(payloads.first(init, 34))
     assert ke[0] == CURVE25519 and len(ke[1]) == 32  # RFC 8031 §2.1
     props = payloads.decode_sa(payloads.first(init, 33))
@@ -214,7 +214,7 @@ def test_x25519_key_exchange_with_a_low_order_point_is_refused():
     p.dev.initiate(0)
     req = bytearray(p.dev.take_datagrams()[0][0])
     m = message.parse(bytes(req))
-    ke = payloads.decode_ke(payloads.first(m.payloads, 34))
+    ke = payloads.decode_ke(payloads.first(m.bodies(), 34))
     i = bytes(req).find(ke[1])
     req[i : i + 32] = bytes(32)  # u = 0
     p.gw.receive(bytes(req), ("192.0.2.2", 500), False, 0)
@@ -666,7 +666,9 @@ def test_unknown_spis_go_to_the_hook_and_its_answer_goes_back():
     p.up()
     stale = message.build_sk(b"s" * 8, b"t" * 8, INFORMATIONAL, 0, 5, [], os.urandom(32), os.urandom(32), os.urandom(16))
     p.gw.receive(NON_ESP_MARKER + stale, ("192.0.2.9", 4500), True, p.now)
-    assert gh.named("unknown_ike_spi")[0][1:] == (stale, ("192.0.2.9", 4500))
+    got = gh.named("unknown_ike_spi")[0]
+    # the engine's parsed message, not bytes to parse again (one parse)
+    assert got[1].buf == stale and got[1].spi_i == b"s" * 8 and got[2] == ("192.0.2.9", 4500)
     assert p.gw.take_datagrams() == [(NON_ESP_MARKER + answer, ("192.0.2.9", 4500), True)]
 
 
@@ -686,7 +688,8 @@ def test_unprotected_message_for_a_known_sa_is_judged_by_the_hook(verdict):
     msg = message.build(d.spi_i, d.spi_r, INFORMATIONAL, FLAG_I | FLAG_R, 0, [(PT_N, payloads.encode_notify(4))])
     before = snapshot(p.gw)
     p.gw.receive(msg, ("192.0.2.77", 500), False, p.now)
-    assert gh.named("unprotected")[0][1:] == (msg, ("192.0.2.77", 500), ("192.0.2.2", 500))
+    got = gh.named("unprotected")[0]
+    assert (got[1].buf, got[2], got[3]) == (msg, ("192.0.2.77", 500), ("192.0.2.2", 500))
     assert p.gw.take_datagrams() == []  # never answered
     if verdict:
         assert not p.gw.sas

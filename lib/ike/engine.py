@@ -470,13 +470,14 @@ class Engine:
             self.count("dropped_i_flag")
             return
         if sa is None:
-            self._answer(self._hook("unknown_ike_spi", None, data, src, now), src, natt, "dropped_unknown_spi")
+            # the parsed message: the hook does not parse it again
+            self._answer(self._hook("unknown_ike_spi", None, m, src, now), src, natt, "dropped_unknown_spi")
             return
         if not m.is_protected():
             # docs/hook.md §4: the hook judges; True means the peer rebooted
             # (RFC 6290 §3): delete silently. Never answered (RFC 7296
             # §2.21.4: MUST NOT change state on an unprotected message alone).
-            if sa.reported and self._hook("unprotected", False, data, src, sa, now) is True:
+            if sa.reported and self._hook("unprotected", False, m, src, sa, now) is True:
                 self.close(sa, "peer rebooted (verified QCD token)", now)
             else:
                 self.count("dropped_unprotected")

@@ -120,17 +120,18 @@ def on_response(eng, sa, m, src, natt, now):
     if m.msg_id != 0 or sa.request is None or sa.request.kind != "init":
         eng.count("dropped_unexpected")
         return
-    ns = payloads.notifies(m.payloads)
+    pls = m.bodies()
+    ns = payloads.notifies(pls)
     if ns is None:
         eng.count("dropped_malformed")
         return
-    eng.log_msg("in", IKE_SA_INIT, True, 0, m.payloads, src)
+    eng.log_msg("in", IKE_SA_INIT, True, 0, pls, src)
     if m.spi_r == ZERO_SPI:
         _restart(eng, sa, ns, now)
         return
-    props = payloads.decode_sa(payloads.first(m.payloads, PT_SA) or b"")
-    ke = payloads.decode_ke(payloads.first(m.payloads, PT_KE) or b"")
-    nr = payloads.first(m.payloads, PT_NONCE)
+    props = payloads.decode_sa(payloads.first(pls, PT_SA) or b"")
+    ke = payloads.decode_ke(payloads.first(pls, PT_KE) or b"")
+    nr = payloads.first(pls, PT_NONCE)
     if props is None or ke is None or nr is None or not NONCE_MIN <= len(nr) <= NONCE_MAX:
         errs = [n for n in ns if n[0] <= ERROR_MAX]
         if errs:
@@ -257,21 +258,22 @@ def on_request(eng, m, src, natt, now):
         else:
             eng.count("dropped_unexpected")
         return
-    ns = payloads.notifies(m.payloads)
-    props = payloads.decode_sa(payloads.first(m.payloads, PT_SA) or b"")
-    ke = payloads.decode_ke(payloads.first(m.payloads, PT_KE) or b"")
-    ni = payloads.first(m.payloads, PT_NONCE)
+    body = m.bodies()
+    ns = payloads.notifies(body)
+    props = payloads.decode_sa(payloads.first(body, PT_SA) or b"")
+    ke = payloads.decode_ke(payloads.first(body, PT_KE) or b"")
+    ni = payloads.first(body, PT_NONCE)
     if ns is None or props is None or ke is None or ni is None or not NONCE_MIN <= len(ni) <= NONCE_MAX:
         eng.count("dropped_malformed")
         return
-    eng.log_msg("in", IKE_SA_INIT, False, 0, m.payloads, src)
+    eng.log_msg("in", IKE_SA_INIT, False, 0, body, src)
     ni = bytes(ni)
     busy = len([s for s in eng.sas.values() if s.state == state.INIT_DONE]) >= cfg.cookie_threshold
     if busy:
         want = _cookie(eng, ni, src, m.spi_i)
         got = None
-        if m.payloads[0][0] == PT_N:
-            n = payloads.decode_notify(m.payloads[0][2])
+        if body[0][0] == PT_N:
+            n = payloads.decode_notify(body[0][2])
             if n is not None and n[0] == COOKIE:
                 got = n[3]
         if got is None or not crypto.ct_equal(got, want):
