@@ -599,6 +599,109 @@ def test_the_hook_hears_each_protocol_event_once():
     assert calls("gw", INFORMATIONAL, True) == [("ike_down",)]
 
 
+def test_the_hook_hears_each_protected_message_at_most_once():
+    # issue 9 §2: the engine makes the one hook call for a protected message
+    # (protected, ike_up or ike_rekey: the ones that hand over its notifies);
+    # the exchanges only say which. Every exchange both ways, collisions, a
+    # refused rekey, Child SA deletes.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    per_message = []
+    told = ("protected", "ike_up", "ike_rekey")
+
+    def deliver():
+        for _ in range(30):
+            moved = False
+            for name, other in (("dev", "gw"), ("gw", "dev")):
+                rec = dh if other == "dev" else gh
+                for data, _to, natt in p.engine(name).take_datagrams():
+                    moved = True
+                    n = len(rec.calls)
+                    p.engine(other).receive(data, (p.addr[name], 4500 if natt else 500), natt, p.now)
+                    raw = data[4:] if natt else data
+                    if raw[16] == 46:  # SK: a protected message
+                        per_message.append((raw[18], len([c for c in rec.calls[n:] if c[0] in told])))
+            if not moved:
+                return
+
+    p.dev.initiate(p.now)
+    deliver()
+    for who in ("dev", "gw", "dev"):
+        p.engine(who).rekey_ike(p.now)
+        deliver()
+    p.dev.rekey_child(p.now)
+    deliver()
+    p.gw.rekey_child(p.now)
+    deliver()
+    p.dev.liveness(p.now)
+    p.gw.liveness(p.now)
+    deliver()
+    p.dev.rekey_ike(p.now)
+    p.gw.rekey_ike(p.now)  # IKE SA rekey collision
+    deliver()
+    p.gw.rekey_child(p.now)
+    p.dev.rekey_ike(p.now)  # refused: TEMPORARY_FAILURE (§2.25.2)
+    deliver()
+    p.dev.delete_child(p.now)
+    deliver()
+    p.gw.delete_ike(p.now)
+    deliver()
+    assert len(per_message) > 40
+    assert max(n for _ex, n in per_message) == 1
+    assert [n for ex, n in per_message if ex == IKE_AUTH] == [1, 1]
+    no_bugs(p)
+
+
+def test_a_refused_rekey_whose_collision_stands_is_one_hook_call():
+    # Our IKE SA rekey is refused while the peer's crossing rekey stands
+    # (§2.8.2): the hook hears that message once, as the peer's ike_rekey
+    # (it used to hear protected and ike_rekey for it).
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    p.dev.rekey_ike(p.now)
+    ours = p.dev.take_datagrams()[0][0]  # lost on the way
+    p.gw.rekey_ike(p.now)
+    theirs = p.gw.take_datagrams()[0][0]
+    p.dev.receive(theirs, (p.addr["gw"], 500), False, p.now)  # crossing: a collision
+    p.dev.take_datagrams()
+    assert d.collision is not None
+    msg_id = message.parse(ours).msg_id
+    refusal = p.gw.protect(g, CREATE_CHILD_SA, FLAG_R | (FLAG_I if g.initiator else 0), msg_id, [(PT_N, payloads.encode_notify(14))])  # NO_PROPOSAL_CHOSEN
+    n = len(dh.calls)
+    p.dev.receive(refusal, (p.addr["gw"], 500), False, p.now)
+    told = [c[0] for c in dh.calls[n:] if c[0] in ("protected", "ike_up", "ike_rekey")]
+    assert told == ["ike_rekey"]
+    assert d.state == state.REKEYED and d.successor is not None and d.successor.up()
+    no_bugs(p)
+
+
+def test_exchange_modules_load_on_first_use():
+    # a device that has only set up its IKE SA holds no INFORMATIONAL or
+    # CREATE_CHILD_SA code (the engine's table imports a module when it is
+    # first needed); a fresh interpreter, so nothing else loaded them
+    code = (
+        "import sys\n"
+        "from ike_util import Pair\n"
+        "p = Pair(); p.up()\n"
+        "late = ('ike.informational', 'ike.create_child_sa')\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+        "p.dev.liveness(p.now); p.pump()\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+        "p.dev.rekey_child(p.now); p.pump()\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+    )
+    import pathlib
+    import subprocess
+    import sys
+
+    here = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "['ike.informational']", "['ike.create_child_sa', 'ike.informational']"]
+
+
 def _balanced(rec, eng):
     """Every IKE SA the hook heard of (ike_created) is either still held by
     the engine or ended with exactly one ike_down; no ike_down for an SA

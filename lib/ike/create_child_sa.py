@@ -12,6 +12,8 @@
 # notifies to our response that rekeys the IKE SA (rekey_response) and, when
 # we initiated that rekey, returns from ike_rekey what goes in an
 # INFORMATIONAL request on the new SA, as RFC 6290 §4.3 wants for the token.
+# on_request returns (payloads of our response, hook event), on_response
+# the hook event; the engine calls the hook (engine._tell) and responds.
 
 from ike import dh, keymat, payloads, proposals, state
 from ike import ts as tsmod
@@ -106,13 +108,12 @@ def on_response(eng, sa, req, m, inner, now):
     errs = [n for n in ns if n[0] <= ERROR_MAX]
     if req.kind == "rekey_child":
         _child_answered(eng, sa, req, inner, ns, errs, now)
-    else:
-        _ike_answered(eng, sa, req, inner, ns, errs, now)
+        return ("protected", ns)
+    return _ike_answered(eng, sa, req, inner, ns, errs, now)
 
 
 def _child_answered(eng, sa, req, inner, ns, errs, now):
     child, spi, ni = req.ctx
-    eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     nr = payloads.first(inner, PT_NONCE)
     tsi = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
@@ -137,14 +138,14 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
             # Our new SA is the redundant one: we close it; the peer, whose
             # rekey won, deletes the old one.
             eng.log("ike: Child SA rekey collision: ours (%s) is redundant" % new.name())
-            eng.task(sa, "delete_child", new, now)
+            eng.queue(sa, "delete_child", new)
             eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=theirs.name(), collision=True)
             return
         eng.log("ike: Child SA rekey collision: ours (%s) wins" % new.name())
     else:
         state.child_if(child, "rekey_done")
     if child in sa.children:
-        eng.task(sa, "delete_child", child, now)
+        eng.queue(sa, "delete_child", child)
     eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=col is not None)
 
 
@@ -157,17 +158,17 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     g_ir = kp.shared(ke[1]) if ke is not None and chosen is not None and ke[0] == sa.group else None
     if errs or chosen is None or not _nonce_ok(nr) or g_ir is None:
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
-        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
         eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
         col = sa.collision
         sa.collision = None
         state.ike_if(sa, "rekey_abort")
         eng.release(new, now)
         if col is not None:
-            _finish(eng, sa, col[0], False, (), now)  # the peer's rekey stands
-        else:
-            eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
-        return
+            # the peer's rekey stands: the hook hears that rekey (one call
+            # for this message; its error notifies go nowhere)
+            return _finish(eng, sa, col[0], False, (), now)
+        eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
+        return ("protected", ns)
     nr = bytes(nr)
     new.spi_r = chosen[0]
     new.peer = sa.peer
@@ -185,16 +186,15 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             eng.log("ike: IKE SA rekey collision: ours (%s) is redundant" % new.name())
             new.successor = theirs
             # Held until the Delete completes (ike_down from eng.close).
-            eng.task(new, "delete_ike", None, now)
-            _finish(eng, sa, theirs, False, (), now)
-            return
+            eng.queue(new, "delete_ike", None)
+            return _finish(eng, sa, theirs, False, (), now)
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
         # The peer deletes its redundant SA; until then it only waits.
         theirs.successor = new
         state.set_ike(theirs, "rekeyed_by_peer")
         theirs.last_recv = now
     # the response's notifies belong to the new SA (its token, §4.3)
-    _finish(eng, sa, new, True, ns, now)
+    return _finish(eng, sa, new, True, ns, now)
 
 
 def _inherit(new, old, ni, nr, seed, now):
@@ -210,8 +210,8 @@ def _inherit(new, old, ni, nr, seed, now):
 
 def _finish(eng, old, new, we_initiated, ns, now):
     """The rekey is decided: `new` replaces `old` (§2.8). Children move;
-    the hook hears ike_rekey once (the old SA stays held until its
-    ike_down)."""
+    returns the hook event: ike_rekey, once (the old SA stays held until
+    its ike_down)."""
     if not (we_initiated and state.ike_if(old, "rekey_done")):
         state.ike_if(old, "rekeyed_by_peer")
     old.successor = new
@@ -219,17 +219,14 @@ def _finish(eng, old, new, we_initiated, ns, now):
     old.last_recv = now
     new.reported = True
     eng.move_children(old, new, now)
-    pls = eng.hook_add("ike_rekey", old, new, ns, now)
     # Queued work moves with the children; the old SA only gets deleted.
     new.tasks = [t for t in old.tasks if t[0] != "delete_ike"] + new.tasks
     old.tasks = [t for t in old.tasks if t[0] == "delete_ike"]
     eng.event("ike_rekeyed", old=old.name(), new=new.name(), initiator=we_initiated)
     eng.log("ike: IKE SA %s rekeyed to %s (%s)" % (old.name(), new.name(), "by us" if we_initiated else "by peer"))
     if we_initiated:
-        eng.task(old, "delete_ike", None, now)
-        if pls:
-            eng.task(new, "notify", pls, now)
-    eng.next_task(new, now)
+        eng.queue(old, "delete_ike", None)
+    return ("ike_rekey", old, new, ns, we_initiated)
 
 
 # -- the peer's request ------------------------------------------------------------
@@ -240,22 +237,20 @@ def on_request(eng, sa, m, inner, now):
     rekey = [n for n in ns if n[0] == REKEY_SA]
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     ni = payloads.first(inner, PT_NONCE)
-    if rekey or not props or props[0][1] != PROTO_IKE:
-        # an IKE SA rekey's notifies go to the hook with ike_rekey
-        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
+    # an IKE SA rekey's notifies go to the hook with ike_rekey (or nowhere)
+    ev = ("protected", ns) if rekey or not props or props[0][1] != PROTO_IKE else None
     if props is None or not _nonce_ok(ni):
-        eng.respond(sa, m, [_n(7)], now)  # INVALID_SYNTAX
-        return
+        return [_n(7)], ev  # INVALID_SYNTAX
     ni = bytes(ni)
     if rekey:
-        _rekey_child_request(eng, sa, m, inner, rekey[0], props, ni, now)
-    elif props[0][1] == PROTO_IKE:
-        _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now)
-    else:
-        eng.respond(sa, m, [_n(NO_ADDITIONAL_SAS)], now)
+        return _rekey_child_request(eng, sa, inner, rekey[0], props, ni, now), ev
+    if props[0][1] == PROTO_IKE:
+        return _rekey_ike_request(eng, sa, inner, props, ni, ns, now)
+    return [_n(NO_ADDITIONAL_SAS)], ev
 
 
-def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
+def _rekey_child_request(eng, sa, inner, n, props, ni, now):
+    """Our response's payloads."""
     cfg = eng.cfg
     _t, proto, spi, _d = n
     child = None
@@ -267,24 +262,20 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
     why = "CHILD_SA_NOT_FOUND" if child is None else state.child_rekey_refusal(sa.state, child.state)
     if why == "CHILD_SA_NOT_FOUND":
         # §3.10.1 CHILD_SA_NOT_FOUND
-        eng.respond(sa, m, [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)], now)
-        return
+        return [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)]
     if why is not None:
         # §2.25.1 (a Child SA we are deleting), §2.25.2 (while we rekey the
         # IKE SA): "SHOULD reply with TEMPORARY_FAILURE"
-        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
-        return
+        return [_n(TEMPORARY_FAILURE)]
     chosen = proposals.choose_esp(props)
     tsi_o = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
     tsr_o = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
     if chosen is None or payloads.first(inner, PT_KE) is not None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)]
     tsi = tsmod.narrow(tsi_o or [], cfg.ts_peer)
     tsr = tsmod.narrow(tsr_o or [], cfg.ts_local)
     if not tsi or not tsr:
-        eng.respond(sa, m, [_n(TS_UNACCEPTABLE)], now)
-        return
+        return [_n(TS_UNACCEPTABLE)]
     num, spi_peer = chosen
     nr = eng.nonce()
     our = eng.new_child_spi()
@@ -299,40 +290,32 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
     state.set_child(child, "rekeyed_by_peer")
     child.rekeyed_at = now
     eng.install_child(sa, new, now)
-    eng.respond(
-        sa,
-        m,
-        [
-            (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, our.to_bytes(4, "big")))),
-            (PT_NONCE, nr),
-            (PT_TSI, payloads.encode_ts(tsi)),
-            (PT_TSR, payloads.encode_ts(tsr)),
-        ],
-        now,
-    )
     if child.collision is None:
         eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=False)
+    return [
+        (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, our.to_bytes(4, "big")))),
+        (PT_NONCE, nr),
+        (PT_TSI, payloads.encode_ts(tsi)),
+        (PT_TSR, payloads.encode_ts(tsr)),
+    ]
 
 
-def _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now):
+def _rekey_ike_request(eng, sa, inner, props, ni, ns, now):
+    """(our response's payloads, hook event)."""
     ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
     chosen = proposals.choose_ike(props, [sa.group], ke[0] if ke else None, 8)
     if chosen is None or ke is None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)], None
     num, spi_peer, group = chosen
     if ke[0] != group:
-        eng.respond(sa, m, [_n(INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))], now)
-        return
+        return [_n(INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))], None
     if sa.request is not None and sa.request.kind == "rekey_child":
         # §2.25.2: not while a Child SA rekey of ours is in flight
-        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
-        return
+        return [_n(TEMPORARY_FAILURE)], None
     kp = dh.KeyPair(group, eng.rng)
     g_ir = kp.shared(ke[1])
     if g_ir is None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)], None
     nr = eng.nonce()
     new = IkeSa(spi_peer, eng.new_spi(), False, sa.peer, sa.natt, now)
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
@@ -343,10 +326,9 @@ def _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now):
         (PT_KE, payloads.encode_ke(group, kp.public)),
     ]
     pls += eng.hook_add("rekey_response", new, now)
-    eng.respond(sa, m, pls, now)
     if sa.state == state.REKEYING:
         # §2.8.2: simultaneous IKE SA rekeys; decided when ours completes
         sa.collision = (new, ni, nr)
         eng.log("ike: IKE SA rekey collision on %s" % sa.name())
-        return
-    _finish(eng, sa, new, False, ns, now)
+        return pls, None
+    return pls, _finish(eng, sa, new, False, ns, now)

@@ -13,7 +13,7 @@
 
 import struct
 
-from ike import crypto, dh, ike_auth, keymat, message, payloads, proposals, state
+from ike import crypto, dh, keymat, message, payloads, proposals, state
 from ike.const import (
     COOKIE,
     COOKIE_MAX,
@@ -79,7 +79,8 @@ def _nat_detect(ns, spi_i, spi_r, sender, receiver):
 # -- initiator -----------------------------------------------------------------
 
 
-def start(eng, now):
+def start(eng, _sa, _kind, _arg, now):
+    """A new IKE SA of ours (the engine's table: kind "init")."""
     cfg = eng.cfg
     natt = cfg.nat_t == "always"  # §2.23: an initiator may start on 4500
     peer = (cfg.peer_addr, cfg.peer_natt_port if natt else cfg.peer_port)
@@ -89,14 +90,11 @@ def start(eng, now):
     sa.ni = eng.nonce()
     sa.dh = dh.KeyPair(sa.group, eng.rng)
     eng.event("initiating", sa=sa.name(), peer=peer)
+    # held only once its request is out: an SA in INIT_SENT without its
+    # request (a MemoryError in _send) would never time out and would block
+    # every later initiation
+    _send(eng, sa, now)
     eng.add_sa(sa)
-    try:
-        _send(eng, sa, now)
-    except MemoryError:
-        # not half-registered: an SA in INIT_SENT without its request would
-        # never time out and would block every later initiation
-        del eng.sas[sa.local_spi]
-        raise
 
 
 def _send(eng, sa, now):
@@ -163,7 +161,7 @@ def on_response(eng, sa, m, src, natt, now):
             sa.peer = (sa.peer[0], eng.cfg.peer_natt_port)
             eng.log("ike: NAT detected (%s); IKE SA %s moves to UDP encapsulation, port %d" % ("peer" if peer_nat else "us" if our_nat else "forced", sa.name(), sa.peer[1]))
     state.set_ike(sa, "init_done")
-    ike_auth.send_request(eng, sa, now)
+    eng.queue(sa, "auth", None)  # IKE_AUTH next; the engine starts it
 
 
 def _restart(eng, sa, ns, now):
@@ -216,7 +214,7 @@ def _answer(eng, m, src, natt, ntype, data=b""):
 def _half_open(eng, ip=None):
     """Our half-open IKE SAs as responder (IKE_AUTH not yet received),
     oldest first; only those from `ip` when given."""
-    out = [sa for sa in eng.sas.values() if sa.state == state.INIT_DONE and not sa.initiator and (ip is None or sa.peer[0] == ip)]
+    out = [sa for sa in eng.sa_list() if sa.state == state.INIT_DONE and not sa.initiator and (ip is None or sa.peer[0] == ip)]
     out.sort(key=lambda sa: sa.idx)
     return out
 
@@ -253,7 +251,7 @@ def on_request(eng, m, src, natt, now):
     if old is not None:
         # §2.1: a retransmitted request gets the same answer again
         if old.init_req == m.buf and old.init_resp is not None:
-            eng.counters["answered_retransmit"] += 1
+            eng.count("answered_retransmit")
             eng.emit(old.init_resp, src, natt)
         else:
             eng.count("dropped_unexpected")
@@ -268,7 +266,7 @@ def on_request(eng, m, src, natt, now):
         return
     eng.log_msg("in", IKE_SA_INIT, False, 0, body, src)
     ni = bytes(ni)
-    busy = len([s for s in eng.sas.values() if s.state == state.INIT_DONE]) >= cfg.cookie_threshold
+    busy = len([s for s in eng.sa_list() if s.state == state.INIT_DONE]) >= cfg.cookie_threshold
     if busy:
         want = _cookie(eng, ni, src, m.spi_i)
         got = None

@@ -37,8 +37,9 @@ CLOSED = "CLOSED"
 
 class ProtocolError(Exception):
     """A transition the state table forbids: the peer (or a caller) asked for
-    something illegal in this state. Raised by a peer's message, the engine
-    drops that message and counts it in counters["dropped_protocol"]."""
+    something illegal in this state; args (what, state). Raised by a peer's
+    message, the engine drops that message and counts it in
+    counters["dropped_protocol"]."""
 
 
 _IKE = {
@@ -81,27 +82,31 @@ _OUR_REQUESTS = {
 }
 
 
-def ike_next(state, event):
+def _next(table, st, event):
     if event == "closed":
         return CLOSED
-    new = _IKE.get((state, event))
+    new = table.get((st, event))
     if new is None:
-        raise ProtocolError("IKE SA: %s not allowed in %s" % (event, state))
+        raise ProtocolError(event, st)
     return new
 
 
-def set_ike(sa, event):
-    """The one way an IKE SA changes state; ProtocolError when illegal."""
-    sa.state = ike_next(sa.state, event)
-
-
-def ike_if(sa, event):
-    """Take the step when the table allows it; True if it was taken."""
-    new = _IKE.get((sa.state, event))
+def _if(table, sa, event):
+    new = table.get((sa.state, event))
     if new is None:
         return False
     sa.state = new
     return True
+
+
+def set_ike(sa, event):
+    """The one way an IKE SA changes state; ProtocolError when illegal."""
+    sa.state = _next(_IKE, sa.state, event)
+
+
+def ike_if(sa, event):
+    """Take the step when the table allows it; True if it was taken."""
+    return _if(_IKE, sa, event)
 
 
 def peer_may_request(state, exchange_name):
@@ -112,7 +117,7 @@ def check_peer_request(state, exchange_name):
     """A request from the peer on an SA in `state`: ProtocolError unless the
     table allows that exchange (the engine then drops the message)."""
     if exchange_name not in _PEER_REQUESTS.get(state, ()):
-        raise ProtocolError("IKE SA: peer's %s request not allowed in %s" % (exchange_name, state))
+        raise ProtocolError(exchange_name, state)
 
 
 def we_may_request(state, exchange_name):
@@ -160,27 +165,14 @@ _CHILD = {
 }
 
 
-def child_next(state, event):
-    if event == "closed":
-        return CLOSED
-    new = _CHILD.get((state, event))
-    if new is None:
-        raise ProtocolError("Child SA: %s not allowed in %s" % (event, state))
-    return new
-
-
 def set_child(child, event):
     """The one way a Child SA changes state; ProtocolError when illegal."""
-    child.state = child_next(child.state, event)
+    child.state = _next(_CHILD, child.state, event)
 
 
 def child_if(child, event):
     """Take the step when the table allows it; True if it was taken."""
-    new = _CHILD.get((child.state, event))
-    if new is None:
-        return False
-    child.state = new
-    return True
+    return _if(_CHILD, child, event)
 
 
 # A peer's request to rekey one of our Child SAs (§1.3.3), refused by the
