@@ -169,6 +169,11 @@ class Engine:
         self.local_port = port
         self.local_natt_port = natt_port
 
+    def ours(self, natt):
+        """Our (address, port): the IKE port, or with `natt` the NAT-T one
+        (what NAT detection hashes, RFC 7296 §2.23)."""
+        return (self.local_addr, self.local_natt_port if natt else self.local_port)
+
     def log(self, text):
         if self._log is not None:
             try:

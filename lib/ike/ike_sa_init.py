@@ -51,8 +51,7 @@ def _nat_hash(spi_i, spi_r, addr):
 
 
 def _nat_payloads(eng, sa, spi_r, peer, natt):
-    ours = (eng.local_addr, eng.local_natt_port if natt else eng.local_port)
-    src = _nat_hash(sa.spi_i, spi_r, ours)
+    src = _nat_hash(sa.spi_i, spi_r, eng.ours(natt))
     if eng.cfg.nat_t == "force":
         # Pretend to be behind a NAT so both sides move to UDP encapsulation
         # (strongSwan's encap=yes does the same): a source hash that cannot
@@ -145,7 +144,7 @@ def on_response(eng, sa, m, src, natt, now):
     if g_ir is None:
         eng.close(sa, "peer's KE payload is not a valid group element", now)
         return
-    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, m.spi_r, src, (eng.local_addr, eng.local_natt_port if natt else eng.local_port))
+    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, m.spi_r, src, eng.ours(natt))
     sa.spi_r = m.spi_r
     sa.nr = bytes(nr)
     sa.init_resp = m.buf
@@ -301,8 +300,7 @@ def on_request(eng, m, src, natt, now):
     sa.init_req = m.buf
     sa.peer_msg_id = 1
     sa.keys = keymat.IkeKeys(keymat.skeyseed(sa.ni, sa.nr, g_ir), sa.ni, sa.nr, sa.spi_i, sa.spi_r)
-    ours = (eng.local_addr, eng.local_natt_port if natt else eng.local_port)
-    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, ZERO_SPI, src, ours)
+    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, ZERO_SPI, src, eng.ours(natt))
     sa.nat_detected = peer_nat or our_nat or cfg.nat_t == "force"
     pls = [
         (PT_SA, payloads.encode_sa(proposals.ike_chosen(num, group))),
