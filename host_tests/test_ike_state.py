@@ -160,9 +160,7 @@ def test_the_initiator_and_responder_paths_reach_established():
 @pytest.mark.parametrize("st", IKE_STATES)
 @pytest.mark.parametrize("exchange", EXCHANGES)
 def test_peer_request_table(st, exchange):
-    allowed = exchange in PEER_REQUESTS.get(st, set())
-    assert state.peer_may_request(st, exchange) is allowed
-    if allowed:
+    if exchange in PEER_REQUESTS.get(st, set()):
         state.check_peer_request(st, exchange)
     else:
         with pytest.raises(ProtocolError):

@@ -109,10 +109,6 @@ def ike_if(sa, event):
     return _if(_IKE, sa, event)
 
 
-def peer_may_request(state, exchange_name):
-    return exchange_name in _PEER_REQUESTS.get(state, ())
-
-
 def check_peer_request(state, exchange_name):
     """A request from the peer on an SA in `state`: ProtocolError unless the
     table allows that exchange (the engine then drops the message)."""
