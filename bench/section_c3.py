@@ -1,0 +1,132 @@
+# Section: the ESP32-C3 row of issue 10, as instruction counts: one side of
+# an IKE_SA_INIT + IKE_AUTH handshake (X25519 and MODP-2048), where its
+# instructions go, and one QCD token against micropython-lib's hmac, on
+# MicroPython's bare-metal RISC-V port under QEMU (bench/c3_bench.py says
+# how, and how to build the firmware).
+#
+# C3_FIRMWARE=/path/to/firmware.elf (`python bench/c3_bench.py build SRC OUT`
+# makes it from a MicroPython v1.27 source tree) is needed; without it the
+# section says so and measures nothing (CI has no MicroPython source).
+import datetime
+import os
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MHZ = 160  # the ESP32-C3's top clock
+TARGET_S = 0.3  # issue 10: one side of a handshake
+TOKEN_TARGET = 0.25  # issue 10 §5: a token at most 1/4 of a bare hmac
+
+
+def load_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("c3_bench", os.path.join(HERE, "c3_bench.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def n(v):
+    return "{:,}".format(int(float(v)))
+
+
+def sec(v):
+    return "%.2f s" % (int(v) / (MHZ * 1e6))
+
+
+def run(bench):
+    head = ["## ESP32-C3: instructions for a handshake and a token (RISC-V MicroPython under QEMU)", ""]
+    elf = os.environ.get("C3_FIRMWARE")
+    if not elf:
+        return "\n".join(head + [
+            "not measured: no RISC-V MicroPython build (set C3_FIRMWARE=/path/to/firmware.elf, MicroPython's"
+            " ports/qemu for BOARD=VIRT_RV32 with the device set frozen in: `python bench/c3_bench.py build SRC OUT`"
+            " builds it from a MicroPython v1.27 source tree). The figures of record are in the last run that had one.", ""])
+    if shutil.which("qemu-system-riscv32") is None:
+        return "\n".join(head + ["not measured: qemu-system-riscv32 is not installed (Debian: qemu-system-misc).", ""])
+    tool = load_tool()
+    bench.log("c3: %s under QEMU, counting instructions" % elf)
+    r = bench.results(tool.run(elf))
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    L = head + [
+        "Run on %s UTC. " % when +
+        "`C3_FIRMWARE=.../%s make bench ONLY=c3`, i.e. `python bench/c3_bench.py run .../%s` (bench/c3_device.py on the board): MicroPython %s,"
+        " ports/qemu BOARD=VIRT_RV32 (%s), -O2 and computed goto as the esp32 port builds, the device set frozen"
+        " (bench/c3_manifest.py), a %s B heap; %s with `-icount shift=0`. Counted: the guest's `instret`, checked"
+        " first against a loop of known length (%s instructions for 10,000,000 iterations of two: %s per instruction)."
+        % (os.path.basename(elf), os.path.basename(elf), r["micropython"], r["machine"].replace("_", " "), n(r["heap_bytes"]), r["qemu"].replace("_", " "),
+           n(r["calib_10000000"].split()[0]), r["calib_10000000"].split()[1]),
+        "",
+        "**Times assume one instruction per cycle at %d MHz.** The C3 does not reach that (code runs from flash"
+        " through a cache; loads, branches taken and divisions take more than one cycle), so they are lower bounds"
+        " of the device's time; the instruction counts are what was measured. AES and SHA here are axTLS's and"
+        " crypto-algorithms' C code; on a C3 they are mbedTLS on its accelerators (they are under 1%% of a handshake"
+        " either way). The engines' random octets come from a SHA-256 counter (this port has no os.urandom): the"
+        " *rng* column."
+        % MHZ,
+        "",
+        "Two in-memory engines (an initiator and a responder, as bench/ike_bench.py pairs them): each call"
+        " into one engine is counted for that side; median of 3 handshakes, each with other keys and nonces (a MODP"
+        " pow() costs more or less with its exponent: runs %s), after a first one (which also imports the exchange"
+        " modules the engine loads on first use; frozen, so no compilation)." % "; ".join(
+            "%s %s" % (lab, " / ".join(n(x) for x in r["%s_runs" % k].split(","))) for lab, k in (("X25519 initiator", "x25519_i"), ("MODP-2048 initiator", "modp2048_i"))),
+        "",
+        "| one side of IKE_SA_INIT + IKE_AUTH | instructions (median of 3) | at %d MHz, 1 IPC | first handshake after boot | target |" % MHZ,
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, label in (("x25519", "X25519 (group 31, proposed first)"), ("modp2048", "MODP-2048 (group 14, the fallback)")):
+        for side, who in (("i", "initiator (the device)"), ("r", "responder")):
+            v = r["%s_%s" % (name, side)]
+            t = int(v) / (MHZ * 1e6)
+            verdict = "at most %.1f s: %s" % (TARGET_S, "met" if t <= TARGET_S else "**missed, %.1fx**" % (t / TARGET_S))
+            L.append("| %s, %s | %s | %s | %s | %s |" % (label, who, n(v), sec(v), n(r["%s_first_%s" % (name, side)]), verdict))
+    splits = {}
+    for name in ("x25519", "modp2048"):
+        for side in ("i", "r"):
+            splits[name, side] = dict((k, int(v)) for k, v in (x.split("=") for x in r["split_%s_%s" % (name, side)].split()))
+    # the wrapped handshake against the same one (same keys and nonces)
+    # unwrapped: the wrappers' cost plus collections falling elsewhere
+    extra = max(abs(splits[k]["total"] / float(r["%s_%s_seed1" % k]) - 1) for k in splits)
+    L += ["", "Where the instructions go: the handshake of the first measured run again (same keys and nonces), with"
+          " these functions wrapped and each charged to the outermost wrapped call it runs in: *dh*: ike.dh key pair"
+          " and shared secret (ike.x25519 or pow()); *keymat*: SKEYSEED, prf+, the AUTH values, Child SA keys"
+          " (ike.keymat, its HMAC included); *enc/integ*: AES-CBC and the ICVs of the SK payloads (ike.crypto,"
+          " ikebase.hmac256 outside keymat); *rng*: the random octets; *rest*: everything else (parsing, building,"
+          " the engine, state). %s wrapped calls a handshake; the wrapped totals are within %.1f%% of the unwrapped"
+          " run with the same keys (garbage collections, which run where the heap fills, vary by that much too)."
+          % (r["split_x25519_wrapped_calls"], 100 * extra), "",
+          "| side | dh | keymat | enc/integ | rng | rest | total |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, label in (("x25519", "X25519"), ("modp2048", "MODP-2048")):
+        for side, who in (("i", "initiator"), ("r", "responder")):
+            kv = splits[name, side]
+            tot = kv["total"]
+            cells = ["%s (%.1f%%)" % (n(kv[c]), 100.0 * int(kv[c]) / tot) for c in ("dh", "keymat", "enc_integ", "rng", "rest")]
+            L.append("| %s, %s | %s | %s |" % (label, who, " | ".join(cells), n(tot)))
+    # what the target leaves for D-H: 0.3 s at 160 MHz and 1 IPC, less
+    # what the side spends outside D-H
+    budget = TARGET_S * MHZ * 1e6
+    worst = max(("i", "r"), key=lambda side: splits["x25519", side]["total"])
+    k = splits["x25519", worst]
+    non_dh = k["total"] - k["dh"]
+    L += ["", "Outside D-H a side costs %s instructions (%.0f ms at %d MHz, 1 IPC). The target, %s instructions, leaves"
+          " %s for its two X25519 operations (key pair, shared secret): %s each, against %s each now."
+          % (n(non_dh), non_dh / (MHZ * 1e3), MHZ, n(budget), n(budget - non_dh), n((budget - non_dh) / 2), n(k["dh"] / 2))]
+    gcs = []
+    for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")):
+        off = [r.get("%s_nogc_%s" % (g, s)) for s in ("i", "r")]
+        if "None" in off:
+            gcs.append("%s: the heap ran out, so the collector must run" % lab)
+        else:
+            on = [r["%s_%s_seed1" % (g, s)] for s in ("i", "r")]
+            gcs.append("%s: %s / %s instructions (collector on: %s / %s)" % (lab, n(off[0]), n(off[1]), n(on[0]), n(on[1])))
+    L += ["", "The same handshake with the collector off (`gc.disable()`), initiator / responder: %s." % "; ".join(gcs)]
+    tok, first, bare = r["token_instructions"], r["token_first_instructions"], r["hmac_instructions"]
+    L += ["", "| one QCD token (`qcd.tokens.make_token`, RFC 6290 §5.1) | instructions | at %d MHz, 1 IPC | target |" % MHZ, "|---|---:|---:|---|",
+          "| token, secret's padded keys cached (every token after the first) | %s | %.0f µs | |" % (n(tok), float(tok) / MHZ),
+          "| first token of a secret (builds the padded keys) | %s | %.0f µs | |" % (n(first), float(first) / MHZ)]
+    if bare != "None":
+        ratio = float(r["token_over_hmac"])
+        L.append("| bare micropython-lib hmac, `hmac.new(secret, spi_i + spi_r, hashlib.sha256).digest()` (frozen) | %s | %.0f µs | |" % (n(bare), float(bare) / MHZ))
+        L.append("| token / bare hmac, side by side | %.3f | | at most %.2f: %s |" % (ratio, TOKEN_TARGET, "met" if ratio <= TOKEN_TARGET else "**missed**"))
+    L += ["", "QEMU ran the whole script in %s s of wall time." % r["wall_s"]]
+    return "\n".join(L)
