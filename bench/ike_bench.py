@@ -4,51 +4,17 @@
 # MicroPython) heap. Prints `RESULT name value` lines for bench/section_ike.py.
 #
 #   python3 bench/ike_bench.py                          (qcd installed: make venv)
-#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/ike_bench.py
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/ike_bench.py
 import gc
-import sys
 
-try:
-    from time import ticks_diff, ticks_us
+from engine_pair import MICRO, PSK, Pair, clock_us, install_crypto, result, run_steps, since_us
 
-    def elapsed_ms(t0):
-        return ticks_diff(ticks_us(), t0) / 1000.0
-
-    clock = ticks_us
-except ImportError:
-    from time import perf_counter
-
-    def clock():
-        return perf_counter()
-
-    def elapsed_ms(t0):
-        return (perf_counter() - t0) * 1000.0
-
-
-MICRO = sys.implementation.name == "micropython"
 ROUNDS = 3 if MICRO else 5
 HEAP = {}
 
 
-def result(name, value):
-    print("RESULT %s %s" % (name, value))
-
-
-def install_crypto():
-    # The WebAssembly port lacks cryptolib, sha1 and urandom: Node's crypto
-    # through the jscrypto/jsrandom modules host/qcdhost/emu/wasm/run.mjs registers.
-    from ike import crypto
-
-    if not crypto.available():
-        return
-    import jscrypto
-    import jsrandom
-
-    crypto.install(
-        aes_cbc=lambda k, iv, d, e: bytes.fromhex(jscrypto.aes_cbc(bytes(k).hex(), bytes(iv).hex(), bytes(d).hex(), e)),
-        sha1=lambda d: bytes.fromhex(jscrypto.sha1(bytes(d).hex())),
-        random=lambda n: bytes(jsrandom.bytes(n)),
-    )
+def elapsed_ms(t0):
+    return since_us(t0) / 1000.0
 
 
 def best(fn, rounds=ROUNDS, reps=1):
@@ -57,55 +23,13 @@ def best(fn, rounds=ROUNDS, reps=1):
     resolution."""
     b = None
     for _ in range(rounds):
-        t0 = clock()
+        t0 = clock_us()
         for _ in range(reps):
             fn()
         dt = elapsed_ms(t0) / reps
         if b is None or dt < b:
             b = dt
     return b
-
-
-CFG_DEV = {
-    "role": "initiator",
-    "local": {"addr": "192.0.2.2", "port": 500, "natt_port": 4500},
-    "peer": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-    "psk": "a-long-pre-shared-key",
-    "id_local": "dev.example",
-    "id_peer": "gw.example",
-    "ts_local": ["10.2.0.0/24"],
-    "ts_peer": ["10.1.0.0/16"],
-    "dpd_s": 0,
-    "start_delay_s": None,
-}
-CFG_GW = {
-    "role": "responder",
-    "local": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-    "psk": "a-long-pre-shared-key",
-    "id_local": "gw.example",
-    "id_peer": "dev.example",
-    "ts_local": ["10.1.0.0/16"],
-    "ts_peer": ["10.2.0.0/24"],
-    "dpd_s": 0,
-}
-
-
-def pump(a, b):
-    moved = True
-    while moved:
-        moved = False
-        for src, dst, addr in ((a, b, "192.0.2.2"), (b, a, "192.0.2.1")):
-            for data, _to, natt in src.take_datagrams():
-                moved = True
-                dst.receive(data, (addr, 4500 if natt else 500), natt, 0)
-            src.take_events()
-
-
-def engines():
-    from ike.config import Config
-    from ike.engine import Engine
-
-    return Engine(Config(CFG_DEV)), Engine(Config(CFG_GW))
 
 
 def speed():
@@ -123,28 +47,22 @@ def speed():
     def kdf():
         k = keymat.IkeKeys(keymat.skeyseed(ni, nr, g_ir), ni, nr, si, sr)
         keymat.child_keys(k.sk_d, ni, nr)
-        keymat.psk_auth(b"a-long-pre-shared-key", m1, nr, k.sk_pi, b"\x02\x00\x00\x00dev.example")
-        keymat.psk_auth(b"a-long-pre-shared-key", m1, ni, k.sk_pr, b"\x02\x00\x00\x00gw.example")
+        keymat.psk_auth(PSK.encode(), m1, nr, k.sk_pi, b"\x02\x00\x00\x00dev.example")
+        keymat.psk_auth(PSK.encode(), m1, ni, k.sk_pr, b"\x02\x00\x00\x00gw.example")
 
     result("kdf_ms", "%.3f" % best(kdf, reps=10 if MICRO else 200))
 
     def handshake():
-        a, b = engines()
-        a.initiate(0)
-        pump(a, b)
-        if len(a.sas) != 1 or len(b.sas) != 1:
-            raise RuntimeError("handshake failed")
+        Pair().up()
 
     result("handshake_ms", "%.2f" % best(handshake, reps=3))
-    a, b = engines()
-    a.initiate(0)
-    pump(a, b)
+    p = Pair().up()
     n = 20 if MICRO else 200
 
     def liveness():
         for _ in range(n):
-            a.liveness(0)
-            pump(a, b)
+            p.dev.liveness(0)
+            p.pump()
 
     result("liveness_ms", "%.3f" % (best(liveness) / n))
 
@@ -165,10 +83,7 @@ def do_import():
 
 
 def make_sas():
-    a, b = engines()
-    a.initiate(0)
-    pump(a, b)
-    HEAP["engines"] = (a, b)
+    HEAP["engines"] = Pair().up()
     gc.collect()
 
 
@@ -179,12 +94,6 @@ def heap_report():
 
 
 if MICRO:
-    steps = [heap_mark("start"), do_import, heap_mark("imported"), install_crypto, make_sas, heap_mark("sas"), heap_report, speed]
-    try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
-    except NameError:
-        for s in steps:
-            s()
+    run_steps([heap_mark("start"), do_import, heap_mark("imported"), install_crypto, make_sas, heap_mark("sas"), heap_report, speed], globals())
 else:
-    install_crypto()
-    speed()
+    run_steps([install_crypto, speed], globals(), trace=False)

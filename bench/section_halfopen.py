@@ -11,11 +11,11 @@ def run(bench):
     bench.log("halfopen: CPython")
     cp = bench.cpython(SCRIPT)
     bench.log("halfopen: MicroPython (WebAssembly)")
-    mp = bench.micropython(SCRIPT, paths=("lib:/lib",))
+    mp = bench.micropython(SCRIPT, paths=("lib:/lib", "bench/engine_pair.py:/lib/engine_pair.py"))
     L = []
     L.append("## Half-open IKE SAs: heap per SA and the caps")
     L.append("")
-    L.append("`python3 bench/halfopen_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/halfopen_bench.py`.")
+    L.append("`python3 bench/halfopen_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/halfopen_bench.py`.")
     L.append("A responder engine answers IKE_SA_INIT requests (one initiator's request, %s octets with X25519, the default" % mp["request_bytes"])
     L.append("group, %s with MODP-2048, the SPI changed); each answered one is a half-open IKE SA: its keys, both IKE_SA_INIT" % mp["request_modp_bytes"])
     L.append("messages (kept for AUTH, RFC 7296 §2.15), nonces and table entries; every one also cost a D-H computation (two")

@@ -18,13 +18,13 @@ import sys
 import tempfile
 import time
 
+from qcdhost.harness import PSK, Peer, device_config, gateway_config, one_up
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "ike_bench.py")
-sys.path[:0] = [os.path.join(ROOT, "host_tests")]  # peers (the test suite's qcd-peer harness)
 
 REPS = 5
-PSK = "a-long-pre-shared-key"
 # strongSwan's defaults (charon.retransmit_timeout 4.0, _base 1.8, _tries 5)
 DEFAULT = (4.0, 1.8, 5)
 # "Tight": the most aggressive setting we found in a shipping IKEv2 stack,
@@ -54,28 +54,12 @@ def first_after(log, mark, text):
 
 
 def dev_cfg(gw_addr, gw_ports, local, secret, **kw):
-    d = {
-        "role": "initiator",
-        "local": local,
-        "peer": {"addr": gw_addr, "port": gw_ports[0], "natt_port": gw_ports[1]},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "nat_t": "force",
-        "dpd_s": 0,
-        "qcd": {"role": "maker", "secret_file": secret, "rate": 100, "burst": 100},
-    }
-    d.update(kw)
-    return d
+    return device_config(gw_ports, gw_addr, local=local, qcd={"role": "maker", "secret_file": secret, "rate": 100, "burst": 100}, **kw)
 
 
 def ours(bench):
     """Our gateway (taker) and device (maker), two qcd-peer processes on
     loopback."""
-    from peers import Peer, gateway_config, one_up
-
     import importlib.util
 
     flash = importlib.util.find_spec("qcd.store") is not None and importlib.util.find_spec("qcdhost.emu.flash") is not None
@@ -143,7 +127,6 @@ def strongswan_gateway(bench, settings, reps):
     first liveness check that reaches the rebooted device to charon's
     deletion of the stale SA; and the recovery when the device initiates."""
     from qcdhost import strongswan
-    from peers import Peer
 
     if strongswan.missing_reason():
         return None
@@ -232,7 +215,7 @@ def run(bench):
     bench.log("ike: handshake cost, CPython")
     cp = bench.cpython(SCRIPT)
     bench.log("ike: handshake cost, MicroPython (WebAssembly)")
-    mp = bench.micropython(SCRIPT, paths=("lib:/lib",))
+    mp = bench.micropython(SCRIPT, paths=("lib:/lib", "bench/engine_pair.py:/lib/engine_pair.py"))
     bench.log("ike: our gateway (QCD) vs a rebooted device, %d rounds" % REPS)
     o = ours(bench)
     bench.log("ike: strongSwan gateway, tight settings %s" % (TIGHT,))
@@ -287,7 +270,7 @@ def run(bench):
     L.append("")
     L.append("### Handshake cost")
     L.append("")
-    L.append("`python3 bench/ike_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/ike_bench.py`, best of several rounds.")
+    L.append("`python3 bench/ike_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/ike_bench.py`, best of several rounds.")
     L.append("A MODP-2048 exponentiation uses a 256-bit private exponent (`ike.dh`); each side of a handshake does two (key")
     L.append("pair, shared secret), plus the key derivation.")
     L.append("")

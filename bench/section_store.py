@@ -95,7 +95,7 @@ def run(bench):
         "bytecode on a device costs less) took %s B of heap. LittleFS cannot be measured here (the WebAssembly port has no"
         % _f(int(ram["heap_import_store_bytes"])),
         "VfsLfs2); on a device it adds its buffers (2 x 128-byte caches, 32-byte lookahead, 128 bytes per open file, and",
-        "its structs) to whatever map the user keeps in RAM. The qcd store also allocates a 4 KiB buffer while mounting.",
+        "its structs) to whatever map the user keeps in RAM. While mounting, the qcd store reads a block 256 bytes at a time into one buffer (no 4 KiB buffer).",
         "The naive store loses everything in a block (the secret, for block 0) to a power cut between its erase and its",
         "write; the qcd store's power-cut behaviour is tested by `make test` and `make torture`, not measured here.",
     ]

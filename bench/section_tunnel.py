@@ -14,7 +14,7 @@ def run(bench):
     bench.log("tunnel: CPython")
     cp = bench.cpython(SCRIPT)
     bench.log("tunnel: MicroPython (WebAssembly)")
-    mp = bench.micropython(SCRIPT, paths=("lib:/lib",))
+    mp = bench.micropython(SCRIPT, paths=("lib:/lib", "bench/engine_pair.py:/lib/engine_pair.py"))
     groups = [int(g) for g in cp["groups"].split(",")]
     aio = {}
     vb = {}
@@ -27,7 +27,7 @@ def run(bench):
     L.append("## Data plane: datagrams through the tunnel, sockets, asyncio")
     L.append("")
     L.append("Run alone on %s UTC with `make bench ONLY=tunnel`." % __import__("datetime").datetime.now(__import__("datetime").timezone.utc).strftime("%Y-%m-%d %H:%M"))
-    L.append("`python3 bench/tunnel_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/tunnel_bench.py`: two engines in")
+    L.append("`python3 bench/tunnel_bench.py` and `node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/tunnel_bench.py`: two engines in")
     L.append("memory with a Tunnel each (ike.tunnel), %s / %s datagrams per figure (CPython / MicroPython), no sockets." % (cp["n"], mp["n"]))
     L.append("*send* is `sock.sendto()` on the device: inner IPv4/UDP headers, RFC 768 checksum, selector checks, ESP; *ESP* is")
     L.append("`esp.seal_into` alone (padding, AES-CBC-256, HMAC-SHA-256-128 ICV); *echo* is a datagram to the gateway's socket,")

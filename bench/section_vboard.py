@@ -14,15 +14,11 @@
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))
-import peers  # noqa: E402
-from peers import gateway_config  # noqa: E402
+from qcdhost import harness
+from qcdhost.harness import HeadlessBoard, Peer, gateway_config, one_up
 
 VARIANTS = (("yield at 256 KiB", "256"), ("no yield (1 GB)", "1000000"))
 HEAP = re.compile(r"vboard: heap (\d+) bytes allocated at (\d+) s; process RSS (\d+) bytes")
@@ -31,14 +27,11 @@ GC = re.compile(r"vboard: gc \d+ at top level: (\d+) -> (\d+) bytes allocated; p
 
 def app_config(path, gw_ports):
     with open(path, "w") as f:
-        json.dump(peers.app_config(gw_ports), f)
+        json.dump(harness.app_config(gw_ports), f)
     return path
 
 
 def run(bench):
-    from peers import Peer, one_up
-    from vboard_util import HeadlessBoard
-
     secs = int(os.environ.get("VBOARD_BENCH_S", "180"))
     tmp = tempfile.mkdtemp(prefix="qcd-bench-vboard-")
     runs = []

@@ -8,31 +8,15 @@
 #
 #   python3 bench/tunnel_aio_bench.py [GROUP]         (qcd installed: make venv)
 import asyncio
-import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 from ike import aio, device
 from ike.tunnel import Tunnel
-from qcdhost.ikeshell import control
+from qcdhost.harness import DEV_INNER, GW_INNER, device_config, echo_gateway, free_local
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
-PSK = "a-long-pre-shared-key"
 READINGS = 200
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def result(name, value):
@@ -40,46 +24,9 @@ def result(name, value):
 
 
 def main(group):
-    d = tempfile.mkdtemp(prefix="tunnel-aio-bench-")
-    gw_cfg = {
-        "role": "responder",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "dh_groups": [group],
-        "tunnel": {"inner_addr": "10.1.0.1"},
-    }
-    path = os.path.join(d, "gw.json")
-    with open(path, "w") as f:
-        json.dump(gw_cfg, f)
-    ctl = os.path.join(d, "gw.ctl")
-    gw = subprocess.Popen([sys.executable, "-m", "qcdhost.peer", "run", path, "--control", ctl, "--echo", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = echo_gateway(tempfile.mkdtemp(prefix="tunnel-aio-bench-"), pcap=False, dh_groups=[group])
     try:
-        ports = None
-        for _ in range(200):
-            try:
-                ports = control(ctl, "status", timeout=1.0)["ports"]
-                break
-            except (OSError, ValueError):
-                time.sleep(0.05)
-        dev_cfg = {
-            "role": "initiator",
-            "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
-            "peer": {"addr": "127.0.0.1", "port": ports[0], "natt_port": ports[1]},
-            "psk": PSK,
-            "id_local": "dev.example",
-            "id_peer": "gw.example",
-            "ts_local": ["10.2.0.0/24"],
-            "ts_peer": ["10.1.0.0/16"],
-            "nat_t": "force",
-            "dpd_s": 0,
-            "dh_groups": [group],
-            "tunnel": {"inner_addr": "10.2.0.5"},
-        }
+        dev_cfg = device_config(gw.ports(), local=free_local(), dh_groups=[group], tunnel={"inner_addr": DEV_INNER})
         eng = device.new_engine(dev_cfg, log=lambda line: None)
         tun = Tunnel(eng)
         gaps = {"handshake": 0.0, "readings": 0.0}
@@ -106,7 +53,7 @@ def main(group):
             got = 0
             t0 = time.perf_counter()
             for i in range(READINGS):
-                s.sendto(b"reading %d" % i, ("10.1.0.1", 7))
+                s.sendto(b"reading %d" % i, (GW_INNER, 7))
                 if await aio.recvfrom(s, 2000) is not None:
                     got += 1
             result("readings_per_s", "%.0f" % (READINGS / (time.perf_counter() - t0)))
@@ -126,8 +73,7 @@ def main(group):
         result("longest_block_ms_readings", "%.2f" % (gaps["readings"] * 1000))
         result("group", group)
     finally:
-        gw.terminate()
-        gw.wait()
+        gw.stop()
 
 
 if __name__ == "__main__":

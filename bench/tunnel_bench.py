@@ -7,7 +7,7 @@
 # Prints `RESULT name value` lines for bench/section_tunnel.py.
 #
 #   python3 bench/tunnel_bench.py                           (qcd installed: make venv)
-#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib bench/tunnel_bench.py
+#   node host/qcdhost/emu/wasm/run.mjs --path lib:/lib --path bench/engine_pair.py:/lib/engine_pair.py bench/tunnel_bench.py
 #
 # Two engines in memory (device and gateway, a Tunnel each), no sockets:
 # what is measured is lib/ike's own work. On the WebAssembly port AES comes
@@ -15,83 +15,13 @@
 # strings across the JS proxy), where an ESP32 has cryptolib in C: its ESP
 # figure there is the bridge's as much as ours; the "rest" is ours alone.
 import gc
-import sys
-import time
 
-MICRO = sys.implementation.name == "micropython"
+from engine_pair import MICRO, Pair, clock_us, dev_config, gw_config, heap, install_crypto, result, run_steps, since_us
+
 N = 200 if MICRO else 2000  # datagrams per measurement
 S = {}
-
-DEV = {
-    "role": "initiator",
-    "local": {"addr": "192.0.2.2", "port": 500, "natt_port": 4500},
-    "peer": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-    "psk": "a-long-pre-shared-key",
-    "id_local": "dev.example",
-    "id_peer": "gw.example",
-    "ts_local": ["10.2.0.0/24"],
-    "ts_peer": ["10.1.0.0/16"],
-    "dpd_s": 0,
-    "start_delay_s": None,
-    "nat_t": "force",
-    "tunnel": {"inner_addr": "10.2.0.5"},
-}
-GW = {
-    "role": "responder",
-    "local": {"addr": "192.0.2.1", "port": 500, "natt_port": 4500},
-    "psk": "a-long-pre-shared-key",
-    "id_local": "gw.example",
-    "id_peer": "dev.example",
-    "ts_local": ["10.1.0.0/16"],
-    "ts_peer": ["10.2.0.0/24"],
-    "dpd_s": 0,
-    "tunnel": {"inner_addr": "10.1.0.1"},
-}
-
-
-def result(name, value):
-    print("RESULT %s %s" % (name, value))
-
-
-if MICRO:
-
-    def clock_us():
-        return time.ticks_us()
-
-    def since_us(t0):
-        return time.ticks_diff(time.ticks_us(), t0)
-
-else:
-
-    def clock_us():
-        return time.perf_counter()
-
-    def since_us(t0):
-        return (time.perf_counter() - t0) * 1e6
-
-
-def install_crypto():
-    from ike import crypto
-
-    if not crypto.available():
-        return
-    import jscrypto
-    import jsrandom
-
-    crypto.install(
-        aes_cbc=lambda k, iv, d, e: bytes.fromhex(jscrypto.aes_cbc(bytes(k).hex(), bytes(iv).hex(), bytes(d).hex(), e)),
-        sha1=lambda d: bytes.fromhex(jscrypto.sha1(bytes(d).hex())),
-        random=lambda n: bytes(jsrandom.bytes(n)),
-    )
-
-
-def heap():
-    gc.collect()
-    if MICRO:
-        return gc.mem_alloc()
-    import tracemalloc
-
-    return tracemalloc.get_traced_memory()[0]
+DEV = dev_config(nat_t="force", tunnel={"inner_addr": "10.2.0.5"})
+GW = gw_config(tunnel={"inner_addr": "10.1.0.1"})
 
 
 def allocated():
@@ -101,44 +31,10 @@ def allocated():
     return gc.mem_alloc() if MICRO else 0
 
 
-class Link:
-    """Device and gateway engines; step() delivers, timing each engine call."""
-
-    def __init__(self, dev, gw):
-        from ike.config import Config
-        from ike.engine import Engine
-
-        self.dev = Engine(Config(dev))
-        self.gw = Engine(Config(gw))
-        self.longest = {"device": 0, "gateway": 0}
-
-    def timed(self, what, f, *a):
-        t0 = clock_us()
-        r = f(*a)
-        d = since_us(t0)
-        if d > self.longest[what]:
-            self.longest[what] = d
-        return r
-
-    def pump(self):
-        for _ in range(20):
-            moved = False
-            for src, dst, name, addr in ((self.dev, self.gw, "gateway", "192.0.2.2"), (self.gw, self.dev, "device", "192.0.2.1")):
-                src.take_events()
-                for data, to, natt in src.take_datagrams():
-                    moved = True
-                    self.timed(name, dst.receive, data, (addr, 4500 if natt else 500), natt, 0)
-            if not moved:
-                return
-
-
 def handshake(group):
     dev = dict(DEV, dh_groups=[group])
     gw = dict(GW, dh_groups=[group])
-    ln = Link(dev, gw)
-    ln.timed("device", ln.dev.initiate, 0)
-    ln.pump()
-    return ln
+    return Pair(dev, gw).up()
 
 
 def prepare():
@@ -152,11 +48,10 @@ def prepare():
         for side in ("device", "gateway"):
             result("handshake_longest_step_ms_%s_group%d" % (side, g), "%.1f" % (ln.longest[side] / 1000))
     result("groups", ",".join(str(g) for g in groups))
-    ln = Link(DEV, GW)
+    ln = Pair(DEV, GW)
     S["dt"] = Tunnel(ln.dev)
     S["gt"] = Tunnel(ln.gw)
-    ln.dev.initiate(0)
-    ln.pump()
+    ln.up()
     S["ln"] = ln
     S["echo"] = S["gt"].socket(7)
     S["sock"] = S["dt"].socket(5000)
@@ -283,15 +178,4 @@ for size in (64, 1394):
     steps += [send_only(size), collect, esp_only(size), collect, round_trip(size), collect]
 steps += [mark("before_socks"), sockets_step, collect, mark("after_socks"), mark("before_tunnel"), tunnel_step, collect, mark("after_tunnel"), report]
 
-if MICRO:
-    try:
-        _mpwasm_steps.extend(steps)  # noqa: F821 (defined by host/qcdhost/emu/wasm/run.mjs)
-    except NameError:
-        for s in steps:
-            s()
-else:
-    import tracemalloc
-
-    tracemalloc.start()
-    for s in steps:
-        s()
+run_steps(steps, globals())

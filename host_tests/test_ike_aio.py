@@ -6,37 +6,23 @@
 import asyncio
 import time
 
-from peers import PSK, Peer, free_port, gateway_config
+from peers import DEV_INNER, GW_INNER, QUICK_RETRANSMIT, device_config, echo_gateway, free_local
 
 from ike import aio, device
 from ike.tunnel import Tunnel, TunnelError
 
-GW_IP = "10.1.0.1"
+GW_IP = GW_INNER
 
 
 def dev_cfg(gw_ports, **kw):
-    d = {
-        "role": "initiator",
-        "local": {"addr": "127.0.0.1", "port": free_port(), "natt_port": free_port()},
-        "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "nat_t": "force",
-        "dpd_s": 0,
-        "retransmit": {"timeout_s": 0.5, "base": 1.5, "tries": 5},
-        "tunnel": {"inner_addr": "10.2.0.5"},
-    }
+    # ike.aio binds the configured ports itself: real free ones
+    d = {"local": free_local(), "retransmit": QUICK_RETRANSMIT, "tunnel": {"inner_addr": DEV_INNER}}
     d.update(kw)
-    return d
+    return device_config(gw_ports, **d)
 
 
 def gateway(tmp_path, **kw):
-    gw = Peer(str(tmp_path), "gw", gateway_config(tunnel={"inner_addr": GW_IP}, **kw), args=["--echo", "7"])
-    gw.start()
-    return gw
+    return echo_gateway(str(tmp_path), **kw)
 
 
 async def tunnel_up(tun, seconds=30):

@@ -11,7 +11,7 @@ import struct
 import subprocess
 
 import pytest
-from peers import PSK, Peer, gateway_config, one_up
+from peers import Peer, device_config, gateway_config, one_up
 from support import need_tool
 
 from qcd import wire
@@ -23,19 +23,7 @@ def gw_cfg():
 
 
 def dev_cfg(gw_ports, image):
-    return {
-        "role": "initiator",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "nat_t": "force",
-        "dpd_s": 0,
-        "qcd": {"role": "maker", "image": image, "rate": 100, "burst": 100},
-    }
+    return device_config(gw_ports, qcd={"role": "maker", "image": image, "rate": 100, "burst": 100})
 
 
 @pytest.fixture

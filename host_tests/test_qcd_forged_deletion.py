@@ -14,7 +14,7 @@
 import struct
 
 import pytest
-from ike_util import DEV_ADDR, GW_ADDR, PSK, Pair, dev_config, gw_config
+from ike_util import DEV_ADDR, GW_ADDR, Pair, dev_config, gw_config
 
 from ike import state
 from ike.engine import NON_ESP_MARKER
@@ -51,35 +51,16 @@ def _hdr(data):
 
 
 def responder_config(**kw):
-    d = {
-        "role": "responder",
-        "local": {"addr": DEV_ADDR, "port": 500, "natt_port": 4500},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "dpd_s": 0,
-    }
-    d.update(kw)
+    """The device in the responder role: dev_config() without what only an
+    initiator has."""
+    d = dev_config(role="responder", **kw)
+    del d["peer"], d["start_delay_s"]
     return d
 
 
 def initiator_gw_config(**kw):
-    d = {
-        "role": "initiator",
-        "local": {"addr": GW_ADDR, "port": 500, "natt_port": 4500},
-        "peer": {"addr": DEV_ADDR, "port": 500, "natt_port": 4500},
-        "psk": PSK,
-        "id_local": "gw.example",
-        "id_peer": "dev.example",
-        "ts_local": ["10.1.0.0/16"],
-        "ts_peer": ["10.2.0.0/24"],
-        "dpd_s": 0,
-        "start_delay_s": None,
-    }
-    d.update(kw)
-    return d
+    """The gateway in the initiator role, started by initiate()."""
+    return gw_config(role="initiator", peer={"addr": DEV_ADDR, "port": 500, "natt_port": 4500}, start_delay_s=None, **kw)
 
 
 class Setup:
@@ -87,6 +68,7 @@ class Setup:
     in the IKE SA (who sent IKE_SA_INIT)."""
 
     def __init__(self, role, style, restrict):
+        self.role = role
         self.keys = MemoryKeys([SECRET])
         st = STYLE_SPIS if style == "5.1" else STYLE_ADDR
         self.dh = qhook.QcdHook(qhook.MAKER, self.keys, st, rate=None)
@@ -176,133 +158,102 @@ def _check(s):
 
 
 # -- the windows ---------------------------------------------------------------
+#
+# One row per window: whether the SA comes up first, whose datagrams of
+# which exchange are held back (a sender per device role when it depends on
+# who initiated), what starts the exchange, and what must hold once it
+# stopped there. Each row runs for both roles, both token styles, with and
+# without restrict_to_peer.
 
 ROLES = ("initiator", "responder")
 STYLES = ("5.1", "5.2")
 RESTRICT = (False, True)
-matrix = pytest.mark.parametrize(
-    "role,style,restrict",
-    [(r, s, x) for r in ROLES for s in STYLES for x in RESTRICT],
-)
+BY_ROLE = {"initiator": 0, "responder": 1}
 
 
-@matrix
-def test_half_open_sa_is_never_answered(role, style, restrict):
+def _start(s):
+    s.first.initiate(s.p.now)
+
+
+def _gw_rekey(s):
+    s.p.gw.rekey_ike(s.p.now)
+
+
+def _dev_rekey(s):
+    s.p.dev.rekey_ike(s.p.now)
+
+
+def _dev_delete(s):
+    s.p.dev.delete_ike(s.p.now)
+
+
+def _states(s):
+    return [x.state for x in s.p.dev.sas.values()]
+
+
+def _half_open(s):
+    dsa = list(s.p.dev.sas.values())
+    return len(dsa) == 1 and dsa[0].state in (state.AUTH_SENT, state.INIT_DONE)
+
+
+class Window:
+    def __init__(self, name, up, hold, exchange, response, action, holds=None):
+        self.name = name
+        self.up = up  # the SA comes up before the window opens
+        self.hold = hold  # who sends the held datagrams: a name, or (as initiator, as responder)
+        self.exchange = exchange
+        self.response = response
+        self.action = action
+        self.holds = holds  # what must be true once the window is open (None: nothing to check)
+
+    def sender(self, role):
+        return self.hold if isinstance(self.hold, str) else self.hold[BY_ROLE[role]]
+
+
+WINDOWS = [
     # IKE_SA_INIT done, IKE_AUTH not yet sent (initiator) or received
     # (responder): the device holds the SPI pair, nothing is up anywhere.
-    s = Setup(role, style, restrict)
-    if role == "initiator":
-        s.hold("dev", IKE_AUTH, response=False, count=99)
-    else:
-        s.hold("gw", IKE_AUTH, response=False, count=99)
-    s.first.initiate(s.p.now)
-    s.p.pump()
-    dsa = list(s.p.dev.sas.values())
-    assert len(dsa) == 1 and dsa[0].state in (state.AUTH_SENT, state.INIT_DONE)
-    _check(s)
-
-
-@matrix
-def test_ike_sa_init_sent_is_never_answered_for_its_spi(role, style, restrict):
+    Window("half_open_sa", False, ("dev", "gw"), IKE_AUTH, False, _start, _half_open),
     # The device's IKE_SA_INIT went out (initiator) and the gateway's answer
     # is in flight: the device knows only its own SPI, the gateway holds the
     # pair. An answer now would be a token the gateway accepts once the SA
     # comes up. As responder: the device answered IKE_SA_INIT, the answer is
     # in flight.
-    s = Setup(role, style, restrict)
-    if role == "initiator":
-        s.hold("gw", 34, response=True, count=99)
-    else:
-        s.hold("dev", 34, response=True, count=99)
-    s.first.initiate(s.p.now)
-    s.p.pump()
-    _check(s)
-
-
-@matrix
-def test_ike_auth_in_flight_is_never_answered(role, style, restrict):
+    Window("ike_sa_init_sent_for_its_spi", False, ("gw", "dev"), 34, True, _start),
     # The peer that receives the last IKE_AUTH message has the SA up and the
     # token (when the device responds, the token rides in the response that
-    # is held back here).
-    s = Setup(role, style, restrict)
-    if role == "initiator":
-        s.hold("gw", IKE_AUTH, response=True, count=99)  # the issue's case
-    else:
-        s.hold("dev", IKE_AUTH, response=True, count=99)
-    s.first.initiate(s.p.now)
-    s.p.pump()
-    assert s.p.sa("gw" if role == "initiator" else "dev") is not None
-    _check(s)
-
-
-@matrix
-def test_rekey_initiated_by_the_gateway_is_never_answered_for_either_sa(role, style, restrict):
-    # The device answered the gateway's IKE SA rekey; the gateway has not read
-    # the answer and still uses the old SA with the old token.
-    s = Setup(role, style, restrict)
-    s.up()
-    s.hold("dev", CREATE_CHILD_SA, response=True, count=99)
-    s.p.gw.rekey_ike(s.p.now)
-    s.p.pump()
-    assert len(s.p.dev.sas) == 2 and s.gw_alive()
-    _check(s)
-
-
-@matrix
-def test_rekey_initiated_by_the_device_is_never_answered_for_either_sa(role, style, restrict):
+    # is held back here); the initiator's row is the issue's case.
+    Window("ike_auth_in_flight", False, ("gw", "dev"), IKE_AUTH, True, _start, lambda s: s.p.sa("gw" if s.role == "initiator" else "dev") is not None),
+    # The device answered the gateway's IKE SA rekey; the gateway has not
+    # read the answer and still uses the old SA with the old token.
+    Window("rekey_by_the_gateway_either_sa", True, "dev", CREATE_CHILD_SA, True, _gw_rekey, lambda s: len(s.p.dev.sas) == 2 and bool(s.gw_alive())),
     # The device asked for the rekey; the gateway's answer (the new SA) is in
     # flight, and the gateway may already use the new SA.
-    s = Setup(role, style, restrict)
-    s.up()
-    s.hold("gw", CREATE_CHILD_SA, response=True, count=99)
-    s.p.dev.rekey_ike(s.p.now)
-    s.p.pump()
-    assert len(s.p.gw.sas) == 2
-    _check(s)
-
-
-@matrix
-def test_replaced_sa_lingering_after_a_gateway_rekey_is_never_answered(role, style, restrict):
+    Window("rekey_by_the_device_either_sa", True, "gw", CREATE_CHILD_SA, True, _dev_rekey, lambda s: len(s.p.gw.sas) == 2),
     # Rekey done on both sides; the gateway's Delete of the old SA is in
     # flight, so the device still holds the old SA (REKEYED) for the linger
     # time.
-    s = Setup(role, style, restrict)
-    s.up()
-    s.hold("gw", INFORMATIONAL, response=False, count=99)
-    s.p.gw.rekey_ike(s.p.now)
-    s.p.pump()
-    assert state.REKEYED in [x.state for x in s.p.dev.sas.values()]
-    _check(s)
-
-
-@matrix
-def test_replaced_sa_deleted_by_the_device_is_never_answered_until_gone(role, style, restrict):
+    Window("replaced_sa_lingering_after_a_gateway_rekey", True, "gw", INFORMATIONAL, False, _gw_rekey, lambda s: state.REKEYED in _states(s)),
     # The device rekeyed and sent the Delete of the old SA; the gateway's
     # answer is in flight (delete in flight, old SA DELETING on the device).
+    Window("replaced_sa_deleted_by_the_device_until_gone", True, "gw", INFORMATIONAL, True, _dev_rekey, lambda s: state.DELETING in _states(s)),
+    Window("delete_in_flight", True, "gw", INFORMATIONAL, True, _dev_delete, lambda s: _states(s) == [state.DELETING]),
+    Window("established_sa", True, None, None, None, None),
+]
+
+
+@pytest.mark.parametrize("role,style,restrict", [(r, st, x) for r in ROLES for st in STYLES for x in RESTRICT])
+@pytest.mark.parametrize("window", WINDOWS, ids=[w.name for w in WINDOWS])
+def test_an_sa_the_device_holds_is_never_answered_unprotected(window, role, style, restrict):
     s = Setup(role, style, restrict)
-    s.up()
-    s.hold("gw", INFORMATIONAL, response=True, count=99)
-    s.p.dev.rekey_ike(s.p.now)
-    s.p.pump()
-    assert state.DELETING in [x.state for x in s.p.dev.sas.values()]
-    _check(s)
-
-
-@matrix
-def test_delete_in_flight_is_never_answered(role, style, restrict):
-    s = Setup(role, style, restrict)
-    s.up()
-    s.hold("gw", INFORMATIONAL, response=True, count=99)
-    s.p.dev.delete_ike(s.p.now)
-    s.p.pump()
-    assert [x.state for x in s.p.dev.sas.values()] == [state.DELETING]
-    _check(s)
-
-
-@matrix
-def test_established_sa_is_never_answered(role, style, restrict):
-    s = Setup(role, style, restrict)
-    s.up()
+    if window.up:
+        s.up()
+    if window.action is not None:
+        s.hold(window.sender(role), window.exchange, response=window.response, count=99)
+        window.action(s)
+        s.p.pump()
+    if window.holds is not None:
+        assert window.holds(s), "the exchange did not stop in the window %r" % window.name
     _check(s)
 
 

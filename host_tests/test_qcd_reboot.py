@@ -6,7 +6,7 @@
 # stale SA in one round trip, by its liveness check or by its next ESP
 # packet (RFC 6290 §8.2: the Child SPI map survived in flash).
 import pytest
-from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
+from peers import QUICK_RETRANSMIT, Peer, device_config, gateway_config, one_up
 
 
 def gw_cfg():
@@ -14,19 +14,7 @@ def gw_cfg():
 
 
 def dev_cfg(gw_ports, image, seed=0):
-    return {
-        "role": "initiator",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "nat_t": "force",
-        "dpd_s": 0,
-        "qcd": {"role": "maker", "image": image, "image_blocks": 8, "image_encrypted": True, "cut_seed": seed, "rate": 100, "burst": 100},
-    }
+    return device_config(gw_ports, qcd={"role": "maker", "image": image, "image_blocks": 8, "image_encrypted": True, "cut_seed": seed, "rate": 100, "burst": 100})
 
 
 @pytest.fixture

@@ -8,31 +8,17 @@
 # once with an address pool on the gateway (virtual IP by CFG_REPLY).
 import time
 
-from peers import PSK, QUICK_RETRANSMIT, Peer, gateway_config, one_up
+from peers import GW_INNER, QUICK_RETRANSMIT, Peer, device_config, echo_gateway, one_up
 
-GW_IP = "10.1.0.1"
+GW_IP = GW_INNER
 
 
 def dev_cfg(gw_ports, image, **kw):
-    d = {
-        "role": "initiator",
-        "local": {"addr": "127.0.0.1", "port": 0, "natt_port": 0},
-        "peer": {"addr": "127.0.0.1", "port": gw_ports[0], "natt_port": gw_ports[1]},
-        "psk": PSK,
-        "id_local": "dev.example",
-        "id_peer": "gw.example",
-        "ts_local": ["10.2.0.0/24"],
-        "ts_peer": ["10.1.0.0/16"],
-        "nat_t": "force",
-        "dpd_s": 0,
-        "qcd": {"role": "maker", "image": image, "rate": 100, "burst": 100},
-    }
-    d.update(kw)
-    return d
+    return device_config(gw_ports, qcd={"role": "maker", "image": image, "rate": 100, "burst": 100}, **kw)
 
 
 def pair(tmp_path, gw_tunnel, dev_tunnel, **dev_kw):
-    gw = Peer(str(tmp_path), "gw", gateway_config(retransmit=QUICK_RETRANSMIT, tunnel=gw_tunnel, **({"ts_peer": ["10.3.0.0/24"]} if "pool" in gw_tunnel else {})), args=["--echo", "7"]).start()
+    gw = echo_gateway(str(tmp_path), retransmit=QUICK_RETRANSMIT, tunnel=gw_tunnel, **({"ts_peer": ["10.3.0.0/24"]} if "pool" in gw_tunnel else {}))
     dev = Peer(str(tmp_path), "dev", dev_cfg(gw.ports(), str(tmp_path / "qcd.img"), tunnel=dev_tunnel, **dev_kw)).start()
     gw.wait(one_up, what="up")
     dev.wait(one_up, what="up")

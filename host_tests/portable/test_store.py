@@ -1,6 +1,6 @@
-# qcd.store on qcdhost.emu.flash: what the partition keeps across reboots, how it
-# spreads erases, and what it does with blank, garbage, damaged and worn flash.
-# Runs on CPython and on the WebAssembly MicroPython.
+# qcd.store on qcdhost.emu.flash: what the partition keeps across reboots,
+# and what it does with blank, garbage, damaged and crafted flash (wear:
+# test_store_wear.py). Runs on CPython and on MicroPython.
 import unittest
 
 from qcdhost.emu import flash as flashemu
@@ -8,44 +8,8 @@ from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking
 from portable_util import det_backing, det_bytes
 from qcd.store import DEFAULT_MAX_CHILDREN, MAX_GENERATIONS, Store
 
-# Damage codes a device shows in status()["damage"] (qcd.log's _D_ names;
-# qcdtool's DAMAGE table has the sentences).
-D_ERASE = 3
-D_HEADER_CRC = 5
-D_DAMAGED = 9
-from qcd.tokens import fingerprint  # noqa: E402
-
-I1, R1 = det_bytes(1, 8), det_bytes(2, 8)
-I2, R2 = det_bytes(3, 8), det_bytes(4, 8)
-IP4 = bytes([192, 0, 2, 7])
-IP6 = det_bytes(5, 16)
-
-
-class Rng:
-    """Deterministic stand-in for os.urandom (the WebAssembly port has none)."""
-
-    def __init__(self, seed=0):
-        self.r = flashemu._Rand(seed)
-        self.calls = 0
-
-    def __call__(self, n):
-        self.calls += 1
-        return self.r.bytes(n)
-
-
-def flip(backing, off, mask):
-    """XOR one byte of the raw flash (damage the way a bad cell does)."""
-    backing.write(off, bytes([backing.read(off, 1)[0] ^ mask]))
-
-
-def fresh(blocks=4, encrypted=False, **kw):
-    e = FlashEmu(MemoryBacking(blocks * BLOCK_SIZE), encrypted=encrypted)
-    return e, Store(e, Rng(), **kw)
-
-
-def reboot(e, **kw):
-    e2 = e.reboot()
-    return e2, Store(e2, Rng(99), **kw)
+from qcd.tokens import fingerprint
+from store_util import D_DAMAGED, D_HEADER_CRC, I1, I2, IP4, IP6, R1, R2, Rng, flip, fresh, reboot
 
 
 class TestFirstBoot(unittest.TestCase):
@@ -227,89 +191,6 @@ class TestSecrets(unittest.TestCase):
             self.assertFalse(repr(sec) in text)
 
 
-class TestWearAndCompaction(unittest.TestCase):
-    def churn(self, s, n, live=20, start=0):
-        for i in range(start, start + n):
-            s.child_put(1000 + i, I1 if i % 3 else I2, R1, True, IP4)
-            if i - start >= live:
-                s.child_drop(1000 + i - live)
-
-    def test_erases_spread_over_every_block(self):
-        for enc in (False, True):
-            e, s = fresh(blocks=6, encrypted=enc)
-            self.churn(s, 3000)
-            counts = e.erase_counts
-            self.assertTrue(min(counts) >= 1, counts)
-            self.assertTrue(max(counts) - min(counts) <= 2, counts)
-            self.assertTrue(s.log.compactions > 0)
-            self.assertEqual(e.violations, 0)
-            e, s2 = reboot(e)
-            self.assertEqual(sorted(s2.children()), sorted(s.children()))
-            e = s = s2 = None  # one partition at a time on a board's heap
-
-    def test_ram_stays_bounded_whatever_the_number_of_writes(self):
-        e, s = fresh(blocks=4)
-        self.churn(s, 4000, live=10)
-        self.assertEqual(s.child_count(), 10)
-        self.assertTrue(len(s._ike) <= 2)
-        self.assertTrue(len(s.log.chain) <= 4)
-        e, s = reboot(e)
-        self.assertEqual(s.child_count(), 10)
-
-    def test_long_lived_entries_move_with_compaction(self):
-        e, s = fresh(blocks=4)
-        s.child_put(1, I1, R1, True, IP6)
-        s.child_put(2, I2, R2, False, IP4)
-        self.churn(s, 2500, live=5)
-        self.assertTrue(s.log.compactions >= 2)
-        e, s = reboot(e)
-        self.assertEqual(s.child_get(1), (I1, R1, True, IP6))
-        self.assertEqual(s.child_get(2), (I2, R2, False, IP4))
-
-    def test_mount_reads_the_partition_at_most_once(self):
-        e, s = fresh(blocks=6)
-        self.churn(s, 2000)
-        e2 = e.reboot()
-        s2 = Store(e2, Rng(), count_boot=False)
-        self.assertTrue(s2.log.mount_read_bytes <= 6 * BLOCK_SIZE)
-        self.assertEqual(e2.bytes_read, s2.log.mount_read_bytes)
-        self.assertEqual(e2.programs + e2.erases, 0)
-
-    def test_a_block_that_fails_to_erase_is_skipped(self):
-        e, s = fresh(blocks=5)
-        e.wear_out(2, e.erase_counts[2] + 1, flashemu.ERASE_FAILS)
-        self.churn(s, 2000)
-        self.assertTrue(s.log.write_errors > 0)
-        self.assertTrue(any(d[0] == D_ERASE for d in s.log.damage))
-        e, s2 = reboot(e)
-        self.assertEqual(sorted(s2.children()), sorted(s.children()))
-
-    def test_stuck_bits_are_caught_by_the_read_back(self):
-        for enc in (False, True):
-            e, s = fresh(blocks=6, encrypted=enc)
-            sec = s.secrets()[0]
-            e.wear_out(2, 1, flashemu.STUCK_BITS)  # erased once (blank), then worn
-            e.wear_out(4, 2, flashemu.STUCK_BITS)
-            self.churn(s, 1500, live=15)
-            self.assertTrue(s.log.write_errors > 0)
-            e, s2 = reboot(e)
-            self.assertEqual(s2.secrets()[0], sec)
-            self.assertEqual(sorted(s2.children()), sorted(s.children()))
-            self.assertEqual(e.violations, 0)
-            e = s = s2 = None  # one partition at a time on a board's heap
-
-    def test_a_worn_out_partition_still_comes_up(self):
-        e, s = fresh(blocks=4)
-        sec = s.secrets()[0]
-        for b in range(4):
-            e.wear_out(b, 0, flashemu.ERASE_FAILS)
-        with self.assertRaises(OSError):
-            self.churn(s, 2000)
-        e, s = reboot(e)
-        self.assertEqual(s.secrets()[0], sec)
-        self.assertTrue(s.status()["readonly"] != "no")
-
-
 class TestDamage(unittest.TestCase):
     def test_a_corrupted_record_is_skipped_and_later_ones_kept(self):
         e, s = fresh(blocks=4)
@@ -389,11 +270,12 @@ class TestHookIntegration(unittest.TestCase):
 def crafted(seq, recs, erases=1):
     """A 4-block image whose block 0 is a CRC-valid log block (FORMAT.md)
     with the given seq and records (type, value, body): what a crafted or
-    damaged partition may hold. The rest is erased."""
+    damaged partition may hold. The rest is erased. Written record by
+    record into the backing: no image-sized buffer on a board's heap."""
     import struct
     from binascii import crc32
 
-    data = bytearray(b"\xff" * (4 * BLOCK_SIZE))
+    b = MemoryBacking(4 * BLOCK_SIZE)
     sd = crc32(struct.pack("<I", seq))
     pos = 32
     for typ, v, body in recs:
@@ -403,14 +285,14 @@ def crafted(seq, recs, erases=1):
         r[8 : 8 + len(body)] = body
         struct.pack_into("<I", r, ln - 8, crc32(b"\xff" * 48))
         struct.pack_into("<I", r, ln - 4, crc32(bytes(r[: ln - 4]), sd))
-        data[pos : pos + ln] = r
+        b.write(pos, bytes(r))
         pos += ln
     h = bytearray(32)
     h[0:4] = b"QCDP"
     struct.pack_into("<BBHIIIII", h, 4, 1, 4, 0, seq, 0, 1, erases, crc32(b"\xff" * 48))
     struct.pack_into("<I", h, 28, crc32(bytes(h[:28])))
-    data[0:32] = h
-    return MemoryBacking(data=bytes(data))
+    b.write(0, bytes(h))
+    return b
 
 
 class TestCraftedCounters(unittest.TestCase):

@@ -4,8 +4,9 @@
 # the mount scan; not what the records mean. That is qcd.store's (secrets,
 # the Child SPI map, the boot counter), which the log calls back:
 #
-#   owner._apply(buf, pos, typ, ln, blk)   a valid record at pos of block blk
-#                                          (mount, in log order)
+#   owner._apply(rec, pos, typ, ln, blk)   a valid record (rec: its bytes,
+#                                          from index 0) at offset pos of
+#                                          block blk (mount, in log order)
 #   owner._live_bytes(blk)                 upper bound of what compacting
 #                                          blk writes
 #   owner._copies(gc, drop)                (records to copy out of the blocks
@@ -43,6 +44,7 @@ MAX_BLOCKS = const(255)
 HEADER_LEN = const(32)
 CHUNK = const(16)  # flash-encryption block: every record is a multiple of it
 WINDOW = const(48)  # forward-CRC window: the longest record, so a torn write lies inside it
+_SCAN = const(256)  # mount reads a block in pieces of this size (see _need)
 RESERVE = const(2)  # free blocks kept besides the one being opened (FORMAT.md, Compaction)
 U32 = const(0xFFFFFFFF)
 _MAGIC = const(b"QCDP")
@@ -123,6 +125,8 @@ class Log:
         self.last_slot = 0  # offset / 16 of the record appended last
         self._win = bytearray(WINDOW)
         self._chk = bytearray(48)
+        self._rb = None  # the mount's read window (_need)
+        self._rbase = self._rend = 0
         self.restart = False  # the next open is this boot's first (see _open)
         self.damage = []
         self.readonly_reason = "opened read-only" if readonly else ""
@@ -386,16 +390,13 @@ class Log:
             for b in range(n):
                 if seqs[b] >= 0:
                     self.state[b] = S_LIVE if b in chain else S_STALE if seqs[b] < self._base else S_ORPHAN
-        # Replay the log, oldest block first: one read of each live block.
-        buf = bytearray(BLOCK_SIZE)
-        mv = memoryview(buf)
+        # Replay the log, oldest block first, each live block read front to
+        # back once, in pieces (_need): a board's heap need not have a
+        # block's 4 KiB in one piece.
+        self._rb = bytearray(_SCAN)
         for b in self.chain:
-            try:
-                self._read(b, mv[HEADER_LEN:], HEADER_LEN)
-            except OSError as e:
-                self.note(_D_UNREADABLE, b, errno(e))
-                continue
-            self.used[b] = self._scan(b, buf, fcrc[b], owner) - HEADER_LEN
+            self.used[b] = self._scan(b, fcrc[b], owner) - HEADER_LEN
+        self._rb = None
         # No block found at mount is ever written again before it is erased
         # (FORMAT.md, Reading, step 4): the first write of this boot opens a
         # block. The bytes after the newest block's last record may be a
@@ -403,54 +404,84 @@ class Log:
         # bytes resealed to match a forward CRC: never program over them.
         self.restart = not self.readonly
 
-    def _scan(self, b, buf, hfcrc, owner):
-        # Replay block b's records; returns the end of its valid records.
-        sd = seed(self.seq[b])
-        mv = memoryview(buf)
-        pos = HEADER_LEN
-        last = hfcrc
-        while pos + CHUNK <= BLOCK_SIZE:
-            ln = self._record(buf, mv, pos, sd, b, owner)
-            if not ln:
-                break
-            last = u32(buf, pos + ln - 8)
-            pos += ln
-        end = pos
-        n = BLOCK_SIZE - end
-        if n > WINDOW:
-            n = WINDOW
-        if crc32(mv[end : end + n]) == last:
-            return end
-        # Something was written after the last valid record and is not a
-        # valid record: a write cut short, or a damaged record. Look for
-        # valid records after it (a damaged record in the middle of a block
-        # must not take the later ones with it).
-        p = end + CHUNK
-        found = 0
-        while p + CHUNK <= BLOCK_SIZE:
-            ln = self._record(buf, mv, p, sd, b, owner)
-            if ln:
-                found += 1
-                p += ln
+    def _need(self, b, p, k):
+        # Bytes [p, p+k) of block b (k <= 64, the longest record) in self._rb: returns
+        # their index there. The scan only moves forward, so the bytes
+        # before p are dropped and each byte of the block is read once: the
+        # piece kept is moved to the front and the rest read after it.
+        rb = self._rb
+        if p + k > self._rend:
+            keep = self._rend - p
+            if keep > 0:
+                rb[0:keep] = rb[p - self._rbase : p - self._rbase + keep]
             else:
-                p += CHUNK
+                keep = 0
+            n = _SCAN - keep
+            if n > BLOCK_SIZE - self._rend:
+                n = BLOCK_SIZE - self._rend
+            self._rbase = p
+            self._read(b, memoryview(rb)[keep : keep + n], self._rend)
+            self._rend += n
+        return p - self._rbase
+
+    def _scan(self, b, hfcrc, owner):
+        # Replay block b's records; returns the end of its valid records.
+        # A read that fails ends the block there (damage), keeping what was
+        # read before it.
+        sd = seed(self.seq[b])
+        self._rbase = self._rend = HEADER_LEN
+        pos = HEADER_LEN
+        try:
+            last = hfcrc
+            while pos + CHUNK <= BLOCK_SIZE:
+                ln = self._record(pos, sd, b, owner)
+                if not ln:
+                    break
+                last = u32(self._rb, pos - self._rbase + ln - 8)
+                pos += ln
+            end = pos
+            n = BLOCK_SIZE - end
+            if n > WINDOW:
+                n = WINDOW
+            i = self._need(b, end, n)
+            if crc32(memoryview(self._rb)[i : i + n]) == last:
+                return end
+            # Something was written after the last valid record and is not a
+            # valid record: a write cut short, or a damaged record. Look for
+            # valid records after it (a damaged record in the middle of a block
+            # must not take the later ones with it).
+            p = end + CHUNK
+            found = 0
+            while p + CHUNK <= BLOCK_SIZE:
+                ln = self._record(p, sd, b, owner)
+                if ln:
+                    found += 1
+                    p += ln
+                else:
+                    p += CHUNK
+        except OSError as e:
+            self.note(_D_UNREADABLE, b, errno(e))
+            return pos
         if found:
             self.note(_D_DAMAGED, b, end, found)
         else:
             self.note(_D_TORN, b, end)
         return end
 
-    def _record(self, buf, mv, pos, sd, b, owner):
+    def _record(self, pos, sd, b, owner):
         # The record at pos in block b: 0 if there is no valid record there;
         # else its length, after the owner applied it.
-        t = buf[pos]
+        i = self._need(b, pos, CHUNK)
+        t = self._rb[i]
         ln = ((t >> 6) + 1) * 16
         typ = t & 0x3F
         if typ == 0 or typ == 0x3F or pos + ln > BLOCK_SIZE:
             return 0
-        if crc32(mv[pos : pos + ln - 4], sd) != u32(buf, pos + ln - 4):
+        i = self._need(b, pos, ln)
+        mv = memoryview(self._rb)
+        if crc32(mv[i : i + ln - 4], sd) != u32(self._rb, i + ln - 4):
             return 0
-        owner._apply(buf, pos, typ, ln, b)
+        owner._apply(mv[i : i + ln], pos, typ, ln, b)
         return ln
 
     # -- diagnostics ------------------------------------------------------------------

@@ -502,9 +502,10 @@ class Store:
                 self._sort_secrets()
                 self.fresh_secret = (self.fresh_secret or "no secret") + "; held in RAM only (the partition takes no writes)"
 
-    def _apply(self, buf, pos, typ, ln, b):
-        # A valid record at pos of block b, in log order (FORMAT.md, Record
-        # types; Reading, step 2 for the bounds).
+    def _apply(self, rec, pos, typ, ln, b):
+        # A valid record (its bytes in rec, from index 0) at offset pos of
+        # block b, in log order (FORMAT.md, Record types; Reading, step 2 for
+        # the bounds).
         lg = self.log
         want = _LENGTHS.get(typ)
         if want != ln:
@@ -514,14 +515,14 @@ class Store:
             else:
                 lg.note(_D_LENGTH, b, pos, typ, ln)
             return
-        v = _log.u32(buf, pos + 4)
+        v = _log.u32(rec, 4)
         if typ == _T_CHILD or typ == _T_CHILD_NEW:
-            ike = struct.unpack_from("<H", buf, pos + 2)[0]
+            ike = struct.unpack_from("<H", rec, 2)[0]
             if ike > self._ike_limit:
                 lg.note(_D_IKE_ID, b, pos, ike)
                 return
             if typ == _T_CHILD_NEW:
-                d = bytes(buf[pos + 1 : pos + 2]) + bytes(buf[pos + 8 : pos + 40])
+                d = bytes(rec[1:2]) + bytes(rec[8:40])
                 e = self._ike.get(ike)
                 if e is None:
                     self._ike[ike] = [d, 0, b]
@@ -548,7 +549,7 @@ class Store:
                     if v < low:
                         return
                     del self._secrets[low]
-                self._secrets[v] = [bytes(buf[pos + 8 : pos + 40]), b]
+                self._secrets[v] = [bytes(rec[8:40]), b]
             else:
                 self._secrets.pop(v, None)
             if v > self._max_gen:

@@ -63,8 +63,17 @@
 # erased; a torn erase: some of the bits that were 0). Every read returns a
 # fresh random value for them; a program over them is a violation (they are
 # not erased); a complete erase of their block clears them. They are kept in
-# the sidecar ("weak": {"blk": [[offset, bit mask], ...]}), since the cells
-# keep their state across a reboot, whichever emulator reads them.
+# the sidecar ("weak": {"blk": [[offset, masks], ...]}, masks being one
+# byte's bit mask as an int, or a hex string of the masks of the bytes from
+# offset on), since the cells keep their state across a reboot, whichever
+# emulator reads them. Their random values are drawn in address order.
+#
+# Memory. The emulator runs on a board's small, fragmenting heap (the
+# portable suite, `make test-board`): no allocation is bigger than 512 bytes
+# of the image, and the masks of a program or erase (tearing, unstable and
+# stuck bits) are big ints over at most 512 bytes, applied piece by piece; a
+# 4 KiB random mask is read from the generator's stream in pieces, as the
+# same bytes one draw would give.
 #
 # Wear. Every block has an erase counter (kept in the backing's sidecar, so
 # it survives reboots). A block can be made worn with wear_out(): after a set
@@ -95,7 +104,8 @@ import json
 BLOCK_SIZE = 4096
 CHUNK = 16  # flash-encryption block: alignment and program-once unit
 _ROW = 32  # keystream row of the encryption model
-_PIECE = 512  # unit of RAM allocation: MemoryBacking, keystream cache
+_PIECE = 256  # unit of RAM allocation: MemoryBacking, keystream cache
+_STEP = 256  # the longest stretch a program's or erase's big-int masks span
 
 # ESP-IDF error codes (components/esp_common/include/esp_err.h), negated the
 # way MicroPython's check_esp_err raises them.
@@ -127,15 +137,16 @@ META_SUFFIX = ".emu.json"
 # Keystreams of the last device key used, shared by the emulators of one
 # image (a reboot is a new FlashEmu): [key, [512-byte piece keystream or
 # None, ...], [pieces cached, oldest first]]. On MicroPython at most
-# KS_CACHE_PIECES (16 KiB) stay cached, so an encrypted 64 KiB partition does
-# not hold another 64 KiB of keystream on a board's heap; CPython keeps all.
+# KS_CACHE_PIECES (4 KiB: one block, what the store reads and writes at a
+# time) stay cached, so an encrypted partition does not hold its size again
+# in keystream on a board's heap; CPython keeps all.
 _ks_shared = [None, None, []]
 try:
     import sys as _sys
 
-    KS_CACHE_PIECES = 32 if _sys.implementation.name == "micropython" else 1 << 20
+    KS_CACHE_PIECES = 16 if _sys.implementation.name == "micropython" else 1 << 20
 except (ImportError, AttributeError):
-    KS_CACHE_PIECES = 32
+    KS_CACHE_PIECES = 16
 
 
 class PowerCut(BaseException):
@@ -176,21 +187,53 @@ class _Rand:
     def below(self, k):
         return int.from_bytes(self.bytes(4), "big") % k
 
+    # The stream is SHA-256(seed | n) for n = 0, 1, ...: byte q of it is
+    # byte q % 32 of block q // 32. A mask drawn as bytes(4096) can thus be
+    # read in pieces (at) and then stepped over (skip), giving the same
+    # bytes as one draw without holding 4 KiB of it at once.
+    def tell(self):
+        return 32 * self.n - len(self.pool)
 
-_FF = [None, None]
+    def at(self, q, k):
+        """k bytes of the stream from position q, without moving it."""
+        out = bytearray(k)
+        got = 0
+        while got < k:
+            n, o = divmod(q + got, 32)
+            take = min(k - got, 32 - o)
+            out[got : got + take] = hashlib.sha256(self.seed + b"%d" % n).digest()[o : o + take]
+            got += take
+        return bytes(out)
+
+    def skip(self, k):
+        q = self.tell() + k
+        n, o = divmod(q, 32)
+        if o:
+            self.pool = hashlib.sha256(self.seed + b"%d" % n).digest()[o:]
+            self.n = n + 1
+        else:
+            self.pool = b""
+            self.n = n
 
 
-def _ff_block():
-    # One erased block's bytes, made once and shared: every erase writes it.
-    if _FF[0] is None:
-        _FF[0] = b"\xff" * BLOCK_SIZE
-    return _FF[0]
+_FF = [None]
 
 
 def _ff_piece():
-    if _FF[1] is None:
-        _FF[1] = b"\xff" * _PIECE
-    return _FF[1]
+    # One erased piece's bytes, made once and shared: an erase writes it
+    # once per piece (no 4 KiB buffer of 0xFF on a board's heap).
+    if _FF[0] is None:
+        _FF[0] = b"\xff" * _PIECE
+    return _FF[0]
+
+
+def _ones(n):
+    return (1 << (8 * n)) - 1
+
+
+def _bitlen(v):
+    # int.bit_length(), which MicroPython's int lacks
+    return len(bin(v)) - 2 if v else 0
 
 
 def _int(b):
@@ -201,6 +244,24 @@ def _bytes(v, n):
     return v.to_bytes(n, "big")
 
 
+# Buffers of pieces a MemoryBacking erased, for its next programs: a store
+# erases and programs the same blocks over and over, and a fresh 512-byte
+# allocation each time, with small objects filling the holes the erased
+# ones leave, fragments a board's heap until no 512 bytes are left in one
+# piece. At most _SPARE_MAX are kept.
+_spare = []
+_SPARE_MAX = 16
+
+
+def _clone(x):
+    # A deep copy of a sidecar (dicts, lists, and immutable leaves).
+    if isinstance(x, dict):
+        return {k: _clone(x[k]) for k in x}
+    if isinstance(x, list):
+        return [_clone(v) for v in x]
+    return x
+
+
 class MemoryBacking:
     """The partition in RAM, in 512-byte pieces: one bytearray per piece
     programmed since its last erase (an erased piece holds nothing and reads
@@ -208,7 +269,9 @@ class MemoryBacking:
     and the image is never held twice, so the emulator fits the fixed, and
     fragmenting, heap of the board the portable suite runs on (`make
     test-board`; a 64 KiB image in one bytearray would not). A copy() is a
-    snapshot: tests reboot by building a new FlashEmu on the same object.
+    snapshot that shares the pieces until one side writes to them (copy on
+    write: a power-cut sweep's copy per cut costs the pieces it changes, not
+    the image); tests reboot by building a new FlashEmu on the same object.
     `data` is the whole image as one new bytearray (a copy: write() is what
     changes the backing)."""
 
@@ -219,6 +282,7 @@ class MemoryBacking:
             raise ValueError("size must be a multiple of %d" % BLOCK_SIZE)
         self.size = size
         self.pieces = [None] * (size // _PIECE)
+        self.mine = bytearray(size // _PIECE)  # 1: this backing's own piece, 0: shared with a copy
         if data is not None:
             self.write(0, data)
         self.meta = meta
@@ -235,7 +299,7 @@ class MemoryBacking:
             return b""
         out = bytearray(n)
         got = 0
-        ff = memoryview(_ff_block())
+        ff = memoryview(_ff_piece())
         while got < n:
             p, o = divmod(off + got, _PIECE)
             take = min(n - got, _PIECE - o)
@@ -247,7 +311,7 @@ class MemoryBacking:
     def write(self, off, data):
         n = len(data)
         mv = memoryview(data)
-        ff = memoryview(_ff_block())
+        ff = memoryview(_ff_piece())
         done = 0
         while done < n:
             p, o = divmod(off + done, _PIECE)
@@ -256,9 +320,21 @@ class MemoryBacking:
             pc = self.pieces[p]
             if take == _PIECE and (data is _FF[0] or bytes(part) == _ff_piece()):
                 self.pieces[p] = None  # a whole erased piece holds nothing
+                if pc is not None and self.mine[p] and len(_spare) < _SPARE_MAX:
+                    _spare.append(pc)
+                self.mine[p] = 0
             else:
                 if pc is None:
-                    pc = self.pieces[p] = bytearray(ff[:_PIECE])
+                    if _spare:
+                        pc = _spare.pop()
+                        pc[:] = ff[:_PIECE]
+                    else:
+                        pc = bytearray(ff[:_PIECE])
+                    self.pieces[p] = pc
+                    self.mine[p] = 1
+                elif not self.mine[p]:
+                    pc = self.pieces[p] = bytearray(pc)  # shared with a copy: copy it first
+                    self.mine[p] = 1
                 pc[o : o + take] = part
             done += take
 
@@ -273,21 +349,15 @@ class MemoryBacking:
 
     def copy(self, into=None):
         """A snapshot: a new MemoryBacking, or `into` (one of the same size)
-        overwritten in place, reusing its buffers (what a power-cut sweep on
-        a board's heap needs: no new image per cut)."""
-        meta = json.loads(json.dumps(self.meta)) if self.meta is not None else None
+        overwritten, sharing this one's pieces until either writes to them."""
+        meta = _clone(self.meta)  # not a JSON round trip: no string of the whole sidecar
         if into is None:
             into = MemoryBacking(self.size)
         elif into.size != self.size:
             raise ValueError("copy into a backing of %d bytes, not %d" % (into.size, self.size))
         for i in range(len(self.pieces)):
-            src = self.pieces[i]
-            if src is None:
-                into.pieces[i] = None
-            elif into.pieces[i] is None:
-                into.pieces[i] = bytearray(src)
-            else:
-                into.pieces[i][:] = src
+            into.pieces[i] = self.pieces[i]
+            into.mine[i] = self.mine[i] = 0
         into.meta = meta
         return into
 
@@ -423,7 +493,7 @@ class FlashEmu:
         self.torn = None  # description of the torn operation, after a cut
         self.reprogram = reprogram
         self.unstable = unstable
-        self._weak = self._weak_load()  # block -> {offset: mask of unstable bits}
+        self._weak_load()  # the unstable cells (_weak_piece)
 
     # -- the esp32.Partition protocol ------------------------------------------
 
@@ -498,17 +568,18 @@ class FlashEmu:
             return None
         return w[1]
 
-    def _stuck_mask(self, block):
-        # Bits stuck at 0 in a worn block: about one bit in 256, fixed per block.
+    def _stuck_rows(self, block):
+        # Bits stuck at 0 in a worn block: one bit in each 32-byte row (about
+        # one bit in 256), fixed per block. Kept as (offset in the row, bit)
+        # per row: 256 bytes, not a 4 KiB mask.
         m = self._stuck.get(block)
         if m is None:
             r = _Rand(self.meta.get("seed", 0) * 1000003 + block + 7)
-            raw = r.bytes(BLOCK_SIZE)
-            m = bytearray(BLOCK_SIZE)
-            for i in range(0, BLOCK_SIZE, 32):
-                j = raw[i] % 32
-                m[i + j] = 1 << (raw[i + 1] % 8)
-            m = _int(bytes(m))
+            m = bytearray(2 * (BLOCK_SIZE // 32))
+            for row in range(BLOCK_SIZE // 32):
+                raw = r.bytes(32)
+                m[2 * row] = raw[0] % 32
+                m[2 * row + 1] = 1 << (raw[1] % 8)
             self._stuck[block] = m
         return m
 
@@ -516,21 +587,23 @@ class FlashEmu:
         # The stuck mask (as an int over `ln` bytes at `addr`), or 0.
         if not self.meta.get("worn"):
             return 0
-        out = 0
+        out = None
         a = addr
         end = addr + ln
         while a < end:
             b = a // BLOCK_SIZE
             stop = min(end, (b + 1) * BLOCK_SIZE)
-            seg = 0
             if self._wear(b) == STUCK_BITS:
-                full = self._stuck_mask(b)
-                lo = a - b * BLOCK_SIZE
-                hi = stop - b * BLOCK_SIZE
-                seg = (full >> (8 * (BLOCK_SIZE - hi))) & ((1 << (8 * (hi - lo))) - 1)
-            out = (out << (8 * (stop - a))) | seg
+                if out is None:
+                    out = bytearray(ln)
+                rows = self._stuck_rows(b)
+                base = b * BLOCK_SIZE
+                for row in range((a - base) // 32, (stop - base + 31) // 32):
+                    at = base + 32 * row + rows[2 * row]
+                    if a <= at < stop:
+                        out[at - addr] = rows[2 * row + 1]
             a = stop
-        return out
+        return _int(out) if out is not None else 0
 
     # -- internals ----------------------------------------------------------------
 
@@ -553,15 +626,20 @@ class FlashEmu:
     def _piece_ks(self, p):
         # The keystream of 512-byte piece p of the partition, from the shared
         # cache (pieces, not blocks: no 4 KiB allocation on a board's heap).
+        # The oldest piece's buffer is reused for the new one: a fixed set of
+        # buffers, not an allocation per miss (which fragments a small heap).
         ks = self._ks[p]
         if ks is None:
-            ks = bytearray(_PIECE)
+            cached = _ks_shared[2]
+            if len(cached) >= KS_CACHE_PIECES:
+                old = cached.pop(0)
+                ks = self._ks[old]
+                self._ks[old] = None
+            else:
+                ks = bytearray(_PIECE)
             base = p * _PIECE
             for r in range(0, _PIECE, _ROW):
                 ks[r : r + _ROW] = hashlib.sha256(self.key + (base + r).to_bytes(4, "little")).digest()
-            cached = _ks_shared[2]
-            if len(cached) >= KS_CACHE_PIECES:
-                self._ks[cached.pop(0)] = None
             cached.append(p)
             self._ks[p] = ks
         return ks
@@ -592,6 +670,17 @@ class FlashEmu:
         self.last_violation = msg
         raise FlashViolation(msg)
 
+    def _piece(self, addr, data, i, n):
+        # Piece [i, i+n) of a program of `data` at addr, as ints over n
+        # bytes: (old physical bytes, stuck mask, old as the rules see it,
+        # new physical bytes). A program is checked and applied piece by
+        # piece, so no big int spans more than _STEP bytes of it.
+        old = _int(self.backing.read(addr + i, n))
+        stuck = self._stuck_bits(addr + i, n)
+        d = bytes(data[i : i + n])
+        phys = _int(self._crypt(addr + i, d)) if self.encrypted else _int(d)
+        return old, stuck, old | stuck, phys  # stuck cells count as erased: not the writer's fault
+
     def _program(self, addr, data):
         ln = len(data)
         if self.encrypted:
@@ -603,70 +692,98 @@ class FlashEmu:
         self._range(addr, ln)
         if not ln:
             return
-        old = self.backing.read(addr, ln)
-        stuck = self._stuck_bits(addr, ln)
-        full = (1 << (8 * ln)) - 1
-        o = _int(old) | stuck  # stuck cells count as erased: not the writer's fault
-        if self.encrypted:
-            ff = b"\xff" * CHUNK
-            ob = _bytes(o, ln)
-            for i in range(0, ln, CHUNK):
-                if ob[i : i + CHUNK] != ff:
-                    self._violation(
-                        "flash encryption: 16-byte chunk at 0x%x programmed twice since its last erase" % (addr + i)
-                    )
-            phys = _int(self._crypt(addr, data))
-        else:
-            phys = _int(data)
-            if (phys | o) != o:
-                bad = (phys | o) ^ o
-                first = ln - 1 - (len(bin(bad)) - 3) // 8
-                self._violation("NOR flash: program at 0x%x would set bits that are 0 (an erase is needed)" % (addr + first))
-            if not self.reprogram:
-                self._check_erased(addr, ln, o, full)
+        # The rules, piece by piece; the first offence of each kind is
+        # reported, in the order a whole-program check reports them.
+        twice = setbit = unerased = -1
+        ff = b"\xff" * CHUNK
+        for i in range(0, ln, _STEP):
+            n = min(ln - i, _STEP)
+            _, _, o, phys = self._piece(addr, data, i, n)
+            full = _ones(n)
+            if self.encrypted:
+                if twice < 0:
+                    ob = _bytes(o, n)
+                    for c in range(0, n, CHUNK):
+                        if ob[c : c + CHUNK] != ff:
+                            twice = i + c
+                            break
+            else:
+                if setbit < 0 and (phys | o) != o:
+                    setbit = i + n - 1 - (_bitlen((phys | o) ^ o) - 1) // 8
+                if unerased < 0 and o != full:
+                    unerased = i + n - 1 - (_bitlen(o ^ full) - 1) // 8
+        if twice >= 0:
+            self._violation("flash encryption: 16-byte chunk at 0x%x programmed twice since its last erase" % (addr + twice))
+        if setbit >= 0:
+            self._violation("NOR flash: program at 0x%x would set bits that are 0 (an erase is needed)" % (addr + setbit))
+        if unerased >= 0 and not self.reprogram:
+            # Plain mode: every byte programmed must be erased (0xFF; a cell
+            # stuck at 0 counts as erased, the flash is at fault there).
+            self._violation("NOR flash: program at 0x%x over bytes not erased since the last erase" % (addr + unerased))
         if self._weak:
             self._weak_check(addr, ln)
+        tear = None
         if self._tick():
-            torn = self._tear_program(phys, ln, full)
+            tear = self._tear_program(ln)
             if self.unstable:
-                self._weak_torn_program(addr, ln, phys, torn, full)
-            phys = torn
-            self.backing.write(addr, _bytes(_int(old) & phys & (full ^ stuck), ln))
+                self._weak_torn_program(addr, data, ln, tear)
+        for i in range(0, ln, _STEP):
+            n = min(ln - i, _STEP)
+            old, stuck, _, phys = self._piece(addr, data, i, n)
+            full = _ones(n)
+            if tear is not None:
+                phys |= full ^ self._keep(tear, i, n)
+            self.backing.write(addr + i, _bytes(old & phys & (full ^ stuck), n))
+        if tear is not None:
             self.backing.flush()
             self._cut()
-        self.backing.write(addr, _bytes(_int(old) & phys & (full ^ stuck), ln))
         self.programs += 1
         self.bytes_programmed += ln
 
-    def _tear_program(self, phys, ln, full):
-        # What reaches the cells when power fails mid-program: bits of `phys`
-        # that are 0 are the clears; keep only some of them.
+    def _tear_program(self, ln):
+        # What reaches the cells when power fails mid-program: of the bits
+        # the program clears, only those where the "keep" mask has a 1
+        # (_keep). Drawn here: (mode, k, the half-done byte, where a random
+        # mask starts in self.rand).
         mode = self.rand.below(5)
+        k = kb = q = 0
         if mode == 0:
             # the cut came before the cells were touched
-            keep = 0
             self.torn = "program: none of %d bytes" % ln
         elif mode == 1:
             # the cut came just after the program finished
-            keep = full
             self.torn = "program: all %d bytes (but not acknowledged)" % ln
         elif mode == 2:
             # a prefix of the bytes
             k = self.rand.below(ln + 1)
-            keep = ((1 << (8 * k)) - 1) << (8 * (ln - k))
             self.torn = "program: first %d of %d bytes" % (k, ln)
         elif mode == 3:
-            # a random subset of the bit clears
-            keep = _int(self.rand.bytes(ln))
+            # a random subset of the bit clears (a mask of ln random bytes)
+            q = self.rand.tell()
+            self.rand.skip(ln)
             self.torn = "program: a random half of the bit clears of %d bytes" % ln
         else:
             # a prefix, then one byte half done
             k = self.rand.below(ln)
-            keep = ((1 << (8 * k)) - 1) << (8 * (ln - k))
-            keep |= self.rand.bytes(1)[0] << (8 * (ln - k - 1))
+            kb = self.rand.bytes(1)[0]
             self.torn = "program: first %d of %d bytes and part of the next" % (k, ln)
-        # A clear happens only where keep has a 1.
-        return phys | (full ^ keep)
+        return (mode, k, kb, q)
+
+    def _keep(self, tear, i, n):
+        # The keep mask of a torn program over its bytes [i, i+n), an int.
+        mode, k, kb, q = tear
+        if mode == 0:
+            return 0
+        if mode == 1:
+            return _ones(n)
+        if mode == 3:
+            return _int(self.rand.at(q + i, n))
+        m = bytearray(n)
+        for j in range(i, min(k, i + n)):
+            m[j - i] = 0xFF
+        if mode == 4 and i <= k < i + n:
+            m[k - i] = kb
+        return _int(m)
 
     def _erase(self, block):
         torn = self._tick()
@@ -674,143 +791,220 @@ class FlashEmu:
         self.erases += 1
         self.erase_counts[block] += 1
         addr = block * BLOCK_SIZE
+        stuck = mode == STUCK_BITS
         if torn or mode == ERASE_FAILS:
-            full = (1 << (8 * BLOCK_SIZE)) - 1
-            # Half-finished: a random subset of the bits go back to 1.
-            old = _int(self.backing.read(addr, BLOCK_SIZE))
+            # Half-finished: a random subset of the bits go back to 1. The
+            # masks are drawn as 4 KiB of self.rand each and applied a piece
+            # at a time (no 4 KiB int on a board's heap).
             how = self.rand.below(4)
-            if how == 0:
-                setmask = 0
-            elif how == 3:
-                setmask = full
-            else:
-                # each bit set with probability 1/4 or 3/4
-                a = _int(self.rand.bytes(BLOCK_SIZE))
-                b = _int(self.rand.bytes(BLOCK_SIZE))
-                setmask = (a & b) if how == 1 else (a | b)
-            if mode == STUCK_BITS:
-                setmask &= full ^ self._stuck_mask(block)
-            self.backing.write(addr, _bytes(old | setmask, BLOCK_SIZE))
+            q = self.rand.tell()
+            if how == 1 or how == 2:
+                # each bit set with probability 1/4 or 3/4: a & b or a | b
+                self.rand.skip(2 * BLOCK_SIZE)
+            weak = torn and self.unstable and how != 3
+            qw = self.rand.tell()
+            if weak:
+                self.rand.skip(4 * BLOCK_SIZE)
+            marked = False
+            full = _ones(_PIECE)
+            for i in range(0, BLOCK_SIZE, _PIECE):
+                old = _int(self.backing.read(addr + i, _PIECE))
+                if how == 0:
+                    setmask = 0
+                elif how == 3:
+                    setmask = full
+                else:
+                    x = _int(self.rand.at(q + i, _PIECE))
+                    y = _int(self.rand.at(q + BLOCK_SIZE + i, _PIECE))
+                    setmask = (x & y) if how == 1 else (x | y)
+                if stuck:
+                    setmask &= full ^ self._stuck_bits(addr + i, _PIECE)
+                if weak:
+                    # Bits that were 0 before the erase: about one in sixteen
+                    # is left between the levels, whether or not it was set.
+                    r = full
+                    for k in range(4):
+                        r &= _int(self.rand.at(qw + k * BLOCK_SIZE + i, _PIECE))
+                    marked = self._weak_mark(addr + i, (full ^ old) & r, _PIECE) or marked
+                self.backing.write(addr + i, _bytes(old | setmask, _PIECE))
             self.backing.flush()
-            if torn and self.unstable and how != 3:
-                self._weak_torn_erase(block, old, setmask, full)
+            if marked:
+                self._weak_save()
             self._save_meta()
             if torn:
                 self.torn = "erase of block %d: %s" % (block, ("nothing", "a quarter of the bits", "three quarters of the bits", "all bits")[how])
                 self._cut()
             raise esp_error(ESP_ERR_FLASH_OP_FAIL)
-        if mode == STUCK_BITS:
-            self.backing.write(addr, _bytes(((1 << (8 * BLOCK_SIZE)) - 1) ^ self._stuck_mask(block), BLOCK_SIZE))
-        else:
-            self.backing.write(addr, _ff_block())
+        for i in range(0, BLOCK_SIZE, _PIECE):
+            if stuck:
+                self.backing.write(addr + i, _bytes(_ones(_PIECE) ^ self._stuck_bits(addr + i, _PIECE), _PIECE))
+            else:
+                self.backing.write(addr + i, _ff_piece())
         self._weak_clear(block)
         self._save_meta()
 
     # -- program once, and unstable bits (see the module header) --------------
 
-    def _check_erased(self, addr, ln, o, full):
-        # Plain mode: every byte programmed must be erased (0xFF; a cell
-        # stuck at 0 counts as erased, the flash is at fault there).
-        if o != full:
-            bad = o ^ full
-            first = ln - 1 - (len(bin(bad)) - 3) // 8
-            self._violation("NOR flash: program at 0x%x over bytes not erased since the last erase" % (addr + first))
+    # The unstable cells: {block: [None or bytearray(_PIECE) of bit masks,
+    # one per 512-byte piece of the block]}. A torn erase can leave a
+    # thousand and more of them in a block: pieces, not a dict of offsets,
+    # keep that within small allocations on a board's heap.
+
+    def _weak_piece(self, blk, p, make=False):
+        m = self._weak.get(blk)
+        if m is None:
+            if not make:
+                return None
+            m = self._weak[blk] = [None] * (BLOCK_SIZE // _PIECE)
+        pc = m[p]
+        if pc is None and make:
+            pc = m[p] = bytearray(_PIECE)
+        return pc
 
     def _weak_load(self):
-        w = {}
+        # Sidecar: {"blk": [[offset, mask], ...]}, a mask being one byte's
+        # bits (an int) or a hex string: the masks of the bytes from offset on.
+        self._weak = {}
         for k, pairs in (self.meta.get("weak") or {}).items():
-            m = {}
+            blk = int(k)
             for off, mask in pairs:
-                m[off] = mask
-            if m:
-                w[int(k)] = m
-        return w
+                mb = bytes.fromhex(mask) if isinstance(mask, str) else bytes([mask])
+                for j in range(len(mb)):
+                    if mb[j]:
+                        p, o = divmod(off + j, _PIECE)
+                        self._weak_piece(blk, p, True)[o] |= mb[j]
+        return self._weak
 
     def _weak_save(self):
         out = {}
-        for b in self._weak:
-            m = self._weak[b]
-            out[str(b)] = [[off, m[off]] for off in sorted(m)]
+        for b in sorted(self._weak):
+            pairs = []
+            for p in range(BLOCK_SIZE // _PIECE):
+                pc = self._weak[b][p]
+                if pc is None:
+                    continue
+                lo, hi = 0, _PIECE
+                while lo < hi and not pc[lo]:
+                    lo += 1
+                while hi > lo and not pc[hi - 1]:
+                    hi -= 1
+                if hi - lo == 1:
+                    pairs.append([p * _PIECE + lo, pc[lo]])
+                elif hi > lo:
+                    pairs.append([p * _PIECE + lo, bytes(pc[lo:hi]).hex()])
+            if pairs:
+                out[str(b)] = pairs
         if out:
             self.meta["weak"] = out
         else:
             self.meta.pop("weak", None)
 
-    def _weak_add(self, addr, mask_int, ln):
-        # Mark the bits set in mask_int (an int over ln bytes at addr) unstable.
+    def _weak_mark(self, addr, mask_int, ln):
+        # Mark the bits set in mask_int (an int over ln bytes at addr)
+        # unstable; True if there were any. The caller saves (_weak_save).
         if not mask_int:
-            return
+            return False
         mb = _bytes(mask_int, ln)
         for i in range(ln):
             if mb[i]:
-                a = addr + i
-                blk = a // BLOCK_SIZE
-                m = self._weak.get(blk)
-                if m is None:
-                    m = {}
-                    self._weak[blk] = m
-                off = a - blk * BLOCK_SIZE
-                m[off] = m.get(off, 0) | mb[i]
-        self._weak_save()
-        self._save_meta()
+                blk, off = divmod(addr + i, BLOCK_SIZE)
+                p, o = divmod(off, _PIECE)
+                self._weak_piece(blk, p, True)[o] |= mb[i]
+        return True
 
     def _weak_clear(self, block):
         if self._weak.pop(block, None) is not None:
             self._weak_save()
 
+    def _weak_cells(self, addr, end):
+        # (address, mask) of the unstable cells in [addr, end), lowest first.
+        a = addr
+        while a < end:
+            blk, off = divmod(a, BLOCK_SIZE)
+            p, o = divmod(off, _PIECE)
+            stop = min(end, a + _PIECE - o)
+            pc = self._weak_piece(blk, p)
+            if pc is not None:
+                for j in range(o, o + stop - a):
+                    if pc[j]:
+                        yield a - o + j, pc[j]
+            a = stop
+
+    def unstable_bits(self, block):
+        """[(offset, bit mask)] of the block's unstable cells, lowest first."""
+        base = block * BLOCK_SIZE
+        return [(a - base, m) for a, m in self._weak_cells(base, base + BLOCK_SIZE)]
+
     def _weak_read(self, addr, data):
-        # Unstable bits read as a fresh random value on every read.
+        # Unstable bits read as a fresh random value on every read (drawn
+        # in address order: the same on CPython and MicroPython).
         out = None
-        end = addr + len(data)
-        b0 = addr // BLOCK_SIZE
-        for blk in range(b0, (end - 1) // BLOCK_SIZE + 1):
-            m = self._weak.get(blk)
-            if not m:
-                continue
-            base = blk * BLOCK_SIZE
-            for off in m:
-                a = base + off
-                if addr <= a < end:
-                    if out is None:
-                        out = bytearray(data)
-                    mask = m[off]
-                    out[a - addr] = (out[a - addr] & (0xFF ^ mask)) | (self.rand.bytes(1)[0] & mask)
+        for a, mask in self._weak_cells(addr, addr + len(data)):
+            if out is None:
+                out = bytearray(data)
+            out[a - addr] = (out[a - addr] & (0xFF ^ mask)) | (self.rand.bytes(1)[0] & mask)
         return bytes(out) if out is not None else data
 
     def _weak_check(self, addr, ln):
-        end = addr + ln
-        for blk in range(addr // BLOCK_SIZE, (end - 1) // BLOCK_SIZE + 1):
-            m = self._weak.get(blk)
-            if m:
-                base = blk * BLOCK_SIZE
-                for off in m:
-                    if addr <= base + off < end:
-                        self._violation("NOR flash: program at 0x%x over unstable bits (a torn program or erase, not erased since)" % (base + off))
+        for a, _ in self._weak_cells(addr, addr + ln):
+            self._violation("NOR flash: program at 0x%x over unstable bits (a torn program or erase, not erased since)" % a)
 
-    def _weak_torn_program(self, addr, ln, phys, torn, full):
-        # Of the bits this program clears (0 in phys), those the cut left
-        # unset (1 in torn) are candidates: about a quarter become unstable;
-        # if none reached the cells, one of them (so the area may read erased).
-        clears = full ^ phys
-        left = clears & torn
-        if not left:
+    def _weak_torn_program(self, addr, data, ln, tear):
+        # Of the bits this program clears (0 in its physical bytes), those
+        # the cut left unset (0 in the keep mask) are candidates: about a
+        # quarter become unstable; if none reached the cells, one of them (so
+        # the area may read erased). Worked out a piece at a time.
+        top = -1  # bit length of the candidates as one big-endian int
+        every = True  # every clear was left unset
+
+        def left(i, n):
+            phys = self._piece(addr, data, i, n)[3]
+            full = _ones(n)
+            clears = full ^ phys
+            return clears & (full ^ self._keep(tear, i, n)), clears
+
+        for i in range(0, ln, _STEP):
+            n = min(ln - i, _STEP)
+            lf, clears = left(i, n)
+            if lf and top < 0:
+                top = 8 * (ln - i - n) + _bitlen(lf)
+            if lf != clears:
+                every = False
+        if top < 0:
             return
-        if left == clears:
-            pick = self.rand.below(len(bin(left)) - 2)
-            while not (left >> pick) & 1:
-                pick = (pick + 1) % (8 * ln)
-            weak = 1 << pick
-        else:
-            weak = left & _int(self.rand.bytes(ln)) & _int(self.rand.bytes(ln))
-        self._weak_add(addr, weak, ln)
-        self.torn += ", %d unstable bit(s)" % bin(weak).count("1")
+        marked = False
+        if every:
+            # one bit, at or above a random bit position (wrapping round)
+            def find(lo):
+                i = (ln - 1) // _STEP * _STEP
+                while i >= 0:
+                    n = min(ln - i, _STEP)
+                    base = 8 * (ln - i - n)
+                    if base + 8 * n > lo:
+                        x = left(i, n)[0] >> max(0, lo - base)
+                        if x:
+                            return max(lo, base) + _bitlen(x & -x) - 1
+                    i -= _STEP
+                return -1
 
-    def _weak_torn_erase(self, block, old, setmask, full):
-        # Bits that were 0 before the erase: about one in sixteen is left
-        # between the levels, whether or not the erase set it.
-        r = _int(self.rand.bytes(BLOCK_SIZE)) & _int(self.rand.bytes(BLOCK_SIZE))
-        r &= _int(self.rand.bytes(BLOCK_SIZE)) & _int(self.rand.bytes(BLOCK_SIZE))
-        self._weak_add(block * BLOCK_SIZE, (full ^ old) & r, BLOCK_SIZE)
+            pick = find(self.rand.below(top))
+            if pick < 0:
+                pick = find(0)
+            marked = self._weak_mark(addr + ln - 1 - pick // 8, 1 << (pick % 8), 1)
+            count = 1
+        else:
+            q = self.rand.tell()
+            self.rand.skip(2 * ln)
+            count = 0
+            for i in range(0, ln, _STEP):
+                n = min(ln - i, _STEP)
+                w = left(i, n)[0] & _int(self.rand.at(q + i, n)) & _int(self.rand.at(q + ln + i, n))
+                count += bin(w).count("1")
+                marked = self._weak_mark(addr + i, w, n) or marked
+        if marked:
+            self._weak_save()
+            self._save_meta()
+        self.torn += ", %d unstable bit(s)" % count
 
     def _cut(self):
         self.dead = True
