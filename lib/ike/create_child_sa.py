@@ -187,9 +187,10 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             eng.queue(new, "delete_ike", None)
             return _finish(eng, sa, theirs, False, (), now)
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
-        # The peer deletes its redundant SA; until then it only waits.
+        # The peer deletes its redundant SA; until then it only waits (if we
+        # are not deleting it already).
         theirs.successor = new
-        state.set_ike(theirs, "rekeyed_by_peer")
+        state.ike_if(theirs, "rekeyed_by_peer")
         theirs.last_recv = now
     # the response's notifies belong to the new SA (its token, §4.3)
     return _finish(eng, sa, new, True, ns, now)
