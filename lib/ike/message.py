@@ -5,6 +5,10 @@
 # shared with lib/qcd; this module adds what only an engine with keys does:
 # bodies as bytes for ike.payloads, and building and opening SK. Anything
 # malformed gives None (design principle 5), never an exception.
+#
+# `integ_key` below is the IKE SA's crypto.hmac_key for that direction, made
+# once per SA (ike.keymat.IkeKeys: its padded key blocks are not rebuilt
+# per message), or raw key bytes for a one-off (tests, tools).
 
 from ike import crypto
 from ike.keymat import BLOCK, ICV_LEN
@@ -50,6 +54,10 @@ def parse(buf):
     return m
 
 
+def _mac(integ_key):
+    return integ_key if isinstance(integ_key, crypto.hmac_key) else crypto.hmac_key(integ_key)
+
+
 def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_key, iv):
     """A protected message: HDR, SK{payloads} (RFC 7296 §3.14).
 
@@ -65,7 +73,7 @@ def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_ke
     sk_len = GEN_LEN + len(iv) + len(ct) + ICV_LEN
     head = hdr(spi_i, spi_r, PT_SK, exchange, flags, msg_id, HDR_LEN + sk_len) + bytes((first, 0, sk_len >> 8, sk_len & 0xFF))
     signed = head + iv + ct
-    return signed + crypto.hmac_sha256(integ_key, signed)[:ICV_LEN]
+    return signed + _mac(integ_key).digest(signed)[:ICV_LEN]
 
 
 def decrypt_sk(m, encr_key, integ_key):
@@ -82,7 +90,7 @@ def decrypt_sk(m, encr_key, integ_key):
         return None
     buf = m.buf
     icv = buf[len(buf) - ICV_LEN :]
-    want = crypto.hmac_sha256(integ_key, buf[: len(buf) - ICV_LEN])[:ICV_LEN]
+    want = _mac(integ_key).digest(buf[: len(buf) - ICV_LEN])[:ICV_LEN]
     if not crypto.ct_equal(icv, want):
         return None
     iv = body[0:BLOCK]
