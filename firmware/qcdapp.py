@@ -129,11 +129,11 @@ def load_config(path=CONFIG_PATH):
         raise SetupError("lib/ike cannot be imported: %s" % e)
     try:
         from ike import config as ikeconfig
+
+        ikeconfig.Config(cfg)  # every IKE key checked now, before the radio is on
     except ImportError as e:
         # lib/ike is here but something it needs is not: say what
         raise SetupError("lib/ike cannot check %s: %s (a module lib/ike needs is missing from this board: deploy it, or use a firmware that has it)" % (path, e))
-    try:
-        ikeconfig.Config(cfg)  # every IKE key checked now, before the radio is on
     except ValueError as e:
         raise SetupError("%s: %s" % (path, e))
     return cfg
@@ -335,6 +335,17 @@ def _setup(app, config_path):
     app.hook = make_hook(cfg, app.store, time.ticks_ms(), app.log)
 
 
+def _forget_setup():
+    # The configuration checks are setup-only code (issue 10 §3): once the
+    # engine holds its Config, unload them and give their heap back.
+    from ike import config
+
+    config.forget_checks()
+    import gc
+
+    gc.collect()
+
+
 def _run(app):
     if _import("socket") is None or _import("select") is None:
         app.state = "ready; IKE not started: this board has no socket module"
@@ -351,6 +362,7 @@ def _run(app):
         # Kept in APP, so an interruption costs no IKE SA: resume() goes on
         # with the same engine (SAs, timers, clock).
         app.engine = device.new_engine(app.config, app.hook, log=app.log)
+        _forget_setup()
     app.state = "running"
     app.guard = (app.config.get("device") or {}).get("watchdog_s", DEFAULT_WATCHDOG_S)
     try:
@@ -387,6 +399,7 @@ def setup(config_path=CONFIG_PATH):
     from ike.tunnel import Tunnel
 
     app.engine = device.new_engine(app.config, app.hook, log=app.log)
+    _forget_setup()
     try:
         app.tunnel = Tunnel(app.engine)
     except ValueError as e:

@@ -259,3 +259,28 @@ def test_deploy_compiles_mpy_and_keeps_main_py(tmp_path):
     args = remote.deploy_cp("/dev/ttyUSB0", app=True, packages=("qcd",), mpy=True)
     # the old sources go first: an import would find X.py before X.mpy
     assert "/lib/qcd/hook.py" in args[3] and "os.remove" in args[3]
+
+
+def test_deploy_compiles_without_line_numbers_unless_asked_and_tracebacks_still_name_the_function(tmp_path):
+    # -O3 (remote.MPY_OPT, the deploy default) leaves out the line-number
+    # tables; --opt 0 keeps them. Checked on the WebAssembly MicroPython.
+    from support import run_micropython
+
+    src = tmp_path / "src" / "lib" / "probe_lines.py"
+    src.parent.mkdir(parents=True)
+    src.write_text("def inner(b):\n    x = 1\n    return b[5] + x\n\n\ndef outer():\n    return inner(b'')\n")
+    script = tmp_path / "main.py"
+    script.write_text("import sys\nsys.path.insert(0, '/mpy')\nimport probe_lines\ntry:\n    probe_lines.outer()\nexcept IndexError as e:\n    sys.print_exception(e)\n")
+    shown = {}
+    for opt in (remote.MPY_OPT, 0):
+        out = tmp_path / ("O%d" % opt)
+        [(mpy, dev)] = remote.compile_mpy([(str(src), "lib/probe_lines.py")], str(out), opt=opt)
+        assert dev == "lib/probe_lines.mpy"
+        r = run_micropython(str(script), paths=[(os.path.dirname(mpy), "/mpy")], timeout=120)
+        assert "IndexError" in r.stdout + r.stderr, r.stdout + r.stderr
+        shown[opt] = r.stdout + r.stderr
+    assert remote.MPY_OPT == 3
+    assert 'lib/probe_lines.py", line 3, in inner' in shown[0] and 'line 7, in outer' in shown[0]
+    assert 'lib/probe_lines.py", line 1, in inner' in shown[3] and 'line 1, in outer' in shown[3]
+    assert "line 3" not in shown[3]
+    assert os.path.getsize(str(tmp_path / "O3" / "lib" / "probe_lines.mpy")) < os.path.getsize(str(tmp_path / "O0" / "lib" / "probe_lines.mpy"))

@@ -233,3 +233,33 @@ def test_the_asyncio_loop_drops_a_datagram_recvfrom_cannot_allocate_and_goes_on(
     assert len(got) == 1 and got[0][:8] == req[:8]
     assert eng.counters["out_of_memory"] == 1 and eng.counters["internal_errors"] == 0
     assert "ike: out of memory in recvfrom: datagram dropped" in logs
+
+
+def test_a_heap_without_room_for_the_recvfrom_piece_still_answers_every_request(monkeypatch):
+    # keep_room (issue 10 §3) holds RECV_MAX octets for recvfrom; when the
+    # heap has no such piece the loop keeps none, copies each datagram out
+    # of the piece recvfrom used, and answers as before.
+    calls = []
+
+    def no_room():
+        calls.append(1)
+        return None
+
+    monkeypatch.setattr(device, "keep_room", no_room)
+    th, res, logs, port, done = _device_thread(monkeypatch)
+    try:
+        req = _request()
+        ans = _ask(port, req)
+        assert ans is not None and ans[:8] == req[:8]
+    finally:
+        done.set()
+        th.join(10)
+    assert "error" not in res, res.get("error")
+    assert res["eng"].counters["out_of_memory"] == 0
+    assert len(calls) >= 3  # at the start, then twice for the datagram (before and after its copy)
+
+
+def test_the_recvfrom_piece_is_taken_again_right_after_each_datagram():
+    data = b"\x01" * 300
+    got, room = device.received(data)
+    assert got == data and isinstance(room, bytearray) and len(room) == device.RECV_MAX

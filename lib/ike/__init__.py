@@ -24,7 +24,9 @@
 #   ike.tunnel           the data plane: UDP datagrams and ping through the
 #                        Child SA (IPv4 in ESP tunnel mode); loaded only by
 #                        an app that opens a tunnel
-#   ike.config           the JSON configuration
+#   ike.config           the JSON configuration (Config, what the engine holds)
+#   ike.config_check     its checks, loaded while a Config is made (a device
+#                        unloads them after its setup: config.forget_checks)
 #   ike.config_payload   CP(CFG_REQUEST/CFG_REPLY) for a virtual IP, and a
 #                        gateway's address pool; loaded only when configured
 #

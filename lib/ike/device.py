@@ -46,7 +46,9 @@
 # drops the rest) and so dropped, counted in the engine's
 # counters["out_of_memory"] and logged; the engine does the same for a
 # MemoryError of its own (receive(), tick(): ike.engine's header). A failed
-# send is a lost datagram, which retransmission covers.
+# send is a lost datagram, which retransmission covers. So that a small heap
+# has RECV_MAX octets in one piece for recvfrom at all, the loop keeps such
+# a piece taken between datagrams (keep_room, below).
 
 import gc
 import select
@@ -70,6 +72,38 @@ except ImportError:  # CPython, for host tests of this shell
 
 RECV_MAX = 2048  # our IKE messages stay far below; ESP-in-UDP likewise
 POLL_MAX_MS = 500
+
+
+# Room for recvfrom (issue 10 §3). recvfrom(RECV_MAX) allocates RECV_MAX
+# contiguous octets before it reads, and MicroPython's heap is never
+# compacted: with the SA's state, keys and messages scattered over it, a
+# small heap has kilobytes free but no 2 KiB in one piece (seen on the unix
+# port in a 48 KiB heap: 13 KB free, the largest hole 1.2 KB, every datagram
+# dropped). So the loops keep that piece taken, by a bytearray made when the
+# heap still had one, and let go of it just before recvfrom: recvfrom's
+# allocation finds no other room, collects, and gets the piece. Right after
+# it the piece is taken again (received()), before handling the datagram
+# fills it with small objects. The unix port has freed recvfrom's buffer by
+# then (the datagram was copied out); the esp32 port shrinks it in place
+# into the datagram, so that the datagram is copied out of the piece first.
+# When the heap has no such piece at all, nothing is kept and recvfrom is on
+# its own, as before.
+def keep_room():
+    try:
+        return bytearray(RECV_MAX)
+    except MemoryError:
+        return None
+
+
+def received(data):
+    """(data, room) right after recvfrom: the datagram, moved out of the
+    piece recvfrom used if it sits there, and that piece taken again (or
+    None)."""
+    room = keep_room()
+    if room is None:
+        data = bytes(memoryview(data))  # a copy elsewhere: the piece is garbage now
+        room = keep_room()
+    return data, room
 
 
 class Clock:
@@ -206,6 +240,7 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
         eng.start(clock.now())
         eng.device_started = True
     t0 = clock.now()
+    room = keep_room()
     try:
         flush()  # what an interrupted run left unsent
         while True:
@@ -223,6 +258,7 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                         s, is_natt = by_fd[obj]
                     else:
                         s, is_natt = obj, obj is natt
+                    room = None  # recvfrom's buffer goes there (keep_room)
                     try:
                         data, src = s.recvfrom(RECV_MAX)
                     except OSError:
@@ -230,8 +266,11 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                     except MemoryError:
                         _drop(s, eng, log)
                         continue
+                    data, room = received(data)
                     eng.receive(data, _addr(src), is_natt, clock.now())
                     flush()
+                if room is None:
+                    room = keep_room()
                 eng.tick(clock.now())
                 flush()
             except MemoryError:

