@@ -59,7 +59,7 @@ class IkeSa:
         self.spi_i = spi_i
         self.spi_r = spi_r
         self.initiator = initiator  # we are the original initiator (§2.2)
-        self.state = None
+        self.state = state.NEW
         self.peer = peer  # (ip, port) the SA talks to
         self.natt = natt  # True: on the NAT-T port, with non-ESP markers
         self.nat_detected = False
