@@ -28,6 +28,7 @@ IKE_STATES = (NEW, INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, REKEYING, REKEY
 IKE_EVENTS = ("init_sent", "init_answered", "rekeyed_in", "init_done", "auth_done", "rekey_start", "rekey_done", "rekey_abort", "rekeyed_by_peer", "delete_start")
 CHILD_STATES = (INSTALLED, REKEYING, REKEYED, DELETING, CLOSED)
 CHILD_EVENTS = ("rekey_start", "rekey_done", "rekey_abort", "rekeyed_by_peer", "delete_start")
+KEYS = (b"e" * 16, b"i" * 32, b"E" * 16, b"I" * 32)  # (encr in, integ in, encr out, integ out)
 EXCHANGES = ("IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA", "INFORMATIONAL")
 
 # RFC 7296 §1.2, §1.3.2, §1.4.1, §2.8, written out once more by hand.
@@ -81,7 +82,7 @@ def ike_sa(st):
 
 
 def child_sa(st):
-    c = ChildSa(0x1000, 0x2000, None, [], [], True, 0)
+    c = ChildSa(0x1000, 0x2000, KEYS, [], [], True, 0)
     c.state = st
     return c
 
@@ -143,7 +144,7 @@ def test_an_unknown_event_is_refused():
 
 def test_new_sas_start_where_the_tables_begin():
     assert IkeSa(b"i" * 8, bytes(8), True, ("192.0.2.1", 500), False, 0).state is NEW
-    assert ChildSa(0x1000, 0x2000, None, [], [], True, 0).state == INSTALLED
+    assert ChildSa(0x1000, 0x2000, KEYS, [], [], True, 0).state == INSTALLED
 
 
 def test_the_initiator_and_responder_paths_reach_established():
