@@ -676,6 +676,44 @@ def test_a_refused_rekey_whose_collision_stands_is_one_hook_call():
     no_bugs(p)
 
 
+def test_a_crossing_rekey_the_peer_deleted_before_answering_ours_leaves_ours_standing():
+    # §2.8.2 with reordering: both ends rekey the IKE SA at once; the
+    # gateway finds its own new SA redundant and deletes it, and that Delete
+    # reaches the device before the gateway's answer to the device's rekey.
+    # The device's rekey then stands alone (it used to raise on the closed
+    # SA, leaving the old SA in REKEYING and the Child SA behind).
+    p = Pair(seed=1)
+    d, g = p.up()
+
+    def to(eng, dgs, frm):
+        for data, _t, natt in dgs:
+            eng.receive(data, (p.addr[frm], 4500 if natt else 500), natt, p.now)
+        return p.engine("gw" if frm == "dev" else "dev").take_datagrams()
+
+    p.dev.rekey_ike(p.now)
+    dreq = p.dev.take_datagrams()
+    p.gw.rekey_ike(p.now)
+    greq = p.gw.take_datagrams()
+    gresp = to(p.gw, dreq, "dev")  # held back
+    dresp = to(p.dev, greq, "gw")
+    theirs = d.collision[0]
+    gdelete = to(p.gw, dresp, "dev")  # the gateway's rekey completes: its SA is redundant
+    deleted = to(p.dev, gdelete, "gw")  # the device answers that Delete
+    assert theirs.state == state.CLOSED  # the case this test is about
+    to(p.gw, deleted, "dev")
+    out = to(p.dev, gresp, "gw")
+    assert p.dev.counters["dropped_protocol"] == 0
+    new = p.sa("dev")
+    assert new is not d and d.state == state.DELETING and new.children and not d.children  # moved to ours
+    for data, _t, natt in out:  # our Delete of the old SA, on to the gateway
+        p.gw.receive(data, (p.addr["dev"], 4500 if natt else 500), natt, p.now)
+    p.pump()
+    nd, ng = p.sa("dev"), p.sa("gw")
+    assert nd.spis() == ng.spis() and len(p.dev.sas) == len(p.gw.sas) == 1
+    assert [c.spi_out for c in nd.children] == [c.spi_in for c in ng.children]
+    no_bugs(p)
+
+
 def test_exchange_modules_load_on_first_use():
     # a device that has only set up its IKE SA holds no INFORMATIONAL or
     # CREATE_CHILD_SA code (the engine's table imports a module when it is

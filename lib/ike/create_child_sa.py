@@ -159,8 +159,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     if errs or chosen is None or not _nonce_ok(nr) or g_ir is None:
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
         eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
-        col = sa.collision
-        sa.collision = None
+        col = _crossing(sa)
         state.ike_if(sa, "rekey_abort")
         eng.release(new, now)
         if col is not None:
@@ -176,8 +175,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     new.created = new.last_recv = now
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
     eng.add_sa(new, True)
-    col = sa.collision
-    sa.collision = None
+    col = _crossing(sa)
     if col is not None:
         theirs, tni, tnr = col
         if _lowest_in((ni, nr), (tni, tnr)):
@@ -189,12 +187,24 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             eng.queue(new, "delete_ike", None)
             return _finish(eng, sa, theirs, False, (), now)
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
-        # The peer deletes its redundant SA; until then it only waits.
+        # The peer deletes its redundant SA; until then it only waits (if we
+        # are not deleting it already).
         theirs.successor = new
-        state.set_ike(theirs, "rekeyed_by_peer")
+        state.ike_if(theirs, "rekeyed_by_peer")
         theirs.last_recv = now
     # the response's notifies belong to the new SA (its token, §4.3)
     return _finish(eng, sa, new, True, ns, now)
+
+
+def _crossing(sa):
+    """The peer's IKE SA rekey that crossed ours (§2.8.2), taken off `sa`;
+    None when there was none or the peer has deleted its SA since (its
+    Delete overtook its answer to our request): then ours stands alone."""
+    col = sa.collision
+    sa.collision = None
+    if col is not None and col[0].state == state.CLOSED:
+        return None
+    return col
 
 
 def _inherit(new, old, ni, nr, seed, now):

@@ -332,6 +332,12 @@ class Engine:
         self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
         self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
 
+    def owner(self, child):
+        """The IKE SA that holds `child` now (a rekey moves Child SAs), or
+        None when it is gone."""
+        hit = self.children.get(child.spi_in)
+        return hit[1] if hit is not None and hit[0] is child else None
+
     def remove_child(self, sa, child, now, reason, tell_hook=True):
         if child in sa.children:
             sa.children.remove(child)

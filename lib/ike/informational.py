@@ -41,9 +41,9 @@ def on_response(eng, sa, req, m, inner, now):
     elif req.kind == "delete_child":
         # The Child SA may have moved to a new IKE SA meanwhile (a rekey by
         # the peer): remove it wherever it lives now.
-        hit = eng.children.get(req.ctx.spi_in)
-        if hit is not None and hit[0] is req.ctx:
-            eng.remove_child(hit[1], req.ctx, now, "deleted by us")
+        owner = eng.owner(req.ctx)
+        if owner is not None:
+            eng.remove_child(owner, req.ctx, now, "deleted by us")
     if req.kind == "delete_ike":  # that SA is gone: ike_down covered it
         return None
     return ("protected", ns)
