@@ -282,6 +282,8 @@ def run(bench):
         ("key derivation: SKEYSEED, 7 IKE keys, Child SA keys, 2 AUTH values", "kdf_ms", "ms"),
         ("IKE_SA_INIT + IKE_AUTH, both engines in one process", "handshake_ms", "ms"),
         ("liveness check round trip (SK both ways), both engines", "liveness_ms", "ms"),
+        ("one SK message built and opened, integrity key as bytes (HMAC pads per MAC)", "sk_ms", "ms"),
+        ("the same with the SA's HMAC key, made once (keymat.IkeKeys), as the engine does", "sk_key_ms", "ms"),
     ]
     for label, key, unit in rows:
         L.append("| %s | %s %s | %s %s |" % (label, cp[key], unit, mp[key], unit))

@@ -13,6 +13,7 @@ from ike.const import (
     AUTHENTICATION_FAILED,
     CURVE25519,
     COOKIE,
+    CREATE_CHILD_SA,
     FLAG_I,
     FLAG_R,
     IKE_AUTH,
@@ -33,7 +34,7 @@ def notifies_in(data):
     if data[:4] == NON_ESP_MARKER:
         data = data[4:]
     m = message.parse(data)
-    return [n[0] for n in payloads.notifies(m.payloads)]
+    return [n[0] for n in payloads.notifies(m.bodies())]
 
 
 def snapshot(eng):
@@ -159,7 +160,7 @@ def test_responder_demands_a_cookie_when_busy_and_keeps_no_state():
     first_answer = p.wire[1]
     assert notifies_in(first_answer[1]) == [COOKIE]
     retry = message.parse(p.wire[2][1])
-    assert retry.payloads[0][0] == PT_N and payloads.decode_notify(retry.payloads[0][2])[0] == COOKIE
+    assert retry.payloads[0][0] == PT_N and payloads.decode_notify(retry.bodies()[0][2])[0] == COOKIE
     assert len(p.gw.sas) == 1
 
 
@@ -177,14 +178,14 @@ def test_invalid_ke_payload_makes_the_initiator_retry_with_the_chosen_group():
     d, g = p.up()
     assert notifies_in(p.wire[1][1]) == [INVALID_KE_PAYLOAD]
     assert d.group == g.group == MODP_2048
-    assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).payloads, 34))[0] == MODP_2048
+    assert payloads.decode_ke(payloads.first(message.parse(p.wire[2][1]).bodies(), 34))[0] == MODP_2048
 
 
 def test_curve25519_is_proposed_first_and_used_by_default():
     p = Pair()
     d, g = p.up()
     assert d.group == g.group == CURVE25519
-    init = message.parse(p.wire[0][1]).payloads
+    init = message.parse(p.wire[0][1]).bodies()
     ke = payloads.decode_ke(payloads.first(init, 34))
     assert ke[0] == CURVE25519 and len(ke[1]) == 32  # RFC 8031 §2.1
     props = payloads.decode_sa(payloads.first(init, 33))
@@ -213,7 +214,7 @@ def test_x25519_key_exchange_with_a_low_order_point_is_refused():
     p.dev.initiate(0)
     req = bytearray(p.dev.take_datagrams()[0][0])
     m = message.parse(bytes(req))
-    ke = payloads.decode_ke(payloads.first(m.payloads, 34))
+    ke = payloads.decode_ke(payloads.first(m.bodies(), 34))
     i = bytes(req).find(ke[1])
     req[i : i + 32] = bytes(32)  # u = 0
     p.gw.receive(bytes(req), ("192.0.2.2", 500), False, 0)
@@ -371,6 +372,33 @@ def test_old_requests_and_unexpected_responses_are_dropped():
     assert p.gw.take_datagrams() == [] and p.dev.take_datagrams() == []
     assert (snapshot(p.gw), snapshot(p.dev)) == before
     assert p.gw.counters["dropped_msg_id"] == 1 and p.dev.counters["dropped_unexpected"] == 1
+
+
+@pytest.mark.parametrize("case", ["ike_auth_on_an_established_sa", "create_child_sa_on_an_sa_being_deleted"])
+def test_a_request_the_state_table_forbids_is_dropped_and_counted(case):
+    # A ProtocolError caused by the peer's message (ike.state refuses the
+    # request in this state) is a dropped message, counted dropped_protocol:
+    # no answer, no state change, no hook call, not an internal error.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    if case == "ike_auth_on_an_established_sa":
+        target, rec, sender, sa, exchange = p.gw, gh, p.dev, d, IKE_AUTH
+    else:
+        p.dev.delete_ike(p.now)  # DELETING; the Delete is not delivered
+        p.dev.take_datagrams()
+        assert d.state == state.DELETING
+        target, rec, sender, sa, exchange = p.dev, dh, p.gw, g, CREATE_CHILD_SA
+    token = [(PT_N, payloads.encode_notify(16419, b"T" * 32, 1))]
+    msg = sender.protect(sa, exchange, FLAG_I if sa.initiator else 0, sa.my_msg_id, token)
+    before = snapshot(target)
+    calls = len(rec.calls)
+    target.receive(msg, (p.addr["dev" if sender is p.dev else "gw"], 500), False, p.now)
+    assert target.counters["dropped_protocol"] == 1
+    assert target.take_datagrams() == [] and snapshot(target) == before
+    assert rec.calls[calls:] == []
+    assert [line for line in p.logs if "not allowed in" in line]
+    no_bugs(p)
 
 
 # -- INFORMATIONAL -----------------------------------------------------------------
@@ -571,6 +599,147 @@ def test_the_hook_hears_each_protocol_event_once():
     assert calls("gw", INFORMATIONAL, True) == [("ike_down",)]
 
 
+def test_the_hook_hears_each_protected_message_at_most_once():
+    # issue 9 §2: the engine makes the one hook call for a protected message
+    # (protected, ike_up or ike_rekey: the ones that hand over its notifies);
+    # the exchanges only say which. Every exchange both ways, collisions, a
+    # refused rekey, Child SA deletes.
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    per_message = []
+    told = ("protected", "ike_up", "ike_rekey")
+
+    def deliver():
+        for _ in range(30):
+            moved = False
+            for name, other in (("dev", "gw"), ("gw", "dev")):
+                rec = dh if other == "dev" else gh
+                for data, _to, natt in p.engine(name).take_datagrams():
+                    moved = True
+                    n = len(rec.calls)
+                    p.engine(other).receive(data, (p.addr[name], 4500 if natt else 500), natt, p.now)
+                    raw = data[4:] if natt else data
+                    if raw[16] == 46:  # SK: a protected message
+                        per_message.append((raw[18], len([c for c in rec.calls[n:] if c[0] in told])))
+            if not moved:
+                return
+
+    p.dev.initiate(p.now)
+    deliver()
+    for who in ("dev", "gw", "dev"):
+        p.engine(who).rekey_ike(p.now)
+        deliver()
+    p.dev.rekey_child(p.now)
+    deliver()
+    p.gw.rekey_child(p.now)
+    deliver()
+    p.dev.liveness(p.now)
+    p.gw.liveness(p.now)
+    deliver()
+    p.dev.rekey_ike(p.now)
+    p.gw.rekey_ike(p.now)  # IKE SA rekey collision
+    deliver()
+    p.gw.rekey_child(p.now)
+    p.dev.rekey_ike(p.now)  # refused: TEMPORARY_FAILURE (§2.25.2)
+    deliver()
+    p.dev.delete_child(p.now)
+    deliver()
+    p.gw.delete_ike(p.now)
+    deliver()
+    assert len(per_message) > 40
+    assert max(n for _ex, n in per_message) == 1
+    assert [n for ex, n in per_message if ex == IKE_AUTH] == [1, 1]
+    no_bugs(p)
+
+
+def test_a_refused_rekey_whose_collision_stands_is_one_hook_call():
+    # Our IKE SA rekey is refused while the peer's crossing rekey stands
+    # (§2.8.2): the hook hears that message once, as the peer's ike_rekey
+    # (it used to hear protected and ike_rekey for it).
+    dh, gh = Recorder(), Recorder()
+    p = Pair(dev_hook=dh, gw_hook=gh)
+    d, g = p.up()
+    p.dev.rekey_ike(p.now)
+    ours = p.dev.take_datagrams()[0][0]  # lost on the way
+    p.gw.rekey_ike(p.now)
+    theirs = p.gw.take_datagrams()[0][0]
+    p.dev.receive(theirs, (p.addr["gw"], 500), False, p.now)  # crossing: a collision
+    p.dev.take_datagrams()
+    assert d.collision is not None
+    msg_id = message.parse(ours).msg_id
+    refusal = p.gw.protect(g, CREATE_CHILD_SA, FLAG_R | (FLAG_I if g.initiator else 0), msg_id, [(PT_N, payloads.encode_notify(14))])  # NO_PROPOSAL_CHOSEN
+    n = len(dh.calls)
+    p.dev.receive(refusal, (p.addr["gw"], 500), False, p.now)
+    told = [c[0] for c in dh.calls[n:] if c[0] in ("protected", "ike_up", "ike_rekey")]
+    assert told == ["ike_rekey"]
+    assert d.state == state.REKEYED and d.successor is not None and d.successor.up()
+    no_bugs(p)
+
+
+def test_a_crossing_rekey_the_peer_deleted_before_answering_ours_leaves_ours_standing():
+    # §2.8.2 with reordering: both ends rekey the IKE SA at once; the
+    # gateway finds its own new SA redundant and deletes it, and that Delete
+    # reaches the device before the gateway's answer to the device's rekey.
+    # The device's rekey then stands alone (it used to raise on the closed
+    # SA, leaving the old SA in REKEYING and the Child SA behind).
+    p = Pair(seed=1)
+    d, g = p.up()
+
+    def to(eng, dgs, frm):
+        for data, _t, natt in dgs:
+            eng.receive(data, (p.addr[frm], 4500 if natt else 500), natt, p.now)
+        return p.engine("gw" if frm == "dev" else "dev").take_datagrams()
+
+    p.dev.rekey_ike(p.now)
+    dreq = p.dev.take_datagrams()
+    p.gw.rekey_ike(p.now)
+    greq = p.gw.take_datagrams()
+    gresp = to(p.gw, dreq, "dev")  # held back
+    dresp = to(p.dev, greq, "gw")
+    theirs = d.collision[0]
+    gdelete = to(p.gw, dresp, "dev")  # the gateway's rekey completes: its SA is redundant
+    deleted = to(p.dev, gdelete, "gw")  # the device answers that Delete
+    assert theirs.state == state.CLOSED  # the case this test is about
+    to(p.gw, deleted, "dev")
+    out = to(p.dev, gresp, "gw")
+    assert p.dev.counters["dropped_protocol"] == 0
+    new = p.sa("dev")
+    assert new is not d and d.state == state.DELETING and new.children and not d.children  # moved to ours
+    for data, _t, natt in out:  # our Delete of the old SA, on to the gateway
+        p.gw.receive(data, (p.addr["dev"], 4500 if natt else 500), natt, p.now)
+    p.pump()
+    nd, ng = p.sa("dev"), p.sa("gw")
+    assert nd.spis() == ng.spis() and len(p.dev.sas) == len(p.gw.sas) == 1
+    assert [c.spi_out for c in nd.children] == [c.spi_in for c in ng.children]
+    no_bugs(p)
+
+
+def test_exchange_modules_load_on_first_use():
+    # a device that has only set up its IKE SA holds no INFORMATIONAL or
+    # CREATE_CHILD_SA code (the engine's table imports a module when it is
+    # first needed); a fresh interpreter, so nothing else loaded them
+    code = (
+        "import sys\n"
+        "from ike_util import Pair\n"
+        "p = Pair(); p.up()\n"
+        "late = ('ike.informational', 'ike.create_child_sa')\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+        "p.dev.liveness(p.now); p.pump()\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+        "p.dev.rekey_child(p.now); p.pump()\n"
+        "print(sorted(m for m in late if m in sys.modules))\n"
+    )
+    import pathlib
+    import subprocess
+    import sys
+
+    here = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "['ike.informational']", "['ike.create_child_sa', 'ike.informational']"]
+
+
 def _balanced(rec, eng):
     """Every IKE SA the hook heard of (ike_created) is either still held by
     the engine or ended with exactly one ike_down; no ike_down for an SA
@@ -638,7 +807,9 @@ def test_unknown_spis_go_to_the_hook_and_its_answer_goes_back():
     p.up()
     stale = message.build_sk(b"s" * 8, b"t" * 8, INFORMATIONAL, 0, 5, [], os.urandom(32), os.urandom(32), os.urandom(16))
     p.gw.receive(NON_ESP_MARKER + stale, ("192.0.2.9", 4500), True, p.now)
-    assert gh.named("unknown_ike_spi")[0][1:] == (stale, ("192.0.2.9", 4500))
+    got = gh.named("unknown_ike_spi")[0]
+    # the engine's parsed message, not bytes to parse again (one parse)
+    assert got[1].buf == stale and got[1].spi_i == b"s" * 8 and got[2] == ("192.0.2.9", 4500)
     assert p.gw.take_datagrams() == [(NON_ESP_MARKER + answer, ("192.0.2.9", 4500), True)]
 
 
@@ -658,7 +829,8 @@ def test_unprotected_message_for_a_known_sa_is_judged_by_the_hook(verdict):
     msg = message.build(d.spi_i, d.spi_r, INFORMATIONAL, FLAG_I | FLAG_R, 0, [(PT_N, payloads.encode_notify(4))])
     before = snapshot(p.gw)
     p.gw.receive(msg, ("192.0.2.77", 500), False, p.now)
-    assert gh.named("unprotected")[0][1:] == (msg, ("192.0.2.77", 500), ("192.0.2.2", 500))
+    got = gh.named("unprotected")[0]
+    assert (got[1].buf, got[2], got[3]) == (msg, ("192.0.2.77", 500), ("192.0.2.2", 500))
     assert p.gw.take_datagrams() == []  # never answered
     if verdict:
         assert not p.gw.sas
@@ -767,7 +939,7 @@ def test_unsupported_critical_payload_is_refused_with_its_notify():
     pad = (16 - (len(inner) + 1) % 16) % 16
     from ike import crypto
 
-    ek, ik = d.keys.outbound(True)
+    ek, ik = d.keys.sk_ei, d.keys.sk_ai  # the initiator's outbound keys, as bytes
     iv = os.urandom(16)
     ct = crypto.aes_cbc_encrypt(ek, iv, inner + bytes(pad) + bytes((pad,)))
     total = 28 + 4 + 16 + len(ct) + 16

@@ -60,6 +60,29 @@ def test_liveness_after_a_reboot_ends_the_stale_sa_in_one_round_trip():
     assert [w[0] for w in p.wire[n:]] == ["gw", "dev"]  # one request, one answer
 
 
+def test_each_unprotected_datagram_is_parsed_once_by_engine_and_hook_together(monkeypatch):
+    # issue 9: the engine parses a datagram once (ikebase.ikev2.parse) and
+    # hands the parsed message to the hook, which does not parse it again.
+    # Every parser in lib/ goes through ikev2.header once per message.
+    from ikebase import ikev2
+
+    p, dh, gh = qcd_pair()
+    p.up()
+    reboot(p)
+    parses = []
+    real = ikev2.header
+    monkeypatch.setattr(ikev2, "header", lambda buf: parses.append(1) or real(buf))
+    p.gw.liveness(p.now)
+    req = p.gw.take_datagrams()[0]
+    p.dev.receive(req[0], (p.addr["gw"], 4500), True, p.now)  # for unknown SPIs: the maker answers
+    assert len(parses) == 1
+    ans = p.dev.take_datagrams()[0]
+    del parses[:]
+    p.gw.receive(ans[0], (p.addr["dev"], 4500), True, p.now)  # for a known SA: the taker judges
+    assert len(parses) == 1
+    assert not p.gw.sas and gh.taker.counters["verified"] == 1
+
+
 def test_esp_after_a_reboot_gets_invalid_spi_and_qcd_at_once():
     # RFC 6290 §8.2: the gateway's first ESP packet into the dead Child SA
     # is answered from the persisted Child SPI map.

@@ -60,8 +60,9 @@ class FirstTokenTaker:
         return []
 
     def unprotected(self, msg, src, sa, now):
-        tok = first_token(msg)
-        ok = tok is not None and tok == self.tokens.get(bytes(msg[0:16]))
+        # docs/hook.md: the engine's parsed message; its bytes are msg.buf
+        tok = first_token(msg.buf)
+        ok = tok is not None and tok == self.tokens.get(bytes(msg.buf[0:16]))
         self.seen.append((tok, ok))
         return ok
 

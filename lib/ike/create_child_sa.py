@@ -12,6 +12,8 @@
 # notifies to our response that rekeys the IKE SA (rekey_response) and, when
 # we initiated that rekey, returns from ike_rekey what goes in an
 # INFORMATIONAL request on the new SA, as RFC 6290 §4.3 wants for the token.
+# on_request returns (payloads of our response, hook event), on_response
+# the hook event; the engine calls the hook (engine._tell) and responds.
 
 from ike import dh, keymat, payloads, proposals, state
 from ike import ts as tsmod
@@ -63,9 +65,8 @@ def start(eng, sa, kind, arg, now):
         return
     if kind == "rekey_child":
         child = arg
-        if child not in sa.children or child.state != state.INSTALLED:
+        if child not in sa.children or not state.child_if(child, "rekey_start"):
             return
-        child.state = state.child_next(child.state, "rekey_start")
         spi = eng.new_child_spi()
         ni = eng.nonce()
         pls = [
@@ -80,13 +81,9 @@ def start(eng, sa, kind, arg, now):
         ]
         eng.send_request(sa, kind, CREATE_CHILD_SA, pls, (child, spi, ni), now)
     elif kind == "rekey_ike":
-        if sa.state != state.ESTABLISHED:
+        if not state.may_rekey_ike(sa):
             return
-        # §2.25.2 keeps IKE SA rekeys apart from Child SA rekeys in flight
-        for c in sa.children:
-            if c.state == state.REKEYING:
-                return
-        sa.state = state.ike_next(sa.state, "rekey_start")
+        state.set_ike(sa, "rekey_start")
         spi = eng.new_spi()
         ni = eng.nonce()
         kp = dh.KeyPair(sa.group, eng.rng)
@@ -111,13 +108,12 @@ def on_response(eng, sa, req, m, inner, now):
     errs = [n for n in ns if n[0] <= ERROR_MAX]
     if req.kind == "rekey_child":
         _child_answered(eng, sa, req, inner, ns, errs, now)
-    else:
-        _ike_answered(eng, sa, req, inner, ns, errs, now)
+        return ("protected", ns)
+    return _ike_answered(eng, sa, req, inner, ns, errs, now)
 
 
 def _child_answered(eng, sa, req, inner, ns, errs, now):
     child, spi, ni = req.ctx
-    eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     nr = payloads.first(inner, PT_NONCE)
     tsi = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
@@ -125,8 +121,7 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
     spi_out = proposals.check_esp_answer(props) if props is not None else None
     if errs or spi_out is None or not _nonce_ok(nr) or tsi is None or tsr is None or not tsmod.within(tsi, child.ts_local) or not tsmod.within(tsr, child.ts_peer):
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
-        if child.state == state.REKEYING:
-            child.state = state.child_next(child.state, "rekey_abort")
+        state.child_if(child, "rekey_abort")
         eng.event("child_rekey_failed", sa=sa.name(), child=child.name(), reason=why)
         eng.log("ike: rekey of Child SA %s failed (%s)" % (child.name(), why))
         return
@@ -143,14 +138,14 @@ def _child_answered(eng, sa, req, inner, ns, errs, now):
             # Our new SA is the redundant one: we close it; the peer, whose
             # rekey won, deletes the old one.
             eng.log("ike: Child SA rekey collision: ours (%s) is redundant" % new.name())
-            eng.task(sa, "delete_child", new, now)
+            eng.queue(sa, "delete_child", new)
             eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=theirs.name(), collision=True)
             return
         eng.log("ike: Child SA rekey collision: ours (%s) wins" % new.name())
-    elif child.state == state.REKEYING:
-        child.state = state.child_next(child.state, "rekey_done")
+    else:
+        state.child_if(child, "rekey_done")
     if child in sa.children:
-        eng.task(sa, "delete_child", child, now)
+        eng.queue(sa, "delete_child", child)
     eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=col is not None)
 
 
@@ -163,18 +158,16 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     g_ir = kp.shared(ke[1]) if ke is not None and chosen is not None and ke[0] == sa.group else None
     if errs or chosen is None or not _nonce_ok(nr) or g_ir is None:
         why = notify_name(errs[0][0]) if errs else "unacceptable answer"
-        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
         eng.log("ike: rekey of IKE SA %s failed (%s)" % (sa.name(), why))
-        col = sa.collision
-        sa.collision = None
-        if sa.state == state.REKEYING:
-            sa.state = state.ike_next(sa.state, "rekey_abort")
+        col = _crossing(sa)
+        state.ike_if(sa, "rekey_abort")
         eng.release(new, now)
         if col is not None:
-            _finish(eng, sa, col[0], False, (), now)  # the peer's rekey stands
-        else:
-            eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
-        return
+            # the peer's rekey stands: the hook hears that rekey (one call
+            # for this message; its error notifies go nowhere)
+            return _finish(eng, sa, col[0], False, (), now)
+        eng.event("ike_rekey_failed", sa=sa.name(), reason=why)
+        return ("protected", ns)
     nr = bytes(nr)
     new.spi_r = chosen[0]
     new.peer = sa.peer
@@ -182,8 +175,7 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
     new.created = new.last_recv = now
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
     eng.add_sa(new, True)
-    col = sa.collision
-    sa.collision = None
+    col = _crossing(sa)
     if col is not None:
         theirs, tni, tnr = col
         if _lowest_in((ni, nr), (tni, tnr)):
@@ -192,20 +184,31 @@ def _ike_answered(eng, sa, req, inner, ns, errs, now):
             eng.log("ike: IKE SA rekey collision: ours (%s) is redundant" % new.name())
             new.successor = theirs
             # Held until the Delete completes (ike_down from eng.close).
-            eng.task(new, "delete_ike", None, now)
-            _finish(eng, sa, theirs, False, (), now)
-            return
+            eng.queue(new, "delete_ike", None)
+            return _finish(eng, sa, theirs, False, (), now)
         eng.log("ike: IKE SA rekey collision: ours (%s) wins" % new.name())
-        # The peer deletes its redundant SA; until then it only waits.
+        # The peer deletes its redundant SA; until then it only waits (if we
+        # are not deleting it already).
         theirs.successor = new
-        theirs.state = state.ike_next(theirs.state, "rekeyed_by_peer")
+        state.ike_if(theirs, "rekeyed_by_peer")
         theirs.last_recv = now
     # the response's notifies belong to the new SA (its token, §4.3)
-    _finish(eng, sa, new, True, ns, now)
+    return _finish(eng, sa, new, True, ns, now)
+
+
+def _crossing(sa):
+    """The peer's IKE SA rekey that crossed ours (§2.8.2), taken off `sa`;
+    None when there was none or the peer has deleted its SA since (its
+    Delete overtook its answer to our request): then ours stands alone."""
+    col = sa.collision
+    sa.collision = None
+    if col is not None and col[0].state == state.CLOSED:
+        return None
+    return col
 
 
 def _inherit(new, old, ni, nr, seed, now):
-    new.state = state.ESTABLISHED
+    state.set_ike(new, "rekeyed_in")
     new.group = old.group
     new.nat_detected = old.nat_detected
     new.peer_id = old.peer_id
@@ -217,28 +220,23 @@ def _inherit(new, old, ni, nr, seed, now):
 
 def _finish(eng, old, new, we_initiated, ns, now):
     """The rekey is decided: `new` replaces `old` (§2.8). Children move;
-    the hook hears ike_rekey once (the old SA stays held until its
-    ike_down)."""
-    if old.state == state.REKEYING and we_initiated:
-        old.state = state.ike_next(old.state, "rekey_done")
-    elif old.state in (state.ESTABLISHED, state.REKEYING):
-        old.state = state.ike_next(old.state, "rekeyed_by_peer")
+    returns the hook event: ike_rekey, once (the old SA stays held until
+    its ike_down)."""
+    if not (we_initiated and state.ike_if(old, "rekey_done")):
+        state.ike_if(old, "rekeyed_by_peer")
     old.successor = new
     old.reported = False
     old.last_recv = now
     new.reported = True
     eng.move_children(old, new, now)
-    pls = eng.hook_add("ike_rekey", old, new, ns, now)
     # Queued work moves with the children; the old SA only gets deleted.
     new.tasks = [t for t in old.tasks if t[0] != "delete_ike"] + new.tasks
     old.tasks = [t for t in old.tasks if t[0] == "delete_ike"]
     eng.event("ike_rekeyed", old=old.name(), new=new.name(), initiator=we_initiated)
     eng.log("ike: IKE SA %s rekeyed to %s (%s)" % (old.name(), new.name(), "by us" if we_initiated else "by peer"))
     if we_initiated:
-        eng.task(old, "delete_ike", None, now)
-        if pls:
-            eng.task(new, "notify", pls, now)
-    eng.next_task(new, now)
+        eng.queue(old, "delete_ike", None)
+    return ("ike_rekey", old, new, ns, we_initiated)
 
 
 # -- the peer's request ------------------------------------------------------------
@@ -249,22 +247,20 @@ def on_request(eng, sa, m, inner, now):
     rekey = [n for n in ns if n[0] == REKEY_SA]
     props = payloads.decode_sa(payloads.first(inner, PT_SA) or b"")
     ni = payloads.first(inner, PT_NONCE)
-    if rekey or not props or props[0][1] != PROTO_IKE:
-        # an IKE SA rekey's notifies go to the hook with ike_rekey
-        eng.hook_protected(sa, CREATE_CHILD_SA, ns, now)
+    # an IKE SA rekey's notifies go to the hook with ike_rekey (or nowhere)
+    ev = ("protected", ns) if rekey or not props or props[0][1] != PROTO_IKE else None
     if props is None or not _nonce_ok(ni):
-        eng.respond(sa, m, [_n(7)], now)  # INVALID_SYNTAX
-        return
+        return [_n(7)], ev  # INVALID_SYNTAX
     ni = bytes(ni)
     if rekey:
-        _rekey_child_request(eng, sa, m, inner, rekey[0], props, ni, now)
-    elif props[0][1] == PROTO_IKE:
-        _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now)
-    else:
-        eng.respond(sa, m, [_n(NO_ADDITIONAL_SAS)], now)
+        return _rekey_child_request(eng, sa, inner, rekey[0], props, ni, now), ev
+    if props[0][1] == PROTO_IKE:
+        return _rekey_ike_request(eng, sa, inner, props, ni, ns, now)
+    return [_n(NO_ADDITIONAL_SAS)], ev
 
 
-def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
+def _rekey_child_request(eng, sa, inner, n, props, ni, now):
+    """Our response's payloads."""
     cfg = eng.cfg
     _t, proto, spi, _d = n
     child = None
@@ -273,26 +269,23 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         for c in sa.children:
             if c.spi_out == v:
                 child = c
-    if child is None or child.state in (state.REKEYED, state.CLOSED):
+    why = "CHILD_SA_NOT_FOUND" if child is None else state.child_rekey_refusal(sa.state, child.state)
+    if why == "CHILD_SA_NOT_FOUND":
         # §3.10.1 CHILD_SA_NOT_FOUND
-        eng.respond(sa, m, [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)], now)
-        return
-    if child.state == state.DELETING or sa.state == state.REKEYING:
+        return [_n(CHILD_SA_NOT_FOUND, b"", proto, spi)]
+    if why is not None:
         # §2.25.1 (a Child SA we are deleting), §2.25.2 (while we rekey the
         # IKE SA): "SHOULD reply with TEMPORARY_FAILURE"
-        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
-        return
+        return [_n(TEMPORARY_FAILURE)]
     chosen = proposals.choose_esp(props)
     tsi_o = payloads.decode_ts(payloads.first(inner, PT_TSI) or b"")
     tsr_o = payloads.decode_ts(payloads.first(inner, PT_TSR) or b"")
     if chosen is None or payloads.first(inner, PT_KE) is not None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)]
     tsi = tsmod.narrow(tsi_o or [], cfg.ts_peer)
     tsr = tsmod.narrow(tsr_o or [], cfg.ts_local)
     if not tsi or not tsr:
-        eng.respond(sa, m, [_n(TS_UNACCEPTABLE)], now)
-        return
+        return [_n(TS_UNACCEPTABLE)]
     num, spi_peer = chosen
     nr = eng.nonce()
     our = eng.new_child_spi()
@@ -303,47 +296,36 @@ def _rekey_child_request(eng, sa, m, inner, n, props, ni, now):
         # §2.8.1: both ends rekey the same Child SA; we answer and decide
         # when our own exchange completes.
         child.collision = (new, ni, nr)
-        child.state = state.child_next(child.state, "rekeyed_by_peer")
-        child.rekeyed_at = now
         eng.log("ike: Child SA rekey collision on %s" % child.name())
-    else:
-        child.state = state.child_next(child.state, "rekeyed_by_peer")
-        child.rekeyed_at = now
+    state.set_child(child, "rekeyed_by_peer")
+    child.rekeyed_at = now
     eng.install_child(sa, new, now)
-    eng.respond(
-        sa,
-        m,
-        [
-            (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, our.to_bytes(4, "big")))),
-            (PT_NONCE, nr),
-            (PT_TSI, payloads.encode_ts(tsi)),
-            (PT_TSR, payloads.encode_ts(tsr)),
-        ],
-        now,
-    )
     if child.collision is None:
         eng.event("child_rekeyed", sa=sa.name(), old=child.name(), new=new.name(), collision=False)
+    return [
+        (PT_SA, payloads.encode_sa(proposals.esp_chosen(num, our.to_bytes(4, "big")))),
+        (PT_NONCE, nr),
+        (PT_TSI, payloads.encode_ts(tsi)),
+        (PT_TSR, payloads.encode_ts(tsr)),
+    ]
 
 
-def _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now):
+def _rekey_ike_request(eng, sa, inner, props, ni, ns, now):
+    """(our response's payloads, hook event)."""
     ke = payloads.decode_ke(payloads.first(inner, PT_KE) or b"")
     chosen = proposals.choose_ike(props, [sa.group], ke[0] if ke else None, 8)
     if chosen is None or ke is None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)], None
     num, spi_peer, group = chosen
     if ke[0] != group:
-        eng.respond(sa, m, [_n(INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))], now)
-        return
+        return [_n(INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))], None
     if sa.request is not None and sa.request.kind == "rekey_child":
         # §2.25.2: not while a Child SA rekey of ours is in flight
-        eng.respond(sa, m, [_n(TEMPORARY_FAILURE)], now)
-        return
+        return [_n(TEMPORARY_FAILURE)], None
     kp = dh.KeyPair(group, eng.rng)
     g_ir = kp.shared(ke[1])
     if g_ir is None:
-        eng.respond(sa, m, [_n(NO_PROPOSAL_CHOSEN)], now)
-        return
+        return [_n(NO_PROPOSAL_CHOSEN)], None
     nr = eng.nonce()
     new = IkeSa(spi_peer, eng.new_spi(), False, sa.peer, sa.natt, now)
     _inherit(new, sa, ni, nr, keymat.skeyseed_rekey(sa.keys.sk_d, g_ir, ni, nr), now)
@@ -354,10 +336,9 @@ def _rekey_ike_request(eng, sa, m, inner, props, ni, ns, now):
         (PT_KE, payloads.encode_ke(group, kp.public)),
     ]
     pls += eng.hook_add("rekey_response", new, now)
-    eng.respond(sa, m, pls, now)
     if sa.state == state.REKEYING:
         # §2.8.2: simultaneous IKE SA rekeys; decided when ours completes
         sa.collision = (new, ni, nr)
         eng.log("ike: IKE SA rekey collision on %s" % sa.name())
-        return
-    _finish(eng, sa, new, False, ns, now)
+        return pls, None
+    return pls, _finish(eng, sa, new, False, ns, now)

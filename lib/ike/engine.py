@@ -24,19 +24,31 @@
 # counters["out_of_memory"] and logged, and the caller's loop goes on.
 #
 # Per-exchange logic lives in ike.ike_sa_init, ike.ike_auth,
-# ike.informational and ike.create_child_sa; the legal states in ike.state.
+# ike.informational and ike.create_child_sa, reached through one table
+# (_EXCHANGES, aioquic's frame-handler table is the model); every state
+# change goes through ike.state.
+#
+# An exchange module has start(eng, sa, kind, arg, now) for a request of
+# ours, and for the protected exchanges on_request(eng, sa, m, inner, now)
+# and on_response(eng, sa, req, m, inner, now). Those two return what to
+# send and what the hook hears: on_request (payloads of our response, hook
+# event), on_response the hook event. A hook event is None or a tuple: the
+# engine makes the one hook call for that protected message (_tell), adds
+# what the hook returns to the response, sends it, and then starts queued
+# work. No exchange calls another one: the engine dispatches.
 
 from ike import crypto, message, payloads, state
 
-# The exchange modules (ike_sa_init, ike_auth, informational,
-# create_child_sa) and ike.esp are imported where they are used, on first
-# use, not here: a device's heap holds only the code it has needed so far
-# (an initiator that has not rekeyed yet has no CREATE_CHILD_SA code loaded,
-# one that sees no ESP no ESP code).
+# The exchange modules and ike.esp are imported where they are used, on
+# first use, not here: a device's heap holds only the code it has needed so
+# far (an initiator that has not rekeyed yet has no CREATE_CHILD_SA code
+# loaded, one that sees no ESP no ESP code, a device that only initiates
+# no responder-only code).
 from ike.const import (
     CREATE_CHILD_SA,
     FLAG_I,
     FLAG_R,
+    IKE_AUTH,
     IKE_SA_INIT,
     INFORMATIONAL,
     KNOWN_PAYLOADS,
@@ -62,6 +74,32 @@ REKEYED_LINGER_MS = 60000
 # only spins).
 OOM_BACKOFF_MS = 1000
 
+# The one table of exchanges: exchange type -> module (loaded on first use),
+# and the exchange each kind of request of ours runs in.
+_EXCHANGES = {
+    IKE_SA_INIT: "ike_sa_init",
+    IKE_AUTH: "ike_auth",
+    INFORMATIONAL: "informational",
+    CREATE_CHILD_SA: "create_child_sa",
+}
+_KINDS = {
+    "init": IKE_SA_INIT,
+    "auth": IKE_AUTH,
+    "liveness": INFORMATIONAL,
+    "delete_ike": INFORMATIONAL,
+    "delete_child": INFORMATIONAL,
+    "notify": INFORMATIONAL,
+    "rekey_ike": CREATE_CHILD_SA,
+    "rekey_child": CREATE_CHILD_SA,
+}
+
+
+def exchange(ex):
+    """The module that runs exchange type `ex`, imported on first use."""
+    name = _EXCHANGES[ex]
+    return __import__("ike." + name, None, None, (name,))
+
+
 COUNTER_NAMES = (
     "rx",  # datagrams in
     "tx",  # datagrams out
@@ -69,6 +107,7 @@ COUNTER_NAMES = (
     "dropped_unexpected",  # a message this state or window does not accept
     "dropped_i_flag",  # a known SA's SPIs with the I flag of our own role (§3.1)
     "dropped_msg_id",  # Message ID outside the window (§2.3)
+    "dropped_protocol",  # the state table (ike.state) forbids what it asks for
     "dropped_integrity",  # ICV did not verify / could not decrypt
     "dropped_unknown_spi",  # IKE SPIs nobody here holds (hook had no answer)
     "dropped_unprotected",  # unprotected message for a known SA, hook said keep
@@ -129,6 +168,11 @@ class Engine:
             self.local_addr = addr
         self.local_port = port
         self.local_natt_port = natt_port
+
+    def ours(self, natt):
+        """Our (address, port): the IKE port, or with `natt` the NAT-T one
+        (what NAT detection hashes, RFC 7296 §2.23)."""
+        return (self.local_addr, self.local_natt_port if natt else self.local_port)
 
     def log(self, text):
         if self._log is not None:
@@ -223,10 +267,27 @@ class Engine:
             return []
         return out
 
-    def hook_protected(self, sa, exchange, notifies, now):
-        """An authenticated message on `sa` that no lifecycle method covers:
-        its notifies ((type, proto, spi, data) as payloads.notifies gives)."""
-        self._hook("protected", None, sa, exchange, notifies, now)
+    def _tell(self, sa, ex, ev, now):
+        """The hook's one call for a protected message of exchange `ex` on
+        `sa`, as its exchange module described it (docs/hook.md): None (no
+        call: a Delete of the IKE SA, ike_down covers it), ("protected",
+        notifies), ("ike_up", notifies, first Child SA or None) or
+        ("ike_rekey", old, new, notifies, we initiated). Returns the
+        payloads to add to our response."""
+        if ev is None:
+            return []
+        k = ev[0]
+        if k == "protected":
+            self._hook("protected", None, sa, ex, ev[1], now)
+            return []
+        if k == "ike_up":
+            return self.hook_add("ike_up", sa, ev[1], [ev[2].spi_in] if ev[2] is not None else [], now)
+        add = self.hook_add("ike_rekey", ev[1], ev[2], ev[3], now)
+        if ev[4] and add:
+            # RFC 6290 §4.3: our token for the new SA goes in an
+            # INFORMATIONAL request on it
+            self.queue(ev[2], "notify", add)
+        return []
 
     # -- SA tables -----------------------------------------------------------------
     #
@@ -255,34 +316,34 @@ class Engine:
 
     def established(self, sa, now):
         """IKE_AUTH completed (both roles): the caller learns it; the hook
-        with hook_up once the Child SA is decided."""
-        sa.state = state.ike_next(sa.state, "auth_done")
+        with ike_up once the Child SA is decided (_tell)."""
+        state.set_ike(sa, "auth_done")
         sa.established = now
         sa.reported = True
         self.event("ike_up", sa=sa.name(), peer=sa.peer, initiator=sa.initiator, id=sa.peer_id[1] if sa.peer_id else None)
         self.log("ike: IKE SA %s established with %s:%d (%s)" % (sa.name(), sa.peer[0], sa.peer[1], "initiator" if sa.initiator else "responder"))
 
-    def hook_up(self, sa, notifies, child, now):
-        """The hook's one call for a completed IKE_AUTH: the peer's notifies
-        and the Child SA set up with it (or None). Returns payloads for our
-        IKE_AUTH response (used when we respond)."""
-        return self.hook_add("ike_up", sa, notifies, [child.spi_in] if child is not None else [], now)
-
     def install_child(self, sa, child, now, tell_hook=True):
         sa.children.append(child)
         child.replay = None  # made by _esp_in at the first inbound packet
         self.children[child.spi_in] = (child, sa)
-        if tell_hook:  # not the first Child SA: hook_up covers it
+        if tell_hook:  # not the first Child SA: ike_up covers it
             self._hook("child_up", None, sa, child.spi_in, now)
         self.event("child_up", sa=sa.name(), child=child.name(), spi_in=child.spi_in, spi_out=child.spi_out, keys=child.keys)
         self.log("ike: Child SA %s up under %s (ESP SPIs in %08x, out %08x)" % (child.name(), sa.name(), child.spi_in, child.spi_out))
+
+    def owner(self, child):
+        """The IKE SA that holds `child` now (a rekey moves Child SAs), or
+        None when it is gone."""
+        hit = self.children.get(child.spi_in)
+        return hit[1] if hit is not None and hit[0] is child else None
 
     def remove_child(self, sa, child, now, reason, tell_hook=True):
         if child in sa.children:
             sa.children.remove(child)
         if self.children.get(child.spi_in, (None,))[0] is child:
             del self.children[child.spi_in]
-        child.state = state.CLOSED
+        state.set_child(child, "closed")
         if tell_hook:  # not when its IKE SA goes: ike_down covers them all
             self._hook("child_down", None, sa, child.spi_in, now)
         self.event("child_down", sa=sa.name(), child=child.name(), reason=reason)
@@ -317,7 +378,7 @@ class Engine:
                 if self.children.get(c.spi_in, (None,))[0] is c:
                     del self.children[c.spi_in]
         sa.children = []
-        sa.state = state.CLOSED
+        state.set_ike(sa, "closed")
         sa.request = None
         sa.tasks = []
         self._hook("ike_down", None, sa, now)
@@ -396,24 +457,23 @@ class Engine:
         self.emit(data, sa.peer, sa.natt)
 
     def task(self, sa, kind, arg, now):
-        """Queue an exchange; it starts when the window is free (§2.3)."""
+        """Queue an exchange and start it if the window is free (§2.3)."""
+        self.queue(sa, kind, arg)
+        self.next_task(sa, now)
+
+    def queue(self, sa, kind, arg):
+        """Queue an exchange only: an exchange module asks for follow-up
+        work this way, and the engine starts it once the step is done
+        (_after), so no exchange runs inside another."""
         for t in sa.tasks:
             if t[0] == kind and t[1] is arg:
                 return
         sa.tasks.append((kind, arg))
-        self.next_task(sa, now)
 
     def next_task(self, sa, now):
         while sa.request is None and sa.tasks and self.sas.get(sa.local_spi) is sa:
             kind, arg = sa.tasks.pop(0)
-            if kind in ("liveness", "delete_ike", "delete_child", "notify"):
-                from ike import informational
-
-                informational.start(self, sa, kind, arg, now)
-            elif kind in ("rekey_ike", "rekey_child"):
-                from ike import create_child_sa
-
-                create_child_sa.start(self, sa, kind, arg, now)
+            exchange(_KINDS[kind]).start(self, sa, kind, arg, now)
 
     # -- receiving -----------------------------------------------------------------
 
@@ -422,6 +482,11 @@ class Engine:
         NAT-T port when `natt`."""
         try:
             self._receive(bytes(data), src, natt, now)
+        except state.ProtocolError as e:
+            # the state table refused what the peer's message asked for:
+            # the message is dropped, not a bug (design principle 5)
+            self.counters["dropped_protocol"] += 1
+            self.log("ike: dropped: %s not allowed in %s" % e.args)
         except MemoryError:
             self._oom("receive", now, "datagram dropped")
         except Exception as e:
@@ -445,16 +510,13 @@ class Engine:
         if m.exchange == IKE_SA_INIT and not m.is_protected():
             if not m.is_response():
                 if m.spi_r == bytes(8) and m.flags & FLAG_I:
-                    from ike import ike_sa_init
-
-                    ike_sa_init.on_request(self, m, src, natt, now)
+                    exchange(IKE_SA_INIT).on_request(self, m, src, natt, now)
                     return
             else:
                 sa = self.sas.get(m.spi_i)
                 if sa is not None and sa.initiator and sa.state == state.INIT_SENT:
-                    from ike import ike_sa_init
-
-                    ike_sa_init.on_response(self, sa, m, src, natt, now)
+                    exchange(IKE_SA_INIT).on_response(self, sa, m, src, natt, now)
+                    self._after(now)
                     return
         sa = self._lookup(m)
         if sa is not None and bool(m.flags & FLAG_I) == sa.initiator:
@@ -464,13 +526,14 @@ class Engine:
             self.count("dropped_i_flag")
             return
         if sa is None:
-            self._answer(self._hook("unknown_ike_spi", None, data, src, now), src, natt, "dropped_unknown_spi")
+            # the parsed message: the hook does not parse it again
+            self._answer(self._hook("unknown_ike_spi", None, m, src, now), src, natt, "dropped_unknown_spi")
             return
         if not m.is_protected():
             # docs/hook.md §4: the hook judges; True means the peer rebooted
             # (RFC 6290 §3): delete silently. Never answered (RFC 7296
             # §2.21.4: MUST NOT change state on an unprotected message alone).
-            if sa.reported and self._hook("unprotected", False, data, src, sa, now) is True:
+            if sa.reported and self._hook("unprotected", False, m, src, sa, now) is True:
                 self.close(sa, "peer rebooted (verified QCD token)", now)
             else:
                 self.count("dropped_unprotected")
@@ -504,40 +567,26 @@ class Engine:
         if sa.keys is None:
             self.count("dropped_unexpected")
             return
-        encr, integ = sa.keys.inbound(sa.initiator)
         if m.is_response():
             req = sa.request
             if req is None or m.msg_id != req.msg_id or m.exchange != req.exchange:
                 self.count("dropped_msg_id" if req is not None and m.msg_id != req.msg_id else "dropped_unexpected")
                 return
-            inner = message.decrypt_sk(m, encr, integ)
+            inner = self._open(sa, m, src, natt, now)
             if inner is None:
-                self.count("dropped_integrity")
                 return
-            self._seen(sa, src, natt, now)
-            self.log_msg("in", m.exchange, True, m.msg_id, inner, src)
             sa.request = None
             sa.my_msg_id += 1
-            if req.kind == "auth":
-                from ike import ike_auth
-
-                ike_auth.on_response(self, sa, req, m, inner, now)
-            elif req.exchange == INFORMATIONAL:
-                from ike import informational
-
-                informational.on_response(self, sa, req, m, inner, now)
-            elif req.exchange == CREATE_CHILD_SA:
-                from ike import create_child_sa
-
-                create_child_sa.on_response(self, sa, req, m, inner, now)
-            self.next_task(sa, now)
+            ev = exchange(req.exchange).on_response(self, sa, req, m, inner, now)
+            self._tell(sa, req.exchange, ev, now)
+            self._after(now)
             return
         # A request. §2.1: a retransmission of the last request we answered
         # gets the same answer again; anything else outside the window is
         # dropped (§2.3).
         if sa.last_response is not None and m.msg_id == sa.last_response[0]:
             if crypto.sha256(m.buf) == sa.last_response[2]:
-                self.counters["answered_retransmit"] += 1
+                self.count("answered_retransmit")
                 self.emit(sa.last_response[1], sa.peer, sa.natt)
             else:
                 self.count("dropped_msg_id")
@@ -545,15 +594,11 @@ class Engine:
         if m.msg_id != sa.peer_msg_id:
             self.count("dropped_msg_id")
             return
-        if not state.peer_may_request(sa.state, exchange_name(m.exchange)):
-            self.count("dropped_unexpected")
-            return
-        inner = message.decrypt_sk(m, encr, integ)
+        # the state table (ike.state): ProtocolError, counted dropped_protocol
+        state.check_peer_request(sa.state, exchange_name(m.exchange))
+        inner = self._open(sa, m, src, natt, now)
         if inner is None:
-            self.count("dropped_integrity")
             return
-        self._seen(sa, src, natt, now)
-        self.log_msg("in", m.exchange, False, m.msg_id, inner, src)
         # §2.5: a critical payload we do not understand rejects the message
         for p in inner:
             if p[1] and p[0] not in KNOWN_PAYLOADS:
@@ -562,21 +607,30 @@ class Engine:
         if payloads.notifies(inner) is None:
             self.respond(sa, m, [(PT_N, payloads.encode_notify(7))], now)  # INVALID_SYNTAX
             return
-        ex = m.exchange
-        if ex == INFORMATIONAL:
-            from ike import informational
+        reply, ev = exchange(m.exchange).on_request(self, sa, m, inner, now)
+        # the hook first (what it returns goes into the response), then the
+        # response, then queued work (which may use an SA the response makes)
+        self.respond(sa, m, reply + self._tell(sa, m.exchange, ev, now), now)
+        self._after(now)
 
-            informational.on_request(self, sa, m, inner, now)
-        elif ex == CREATE_CHILD_SA:
-            from ike import create_child_sa
-
-            create_child_sa.on_request(self, sa, m, inner, now)
-        else:
-            from ike import ike_auth
-
-            ike_auth.on_request(self, sa, m, inner, src, natt, now)
-        if self.sas.get(sa.local_spi) is sa:
+    def _after(self, now):
+        """An exchange step is done: start the work it queued (on any SA),
+        where the window is free."""
+        for sa in self.sa_list():
             self.next_task(sa, now)
+
+    def _open(self, sa, m, src, natt, now):
+        """Verify and decrypt `m` on `sa`: its inner payloads, or None
+        (counted dropped_integrity). An authenticated message is proof of
+        life (_seen) and is logged."""
+        encr, integ = sa.keys.inbound(sa.initiator)
+        inner = message.decrypt_sk(m, encr, integ)
+        if inner is None:
+            self.count("dropped_integrity")
+            return None
+        self._seen(sa, src, natt, now)
+        self.log_msg("in", m.exchange, m.is_response(), m.msg_id, inner, src)
+        return inner
 
     def _seen(self, sa, src, natt, now):
         """An authenticated message: the peer is alive; behind a NAT its
@@ -602,7 +656,7 @@ class Engine:
             self._answer(self._hook("unknown_esp_spi", None, packet, src, now), src, True, "dropped_esp")
             return
         child, sa = hit
-        r = esp.decapsulate(packet, child.keys[0], child.keys[1])
+        r = esp.decapsulate(packet, child.keys[0], child.mac_in)
         if child.replay is None:
             child.replay = esp.ReplayWindow()
         if r is None or not child.replay.check(r[0]):
@@ -639,7 +693,7 @@ class Engine:
             if payload is None:
                 payload = esp.icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
             child.seq_out += 1
-            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.keys[3], payload, esp.NEXT_IPV4, self.rng(BLOCK))
+            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.mac_out, payload, esp.NEXT_IPV4, self.rng(BLOCK))
             child.packets_out += 1
             self._out.append((pkt, sa.peer, True))
             self.counters["tx"] += 1
@@ -817,9 +871,7 @@ class Engine:
         if not self.cfg.initiator and self.cfg.peer_addr == "0.0.0.0":
             self.log("ike: initiate: no peer address configured")
             return False
-        from ike import ike_sa_init
-
-        ike_sa_init.start(self, now)
+        exchange(IKE_SA_INIT).start(self, None, "init", None, now)
         return True
 
     def liveness(self, now, sa=None):

@@ -6,7 +6,9 @@
 # a string argument. `sa`, `old`, `new` are the engine's IKE SA objects:
 # anything with spi_i, spi_r (8 octets each), initiator (we are the original
 # initiator) and peer ((ip, port)). Notifies are lists of (type, protocol
-# id, data) tuples; on input (type, protocol id, spi, data) too.
+# id, data) tuples; on input (type, protocol id, spi, data) too. `msg` is
+# the message as the engine parsed it (ikebase.ikev2.Message; msg.buf is
+# the bytes): the hook does not parse it again.
 #
 # The engine calls every method inside try/except: a hook that raises is
 # counted (Engine.counters["hook_errors"]) and treated as the default answer.

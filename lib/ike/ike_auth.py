@@ -7,7 +7,9 @@
 # The hook adds its notifies to our first IKE_AUTH request (auth_request),
 # and hears of the completed exchange once (ike_up: the peer's notifies and
 # the Child SA), returning what goes into our IKE_AUTH response when we
-# respond (docs/hook.md).
+# respond (docs/hook.md). The engine makes that call: on_request and
+# on_response return the ("ike_up", notifies, child) event, on_request with
+# our response's payloads.
 
 from ike import crypto, keymat, payloads, proposals, state
 from ike import ts as tsmod
@@ -40,7 +42,8 @@ def _n(ntype, data=b""):
     return (PT_N, payloads.encode_notify(ntype, data))
 
 
-def send_request(eng, sa, now):
+def start(eng, sa, _kind, _arg, now):
+    """Our IKE_AUTH request, right after IKE_SA_INIT (kind "auth")."""
     cfg = eng.cfg
     idi = _id_body(cfg.id_local)
     # §2.15: InitiatorSignedOctets = RealMessage1 | NonceRData | MACedIDForI
@@ -50,7 +53,7 @@ def send_request(eng, sa, now):
     # §2.4: INITIAL_CONTACT "MAY be sent ... when it wants the other side to
     # delete all other IKE SAs it has with it": when we hold no other SA
     # with this peer (after a reboot we hold none).
-    others = [s for s in eng.sas.values() if s is not sa and s.up() and s.peer[0] == sa.peer[0]]
+    others = [s for s in eng.sa_list() if s is not sa and s.up() and s.peer[0] == sa.peer[0]]
     if cfg.initial_contact and not others:
         pls.append(_n(INITIAL_CONTACT))
     pls.append((PT_IDR, _id_body(cfg.id_peer)))
@@ -122,7 +125,7 @@ def on_response(eng, sa, req, m, inner, now):
         errs = [n for n in ns if n[0] <= ERROR_MAX]
         why = ("peer refused IKE_AUTH: %s" % notify_name(errs[0][0])) if errs else "authentication of the peer failed"
         eng.close(sa, why, now)
-        return
+        return None
     sa.peer_id = ident
     if _wants_vip(cfg):
         _cfg_reply(eng, sa, inner)
@@ -136,31 +139,29 @@ def on_response(eng, sa, req, m, inner, now):
         errs = [notify_name(n[0]) for n in ns if n[0] <= ERROR_MAX]
         eng.event("child_failed", sa=sa.name(), reason=",".join(errs) or "unacceptable answer")
         eng.log("ike: no Child SA under %s (%s)" % (sa.name(), ",".join(errs) or "unacceptable answer"))
-        eng.hook_up(sa, ns, None, now)
-        return
+        return ("ike_up", ns, None)
     # §2.17: the first Child SA is keyed with the IKE_SA_INIT nonces.
     ei, ii, er, ir = keymat.child_keys(sa.keys.sk_d, sa.ni, sa.nr)
     child = ChildSa(req.ctx, int.from_bytes(spi_out, "big"), (er, ir, ei, ii), tsi, tsr, True, now)
     eng.install_child(sa, child, now, False)
-    eng.hook_up(sa, ns, child, now)
+    return ("ike_up", ns, child)
 
 
-def on_request(eng, sa, m, inner, src, natt, now):
+def on_request(eng, sa, m, inner, now):
     cfg = eng.cfg
     ns = payloads.notifies(inner) or []
     ident = _verify(eng, sa, inner, sa.init_req, sa.nr, sa.keys.sk_pi, PT_IDI)
     if ident is None:
         # §2.21.2: "If the error occurs on the responder, the notification
         # is returned in the protected response"; the half-open SA goes.
-        eng.respond(sa, m, [_n(AUTHENTICATION_FAILED)], now)
         eng.close(sa, "authentication of the peer failed", now)
-        return
+        return [_n(AUTHENTICATION_FAILED)], None
     sa.peer_id = ident
     if [n for n in ns if n[0] == INITIAL_CONTACT]:
         # §2.4: "the receiving peer SHOULD delete all other IKE SAs with the
         # same authenticated identity" (the peer restarted and lost them).
         for other in eng.sa_list():
-            if other is not sa and other.peer_id == ident and other.state not in (state.INIT_SENT, state.INIT_DONE, state.AUTH_SENT):
+            if other is not sa and other.peer_id == ident and state.authenticated(other.state):
                 eng.close(other, "replaced (INITIAL_CONTACT)", now)
     eng.established(sa, now)
     child = None
@@ -210,6 +211,5 @@ def on_request(eng, sa, m, inner, src, natt, now):
         eng.event("child_failed", sa=sa.name(), reason=notify_name(payloads.decode_notify(child_pls[0][1])[0]))
     idr = _id_body(cfg.id_local)
     auth = keymat.psk_auth(cfg.psk, sa.init_resp, sa.ni, sa.keys.sk_pr, idr)
-    pls = [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + cp_pls + child_pls
-    pls += eng.hook_up(sa, ns, child, now)
-    eng.respond(sa, m, pls, now)
+    # the engine adds the hook's notifies (ike_up) and sends the response
+    return [(PT_IDR, idr), (PT_AUTH, payloads.encode_typed(AUTH_SHARED_KEY_MIC, auth))] + cp_pls + child_pls, ("ike_up", ns, child)

@@ -13,7 +13,7 @@
 
 import struct
 
-from ike import crypto, dh, ike_auth, keymat, message, payloads, proposals, state
+from ike import crypto, dh, keymat, message, payloads, proposals, state
 from ike.const import (
     COOKIE,
     COOKIE_MAX,
@@ -51,8 +51,7 @@ def _nat_hash(spi_i, spi_r, addr):
 
 
 def _nat_payloads(eng, sa, spi_r, peer, natt):
-    ours = (eng.local_addr, eng.local_natt_port if natt else eng.local_port)
-    src = _nat_hash(sa.spi_i, spi_r, ours)
+    src = _nat_hash(sa.spi_i, spi_r, eng.ours(natt))
     if eng.cfg.nat_t == "force":
         # Pretend to be behind a NAT so both sides move to UDP encapsulation
         # (strongSwan's encap=yes does the same): a source hash that cannot
@@ -79,24 +78,22 @@ def _nat_detect(ns, spi_i, spi_r, sender, receiver):
 # -- initiator -----------------------------------------------------------------
 
 
-def start(eng, now):
+def start(eng, _sa, _kind, _arg, now):
+    """A new IKE SA of ours (the engine's table: kind "init")."""
     cfg = eng.cfg
     natt = cfg.nat_t == "always"  # §2.23: an initiator may start on 4500
     peer = (cfg.peer_addr, cfg.peer_natt_port if natt else cfg.peer_port)
     sa = IkeSa(eng.new_spi(), ZERO_SPI, True, peer, natt, now)
-    sa.state = state.INIT_SENT
+    state.set_ike(sa, "init_sent")
     sa.group = cfg.dh_groups[0]
     sa.ni = eng.nonce()
     sa.dh = dh.KeyPair(sa.group, eng.rng)
     eng.event("initiating", sa=sa.name(), peer=peer)
+    # held only once its request is out: an SA in INIT_SENT without its
+    # request (a MemoryError in _send) would never time out and would block
+    # every later initiation
+    _send(eng, sa, now)
     eng.add_sa(sa)
-    try:
-        _send(eng, sa, now)
-    except MemoryError:
-        # not half-registered: an SA in INIT_SENT without its request would
-        # never time out and would block every later initiation
-        del eng.sas[sa.local_spi]
-        raise
 
 
 def _send(eng, sa, now):
@@ -120,17 +117,18 @@ def on_response(eng, sa, m, src, natt, now):
     if m.msg_id != 0 or sa.request is None or sa.request.kind != "init":
         eng.count("dropped_unexpected")
         return
-    ns = payloads.notifies(m.payloads)
+    pls = m.bodies()
+    ns = payloads.notifies(pls)
     if ns is None:
         eng.count("dropped_malformed")
         return
-    eng.log_msg("in", IKE_SA_INIT, True, 0, m.payloads, src)
+    eng.log_msg("in", IKE_SA_INIT, True, 0, pls, src)
     if m.spi_r == ZERO_SPI:
         _restart(eng, sa, ns, now)
         return
-    props = payloads.decode_sa(payloads.first(m.payloads, PT_SA) or b"")
-    ke = payloads.decode_ke(payloads.first(m.payloads, PT_KE) or b"")
-    nr = payloads.first(m.payloads, PT_NONCE)
+    props = payloads.decode_sa(payloads.first(pls, PT_SA) or b"")
+    ke = payloads.decode_ke(payloads.first(pls, PT_KE) or b"")
+    nr = payloads.first(pls, PT_NONCE)
     if props is None or ke is None or nr is None or not NONCE_MIN <= len(nr) <= NONCE_MAX:
         errs = [n for n in ns if n[0] <= ERROR_MAX]
         if errs:
@@ -146,7 +144,7 @@ def on_response(eng, sa, m, src, natt, now):
     if g_ir is None:
         eng.close(sa, "peer's KE payload is not a valid group element", now)
         return
-    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, m.spi_r, src, (eng.local_addr, eng.local_natt_port if natt else eng.local_port))
+    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, m.spi_r, src, eng.ours(natt))
     sa.spi_r = m.spi_r
     sa.nr = bytes(nr)
     sa.init_resp = m.buf
@@ -161,8 +159,8 @@ def on_response(eng, sa, m, src, natt, now):
             sa.natt = True
             sa.peer = (sa.peer[0], eng.cfg.peer_natt_port)
             eng.log("ike: NAT detected (%s); IKE SA %s moves to UDP encapsulation, port %d" % ("peer" if peer_nat else "us" if our_nat else "forced", sa.name(), sa.peer[1]))
-    sa.state = state.ike_next(sa.state, "init_done")
-    ike_auth.send_request(eng, sa, now)
+    state.set_ike(sa, "init_done")
+    eng.queue(sa, "auth", None)  # IKE_AUTH next; the engine starts it
 
 
 def _restart(eng, sa, ns, now):
@@ -215,7 +213,7 @@ def _answer(eng, m, src, natt, ntype, data=b""):
 def _half_open(eng, ip=None):
     """Our half-open IKE SAs as responder (IKE_AUTH not yet received),
     oldest first; only those from `ip` when given."""
-    out = [sa for sa in eng.sas.values() if sa.state == state.INIT_DONE and not sa.initiator and (ip is None or sa.peer[0] == ip)]
+    out = [sa for sa in eng.sa_list() if sa.state == state.INIT_DONE and not sa.initiator and (ip is None or sa.peer[0] == ip)]
     out.sort(key=lambda sa: sa.idx)
     return out
 
@@ -252,26 +250,27 @@ def on_request(eng, m, src, natt, now):
     if old is not None:
         # §2.1: a retransmitted request gets the same answer again
         if old.init_req == m.buf and old.init_resp is not None:
-            eng.counters["answered_retransmit"] += 1
+            eng.count("answered_retransmit")
             eng.emit(old.init_resp, src, natt)
         else:
             eng.count("dropped_unexpected")
         return
-    ns = payloads.notifies(m.payloads)
-    props = payloads.decode_sa(payloads.first(m.payloads, PT_SA) or b"")
-    ke = payloads.decode_ke(payloads.first(m.payloads, PT_KE) or b"")
-    ni = payloads.first(m.payloads, PT_NONCE)
+    body = m.bodies()
+    ns = payloads.notifies(body)
+    props = payloads.decode_sa(payloads.first(body, PT_SA) or b"")
+    ke = payloads.decode_ke(payloads.first(body, PT_KE) or b"")
+    ni = payloads.first(body, PT_NONCE)
     if ns is None or props is None or ke is None or ni is None or not NONCE_MIN <= len(ni) <= NONCE_MAX:
         eng.count("dropped_malformed")
         return
-    eng.log_msg("in", IKE_SA_INIT, False, 0, m.payloads, src)
+    eng.log_msg("in", IKE_SA_INIT, False, 0, body, src)
     ni = bytes(ni)
-    busy = len([s for s in eng.sas.values() if s.state == state.INIT_DONE]) >= cfg.cookie_threshold
+    busy = len([s for s in eng.sa_list() if s.state == state.INIT_DONE]) >= cfg.cookie_threshold
     if busy:
         want = _cookie(eng, ni, src, m.spi_i)
         got = None
-        if m.payloads[0][0] == PT_N:
-            n = payloads.decode_notify(m.payloads[0][2])
+        if body[0][0] == PT_N:
+            n = payloads.decode_notify(body[0][2])
             if n is not None and n[0] == COOKIE:
                 got = n[3]
         if got is None or not crypto.ct_equal(got, want):
@@ -294,15 +293,14 @@ def on_request(eng, m, src, natt, now):
         _answer(eng, m, src, natt, INVALID_SYNTAX)
         return
     sa = IkeSa(m.spi_i, eng.new_spi(), False, (src[0], src[1]), natt, now)
-    sa.state = state.INIT_DONE
+    state.set_ike(sa, "init_answered")
     sa.group = group
     sa.ni = ni
     sa.nr = eng.nonce()
     sa.init_req = m.buf
     sa.peer_msg_id = 1
     sa.keys = keymat.IkeKeys(keymat.skeyseed(sa.ni, sa.nr, g_ir), sa.ni, sa.nr, sa.spi_i, sa.spi_r)
-    ours = (eng.local_addr, eng.local_natt_port if natt else eng.local_port)
-    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, ZERO_SPI, src, ours)
+    peer_nat, our_nat = _nat_detect(ns, sa.spi_i, ZERO_SPI, src, eng.ours(natt))
     sa.nat_detected = peer_nat or our_nat or cfg.nat_t == "force"
     pls = [
         (PT_SA, payloads.encode_sa(proposals.ike_chosen(num, group))),

@@ -18,14 +18,12 @@ def start(eng, sa, kind, arg, now):
     if kind == "liveness":
         pls = []
     elif kind == "delete_ike":
-        if sa.state != state.DELETING:
-            sa.state = state.ike_next(sa.state, "delete_start")
+        state.ike_if(sa, "delete_start")  # not again when DELETING already
         pls = [(PT_D, payloads.encode_delete(PROTO_IKE, []))]
     elif kind == "delete_child":
         child = arg
-        if child not in sa.children or child.state in (state.DELETING, state.CLOSED):
+        if child not in sa.children or not state.child_if(child, "delete_start"):
             return
-        child.state = state.child_next(child.state, "delete_start")
         pls = [(PT_D, payloads.encode_delete(PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))]
     else:  # "notify": payloads prepared by the hook
         pls = list(arg)
@@ -33,9 +31,8 @@ def start(eng, sa, kind, arg, now):
 
 
 def on_response(eng, sa, req, m, inner, now):
+    """Returns the hook event (engine._tell)."""
     ns = payloads.notifies(inner) or []
-    if req.kind != "delete_ike":  # that SA goes now: ike_down covers it
-        eng.hook_protected(sa, INFORMATIONAL, ns, now)
     if req.kind == "liveness":
         eng.event("liveness", sa=sa.name(), rtt_ms=now - req.sent, tries=req.tries)
         eng.log("ike: liveness check of %s answered (%d ms, %d retransmissions)" % (sa.name(), now - req.sent, req.tries))
@@ -44,30 +41,31 @@ def on_response(eng, sa, req, m, inner, now):
     elif req.kind == "delete_child":
         # The Child SA may have moved to a new IKE SA meanwhile (a rekey by
         # the peer): remove it wherever it lives now.
-        hit = eng.children.get(req.ctx.spi_in)
-        if hit is not None and hit[0] is req.ctx:
-            eng.remove_child(hit[1], req.ctx, now, "deleted by us")
+        owner = eng.owner(req.ctx)
+        if owner is not None:
+            eng.remove_child(owner, req.ctx, now, "deleted by us")
+    if req.kind == "delete_ike":  # that SA is gone: ike_down covered it
+        return None
+    return ("protected", ns)
 
 
 def on_request(eng, sa, m, inner, now):
+    """Returns (payloads of our response, hook event)."""
     ns = payloads.notifies(inner) or []
     deletes = []
     for p in inner:
         if p[0] == PT_D:
             d = payloads.decode_delete(p[2])
             if d is None:
-                eng.respond(sa, m, [(PT_N, payloads.encode_notify(INVALID_SYNTAX))], now)
-                return
+                return [(PT_N, payloads.encode_notify(INVALID_SYNTAX))], None
             deletes.append(d)
     for proto, _spis in deletes:
         if proto == PROTO_IKE:
             # §1.4.1: deleting the IKE SA deletes its Child SAs; answer with
             # an empty INFORMATIONAL response. The hook hears ike_down (a
             # token in this message would go with the SA).
-            eng.respond(sa, m, [], now)
             eng.close(sa, "deleted by peer", now)
-            return
-    eng.hook_protected(sa, INFORMATIONAL, ns, now)
+            return [], None
     ours = []
     gone = []
     for proto, spis in deletes:
@@ -85,9 +83,8 @@ def on_request(eng, sa, m, inner, now):
                     if c.state != state.DELETING:
                         ours.append(c.spi_in.to_bytes(4, "big"))
                     gone.append(c)
-    pls = [(PT_D, payloads.encode_delete(PROTO_ESP, ours))] if ours else []
-    eng.respond(sa, m, pls, now)
     for c in gone:
         eng.remove_child(sa, c, now, "deleted by peer")
     if not deletes and not ns:
         eng.event("liveness_answered", sa=sa.name())
+    return ([(PT_D, payloads.encode_delete(PROTO_ESP, ours))] if ours else []), ("protected", ns)

@@ -1,29 +1,19 @@
 # IKE messages (RFC 7296 §3.1-3.2, §3.14): the header, the payload chain,
 # and the Encrypted (SK) payload that protects everything after IKE_SA_INIT.
 #
-# The framing (header, chain, SK/SKF frame checks, caps) is ikebase.ikev2,
-# shared with lib/qcd; this module adds what only an engine with keys does:
-# bodies as bytes for ike.payloads, and building and opening SK. Anything
+# The framing (header, chain, SK/SKF frame checks, caps) and the parsed
+# Message are ikebase.ikev2, shared with lib/qcd; this module adds what only
+# an engine with keys does: building and opening SK. Anything
 # malformed gives None (design principle 5), never an exception.
+#
+# `integ_key` below is the IKE SA's crypto.hmac_key for that direction, made
+# once per SA (ike.keymat.IkeKeys: its padded key blocks are not rebuilt
+# per message), or raw key bytes for a one-off (tests, tools).
 
 from ike import crypto
 from ike.keymat import BLOCK, ICV_LEN
 from ikebase import ikev2
 from ikebase.ikev2 import *  # noqa: F401,F403,F405 (build, encode_chain, hdr, the numbers)
-
-
-class Message:
-    """A parsed IKE message. `payloads` is a list of (type, critical, body);
-    for a protected message it ends with (PT_SK, critical, body) and
-    `sk_next` holds the type of the first payload inside the encryption."""
-
-    __slots__ = ("buf", "spi_i", "spi_r", "first", "exchange", "flags", "msg_id", "payloads", "sk_next")
-
-    def is_response(self):
-        return bool(self.flags & FLAG_R)
-
-    def is_protected(self):
-        return self.first == PT_SK or self.first == PT_SKF
 
 
 def parse_chain(buf, pos, end, ptype, outer):
@@ -35,19 +25,13 @@ def parse_chain(buf, pos, end, ptype, outer):
     return [(t, c, bytes(buf[s:e])) for t, c, s, e in r[0]], r[1]
 
 
-def parse(buf):
-    """One IKE message (no non-ESP marker) -> Message, or None if malformed."""
-    h = ikev2.header(buf)
-    r = parse_chain(buf, HDR_LEN, len(buf), buf[16], True) if h is not None else None
-    if r is None:
-        return None
-    m = Message()
-    m.buf = bytes(buf)
-    m.spi_i = bytes(buf[0:8])
-    m.spi_r = bytes(buf[8:16])
-    m.first, _v, m.exchange, m.flags, m.msg_id = h
-    m.payloads, m.sk_next = r
-    return m
+# parse(buf) -> ikebase.ikev2.Message (payload offsets; m.bodies() gives
+# them as bytes), or None if malformed: the one parse the hook shares.
+parse = ikev2.parse
+
+
+def _mac(integ_key):
+    return integ_key if isinstance(integ_key, crypto.hmac_key) else crypto.hmac_key(integ_key)
 
 
 def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_key, iv):
@@ -65,7 +49,7 @@ def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_ke
     sk_len = GEN_LEN + len(iv) + len(ct) + ICV_LEN
     head = hdr(spi_i, spi_r, PT_SK, exchange, flags, msg_id, HDR_LEN + sk_len) + bytes((first, 0, sk_len >> 8, sk_len & 0xFF))
     signed = head + iv + ct
-    return signed + crypto.hmac_sha256(integ_key, signed)[:ICV_LEN]
+    return signed + _mac(integ_key).digest(signed)[:ICV_LEN]
 
 
 def decrypt_sk(m, encr_key, integ_key):
@@ -76,17 +60,18 @@ def decrypt_sk(m, encr_key, integ_key):
     constant time, before any decryption), or the plaintext is malformed."""
     if m.first != PT_SK or not m.payloads or m.payloads[-1][0] != PT_SK:
         return None
-    body = m.payloads[-1][2]
+    _t, _c, start, end = m.payloads[-1]
+    n = end - start
     # IV (16) + at least one block + ICV (16)
-    if len(body) < BLOCK + BLOCK + ICV_LEN or (len(body) - ICV_LEN) % BLOCK:
+    if n < BLOCK + BLOCK + ICV_LEN or (n - ICV_LEN) % BLOCK:
         return None
     buf = m.buf
     icv = buf[len(buf) - ICV_LEN :]
-    want = crypto.hmac_sha256(integ_key, buf[: len(buf) - ICV_LEN])[:ICV_LEN]
+    want = _mac(integ_key).digest(buf[: len(buf) - ICV_LEN])[:ICV_LEN]
     if not crypto.ct_equal(icv, want):
         return None
-    iv = body[0:BLOCK]
-    plain = crypto.aes_cbc_decrypt(encr_key, iv, body[BLOCK : len(body) - ICV_LEN])
+    iv = buf[start : start + BLOCK]
+    plain = crypto.aes_cbc_decrypt(encr_key, iv, buf[start + BLOCK : end - ICV_LEN])
     pad = plain[-1]
     end = len(plain) - 1 - pad
     if end < 0:

@@ -7,26 +7,42 @@
 # Written by hand because MicroPython has no elliptic-curve primitive at all
 # (stock ESP32 firmware: hashlib, cryptolib AES, no EC; micropython-lib has
 # none either); CPython's `cryptography` X25519 is the oracle in the tests.
-# It is RFC 7748's ladder over Python integers, with three-argument pow() for
-# the final inversion: 255 ladder steps of 255-bit arithmetic (bench: dh).
+# It is RFC 7748's Montgomery ladder over Python integers: 255 steps of
+# 255-bit arithmetic, then one inversion (bench: dh).
+#
+# Speed on MicroPython (its integers are mpz, 16-bit digits on 32-bit ports;
+# bench/results.md has the figures): every integer operation allocates, and
+# `x % p` of a 512-bit product costs about three 256-bit multiplications
+# (a long division), while `x % p` of a number of under 300 bits is cheap
+# (two or three quotient digits). So a product is first folded with
+# 2^255 = 19 (mod p), x -> (x & (2^255 - 1)) + 19 * (x >> 255), which takes
+# it under 2^265, and reduced with `% p` only where it is multiplied twice
+# more (the ladder's state); where it is multiplied once more (da, cb, aa,
+# bb, (da - cb)^2) the fold alone is enough. Sums and differences are never
+# reduced (b, d, e may be negative: Python's & and >> handle that). The
+# inversion is an addition chain whose runs of squarings are
+# pow(x, 2^n, p) calls.
 #
 # Side channels, what this does and does not promise:
 #  - No branch and no memory index depends on a secret: the ladder runs all
 #    255 steps whatever the scalar (bit t is read from octet t // 8, a
-#    public index), the scalar bit only enters arithmetic, and the
-#    conditional swap is RFC 7748's cswap done with a mask (0 or -1, i.e.
-#    all ones, then AND and XOR), never an `if`.
+#    public index), the scalar bits only enter arithmetic, and RFC 7748's
+#    conditional swap is done with a mask (0 or -1, i.e. all ones, then AND
+#    and XOR), never an `if`. The step's differential addition gives the
+#    same result whichever way round the two points are, so only the
+#    doubling's input is chosen by the mask (`_ladder` says why). The one
+#    `if` in the loop tests whether u is a small number (the base point 9):
+#    u is public.
 #  - It does NOT promise constant time. Python integers are variable length
-#    (MicroPython's mpz and CPython's long alike): a multiplication, a
-#    reduction or an XOR takes time that depends on how many digits its
-#    operands have, and intermediate values near 0 are shorter; small values
-#    can even become small ints (no allocation). pow() for the inversion
-#    and the allocator/garbage collector add their own data-dependent
-#    timing. Against a remote attacker timing whole IKE_SA_INIT exchanges
-#    over a network this leak is small; against someone measuring the
-#    device's power or instructions it is not negligible. Keys are
-#    ephemeral (a fresh one per exchange), which bounds what one trace can
-#    give away.
+#    (MicroPython's mpz and CPython's long alike): a multiplication, a fold
+#    or an XOR takes time that depends on how many digits its operands
+#    have, and intermediate values near 0 are shorter; small values can
+#    even become small ints (no allocation). pow() in the inversion and the
+#    allocator/garbage collector add their own data-dependent timing.
+#    Against a remote attacker timing whole IKE_SA_INIT exchanges over a
+#    network this leak is small; against someone measuring the device's
+#    power or instructions it is not negligible. Keys are ephemeral (a
+#    fresh one per exchange), which bounds what one trace can give away.
 
 P = (1 << 255) - 19  # RFC 7748 §4.1
 A24 = 121665  # (486662 - 2) / 4, RFC 7748 §5
@@ -51,49 +67,103 @@ def _u(u):
     return (int.from_bytes(bytes(u), "little") & _MASK255) % P
 
 
+def _inverse(z):
+    # z^(p-2) mod p (Fermat; 0 for z = 0) by the usual addition chain for
+    # 2^255 - 21: 254 squarings and 11 multiplications, each run of
+    # squarings one pow(x, 2^n, p) in C. pow(z, p - 2, p) alone would also
+    # multiply at almost every one of its 254 bits: about twice the work.
+    p = P
+    z2 = z * z % p
+    z9 = pow(z2, 4, p) * z % p
+    z11 = z9 * z2 % p
+    t = z11 * z11 % p * z9 % p  # z^(2^5 - 1)
+    t = pow(t, 1 << 5, p) * t % p  # 2^10 - 1
+    t10 = t
+    t = pow(t, 1 << 10, p) * t % p  # 2^20 - 1
+    t = pow(t, 1 << 20, p) * t % p  # 2^40 - 1
+    t = pow(t, 1 << 10, p) * t10 % p  # 2^50 - 1
+    t50 = t
+    t = pow(t, 1 << 50, p) * t % p  # 2^100 - 1
+    t = pow(t, 1 << 100, p) * t % p  # 2^200 - 1
+    t = pow(t, 1 << 50, p) * t50 % p  # 2^250 - 1
+    return pow(t, 1 << 5, p) * z11 % p  # 2^255 - 32 + 11 = p - 2
+
+
 def _ladder(kb, u):
     # RFC 7748 §5's ladder. kb: the clamped scalar, 32 octets little endian;
-    # u: an integer mod p. Products are reduced where their size would
-    # otherwise grow; da and cb stay unreduced (each % costs about four
-    # multiplications on MicroPython), which the squarings after them absorb.
+    # u: an integer mod p.
+    #
+    # RFC 7748 swaps (x2, z2) and (x3, z3) when the bit changes, then doubles
+    # the first point and adds the two. The addition's outputs,
+    # x3 = (da + cb)^2 and z3 = x1 (da - cb)^2 with da = (x3 - z3)(x2 + z2)
+    # and cb = (x3 + z3)(x2 - z2), do not change when the points are
+    # swapped (da and cb trade places; da - cb only changes sign), so the
+    # mask only picks the doubling's input: (a, b) = (x2 + z2, x2 - z2) or
+    # (x3 + z3, x3 - z3), 6 operations instead of a swap's 8. The state
+    # after each step is the RFC's.
+    #
+    # Sizes (absolute values; f: one fold, x < 2^n -> < 2^(n - 250)): the
+    # state is in [0, p) (u = 9: z3 < 2^259); a..d < 2^257 (2^260); da, cb
+    # < 2^514, f; (da +- cb)^2 < 2^530, f then % p; aa, bb < 2^514, f;
+    # aa * bb < 2^528 and e * (aa + a24 e) < 2^548, f then % p.
     x1 = u
     x2, z2 = 1, 0
     x3, z3 = u, 1
-    swap = 0
+    prev = 0
+    m = _MASK255
+    a24 = A24
     p = P
+    small = x1 < 16  # u is public: the base point, 9
     for t in range(254, -1, -1):
         kt = (kb[t >> 3] >> (t & 7)) & 1
-        swap ^= kt
-        # cswap(swap, ...): mask is -1 (all ones) or 0; no branch.
-        mask = -swap
-        d = mask & (x2 ^ x3)
-        x2 ^= d
-        x3 ^= d
-        d = mask & (z2 ^ z3)
-        z2 ^= d
-        z3 ^= d
-        swap = kt
+        mask = -(kt ^ prev)  # -1 (all ones) when the bit changed, else 0
+        prev = kt
         a = x2 + z2
         b = x2 - z2
-        aa = a * a % p
-        bb = b * b % p
-        e = aa - bb
-        da = (x3 - z3) * a
-        cb = (x3 + z3) * b
+        c = x3 + z3
+        d = x3 - z3
+        da = d * a
+        da = (da & m) + 19 * (da >> 255)
+        cb = c * b
+        cb = (cb & m) + 19 * (cb >> 255)
+        s = mask & (a ^ c)
+        a ^= s
+        s = mask & (b ^ d)
+        b ^= s
         x3 = da + cb
-        x3 = x3 * x3 % p
+        x3 = x3 * x3
+        x3 = (x3 & m) + 19 * (x3 >> 255)
+        x3 %= p
         z3 = da - cb
-        z3 = x1 * z3 * z3 % p
-        x2 = aa * bb % p
-        z2 = e * (aa + A24 * e) % p
-    mask = -swap
-    d = mask & (x2 ^ x3)
-    x2 ^= d
-    d = mask & (z2 ^ z3)
-    z2 ^= d
-    # z2^(p-2) = 1/z2 (0 when z2 is 0: then the result is 0, the all-zero
-    # output a low-order point gives, RFC 7748 §6.1).
-    return x2 * pow(z2, p - 2, p) % p
+        z3 = z3 * z3
+        z3 = (z3 & m) + 19 * (z3 >> 255)
+        if small:
+            z3 %= p
+            z3 = x1 * z3
+        else:
+            z3 = x1 * z3
+            z3 = (z3 & m) + 19 * (z3 >> 255)
+            z3 %= p
+        aa = a * a
+        aa = (aa & m) + 19 * (aa >> 255)
+        bb = b * b
+        bb = (bb & m) + 19 * (bb >> 255)
+        x2 = aa * bb
+        x2 = (x2 & m) + 19 * (x2 >> 255)
+        x2 %= p
+        e = aa - bb
+        z2 = e * (aa + a24 * e)
+        z2 = (z2 & m) + 19 * (z2 >> 255)
+        z2 %= p
+    # The RFC's last cswap: the result is the first point.
+    mask = -prev
+    s = mask & (x2 ^ x3)
+    x2 ^= s
+    s = mask & (z2 ^ z3)
+    z2 ^= s
+    # 1/z2 is 0 when z2 is 0 mod p: then the result is 0, the all-zero
+    # output a low-order point gives (RFC 7748 §6.1).
+    return x2 * _inverse(z2) % p
 
 
 def x25519(k, u):

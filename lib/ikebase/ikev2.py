@@ -4,6 +4,10 @@
 # demultiplexing of RFC 3948 §2.2-2.3. One copy, so one rule: the same caps
 # and the same checks for the QCD maker's answers and for the engine.
 #
+# parse() is the one parse of a datagram: the engine (lib/ike) parses it
+# once and hands the same Message to the notify hook (lib/qcd), which then
+# does not parse again (docs/hook.md).
+#
 # Everything here takes bytes from the network: every length is checked
 # against the datagram before it is used, and a malformed input gives None
 # (design.md principle 5), never an exception; `last_error` then says which
@@ -139,6 +143,58 @@ def chain(buf, pos, end, ptype, outer):
     if pos != end:
         return _bad("octets after the last payload")
     return payloads, sk_next
+
+
+class Message:
+    """A parsed IKE message: the header fields and the payload chain.
+
+    `payloads` is a list of (type, critical, body_start, body_end) offsets
+    into `buf` (no body is copied); for a protected message it ends with the
+    SK or SKF payload, whose encrypted body is not looked into, and
+    `sk_next` is the type of the first payload inside it."""
+
+    __slots__ = ("buf", "spi_i", "spi_r", "first", "version", "exchange", "flags", "msg_id", "payloads", "sk_next")
+
+    def is_response(self):
+        return bool(self.flags & FLAG_R)
+
+    def is_protected(self):
+        return self.first == PT_SK or self.first == PT_SKF
+
+    def bodies(self):
+        """The payloads as (type, critical, body bytes)."""
+        buf = self.buf
+        return [(t, c, buf[s:e]) for t, c, s, e in self.payloads]
+
+    def notifies(self):
+        """The Notify payloads as (type, protocol_id, spi, data) tuples, in
+        order; None if any of them is malformed (the whole message is then
+        untrustworthy). A protected message yields [] (its notifies are
+        inside SK)."""
+        out = []
+        for ptype, _crit, start, end in self.payloads:
+            if ptype == PT_N:
+                n = notify(self.buf, start, end)
+                if n is None:
+                    return None
+                out.append(n)
+        return out
+
+
+def parse(buf):
+    """One IKE message (bytes, no non-ESP marker) -> Message, or None if
+    malformed (header() and chain() say what is checked; `last_error` why)."""
+    h = header(buf)
+    r = chain(buf, HDR_LEN, len(buf), buf[16], True) if h is not None else None
+    if r is None:
+        return None
+    m = Message()
+    m.buf = buf
+    m.spi_i = bytes(buf[0:8])
+    m.spi_r = bytes(buf[8:16])
+    m.first, m.version, m.exchange, m.flags, m.msg_id = h
+    m.payloads, m.sk_next = r
+    return m
 
 
 def notify(buf, start, end):

@@ -10,8 +10,9 @@
 #
 # The hook only dispatches. The maker (qcd.maker) owns what it must never
 # answer for (RFC 6290 §9.2) and the §8.2 Child SPI map; the taker
-# (qcd.taker) owns the tokens it keeps. An unprotected datagram is parsed once
-# here and the parsed message is passed down.
+# (qcd.taker) owns the tokens it keeps. An unprotected datagram comes in
+# parsed (ikebase.ikev2.parse, the engine's one parse; bytes from another
+# engine are parsed here, once) and the parsed message is passed down.
 #
 # Every entry point is a wall: whatever bytes arrive, it returns an answer or
 # nothing and never raises into the engine (principle 5). An exception that
@@ -27,6 +28,12 @@ from qcd.tokens import STYLE_SPIS, fingerprint
 
 MAKER = 1
 TAKER = 2
+
+
+def _msg(msg):
+    # the engine's parsed message as it is; bytes (another engine, a tool)
+    # parsed once here
+    return msg if isinstance(msg, wire.Message) else wire.parse(msg)
 
 
 def _ip(addr):
@@ -238,13 +245,14 @@ class QcdHook:
         except Exception as e:
             self._bug("child_down", e)
 
-    # -- 3. unprotected datagrams: parsed once, here ------------------------------
+    # -- 3. unprotected datagrams: parsed once, by the engine ---------------------
 
     def unknown_ike_spi(self, msg, src, now):
-        """An IKE message for SPIs the engine does not hold: the §4.5
-        unprotected answer to send back to `src`, or None."""
+        """An IKE message for SPIs the engine does not hold (parsed, an
+        ikebase.ikev2.Message, or bytes): the §4.5 unprotected answer to
+        send back to `src`, or None."""
         try:
-            m = wire.parse(msg)
+            m = _msg(msg)
             if self.maker is not None:
                 out = self.maker.answer_ike(m, _ip(src), now)
                 if out is not None:
@@ -266,7 +274,7 @@ class QcdHook:
             t = self.taker
             if t is None:
                 return False
-            m = wire.parse(msg)
+            m = _msg(msg)
             ok = t.judge(m, _ip(src), _ip(sa.peer))
             name = _sa(sa.spi_i, sa.spi_r)
             if ok:

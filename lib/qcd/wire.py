@@ -1,6 +1,7 @@
-# The IKEv2 wire format as far as Quick Crash Detection needs it: a parsed
-# message (RFC 7296 §3.1-3.2) with its Notify payloads (§3.10), and the two
-# unprotected answers a token maker sends (RFC 6290 §4.5, §8.2).
+# The IKEv2 wire format as far as Quick Crash Detection needs it: parsing a
+# message (RFC 7296 §3.1-3.2, ikebase.ikev2.parse, with its Notify payloads,
+# §3.10), and the two unprotected answers a token maker sends (RFC 6290
+# §4.5, §8.2).
 #
 # The framing itself (header, payload chain, notify codec, UDP 4500 split)
 # is ikebase.ikev2, shared with lib/ike: one set of checks and caps for both.
@@ -32,69 +33,20 @@ _ESP_SPI_MIN = const(256)
 _ESP_HDR_LEN = const(8)
 
 
-class Message:
-    """A parsed IKE message: header fields and the payload chain.
-
-    payloads is a list of (type, critical, body_start, body_end) offsets into
-    buf; for a protected message it ends with the SK or SKF payload, whose
-    encrypted body is not looked into.
-    """
-
-    __slots__ = (
-        "buf",
-        "spi_i",
-        "spi_r",
-        "first",
-        "version",
-        "exchange",
-        "flags",
-        "msg_id",
-        "payloads",
-    )
-
-    def is_response(self):
-        return bool(self.flags & FLAG_R)
-
-    def is_protected(self):
-        return self.first == PT_SK or self.first == PT_SKF
-
-    def notifies(self):
-        """The Notify payloads as (type, protocol_id, spi, data) tuples, in order.
-
-        Returns None if any Notify payload is malformed (the whole message is
-        then untrustworthy). A protected message yields [] (its notifies are
-        inside SK).
-        """
-        out = []
-        for ptype, _crit, start, end in self.payloads:
-            if ptype == PT_N:
-                n = ikev2.notify(self.buf, start, end)
-                if n is None:
-                    return None
-                out.append(n)
-        return out
-
+# The parsed message is ikebase.ikev2's (Message, with payload offsets and
+# notifies()): the engine parses a datagram once and the hook uses that.
 
 # Why the last parse() returned None: a constant string, for tools and logs.
 last_error = None
 
 
 def parse(buf):
-    """Parse one IKE message (no non-ESP marker); a Message, or None if
-    malformed (ikebase.ikev2.header and chain say what is checked); on None,
-    `last_error` says which check failed."""
+    """Parse one IKE message (no non-ESP marker); an ikebase.ikev2.Message,
+    or None if malformed; on None, `last_error` says which check failed."""
     global last_error
-    h = ikev2.header(buf)
-    r = ikev2.chain(buf, HDR_LEN, len(buf), buf[16], True) if h is not None else None
-    if r is None:
+    m = ikev2.parse(buf)
+    if m is None:
         last_error = ikev2.last_error
-        return None
-    m = Message()
-    m.buf = buf
-    m.spi_i = bytes(buf[0:8])
-    m.spi_r = bytes(buf[8:16])
-    m.first, m.version, m.exchange, m.flags, m.msg_id = h
-    m.payloads = r[0]
     return m
 
 

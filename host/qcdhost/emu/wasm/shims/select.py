@@ -23,7 +23,12 @@
 # (qcdapp.APP.state == "running") waits here, the board may answer "yield":
 # SystemExit is raised, the app unwinds to the top level, the board collects
 # and calls qcdapp.resume(), which continues with the same engine (and, via
-# net.mjs, the same sockets).
+# net.mjs, the same sockets). Not inside an asyncio task (qcdapp.serve, the
+# IKE loop as a task): there SystemExit would end the task for good, and no
+# yield is needed, as this port's asyncio returns to JS (where it collects)
+# whenever its tasks wait. A poll there after more than --yield-kb KiB of
+# allocation (one X25519 computation allocates about 1.2 MB here) killed the
+# app.
 import gc
 import sys
 import time
@@ -41,10 +46,15 @@ _POLLNVAL = 0x20
 _SLICE_MS = 20
 
 
+def _in_asyncio_task():
+    core = getattr(sys.modules.get("asyncio"), "core", None)
+    return core is not None and getattr(core, "cur_task", None) is not getattr(core, "_top_level_task", None)
+
+
 def _app_heap():
     m = sys.modules.get("qcdapp")
     app = getattr(m, "APP", None) if m is not None else None
-    if app is None or getattr(app, "state", None) != "running":
+    if app is None or getattr(app, "state", None) != "running" or _in_asyncio_task():
         return -1
     return gc.mem_alloc()
 
