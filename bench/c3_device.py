@@ -112,8 +112,8 @@ def instrument():
     from ike import crypto, dh, keymat
     from ikebase import hmac256
 
-    dh.KeyPair.__init__ = wrap("dh", dh.KeyPair.__init__)
-    dh.KeyPair.shared = wrap("dh", dh.KeyPair.shared)
+    dh.KeyPair.__init__ = wrap("dh_pair", dh.KeyPair.__init__)
+    dh.KeyPair.shared = wrap("dh_shared", dh.KeyPair.shared)
     for n in ("prf", "prf_plus", "skeyseed", "skeyseed_rekey", "child_keys", "psk_auth"):
         setattr(keymat, n, wrap("keymat", getattr(keymat, n)))
     keymat.IkeKeys.__init__ = wrap("keymat", keymat.IkeKeys.__init__)
@@ -225,7 +225,7 @@ def measure_split():
         CALLS[0] = 0
         t, _g = handshake(groups, 1)  # the keys of the first measured run
         for side in ("i", "r"):
-            cats = {c: ACC.get((side, c), 0) for c in ("dh", "keymat", "enc_integ", "rng")}
+            cats = {c: ACC.get((side, c), 0) for c in ("dh_pair", "dh_shared", "keymat", "enc_integ", "rng")}
             cats["rest"] = t[side] - sum(cats.values())
             result("split_%s_%s" % (name, side), " ".join("%s=%d" % kv for kv in sorted(cats.items())) + " total=%d" % t[side])
         result("split_%s_wrapped_calls" % name, CALLS[0])

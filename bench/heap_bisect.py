@@ -76,6 +76,7 @@ def device_files():
     return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
 
 
+GC_THRESHOLD = [None]  # --gc-threshold: the app's device.gc_threshold (default: the app's own)
 MPY_OPT = [None]  # mpy-cross -O for the mpy variant: --mpy-opt, default deploy's (qcdhost.esp.remote.MPY_OPT)
 
 
@@ -127,6 +128,8 @@ class Runner:
 
         cfg = harness.app_config(self.gw_ports, dpd_s=2)
         cfg["device"] = {"watchdog_s": 0, "partition": "qcd"}
+        if GC_THRESHOLD[0] is not None:
+            cfg["device"]["gc_threshold"] = GC_THRESHOLD[0]
         path = os.path.join(self.top, "qcd.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
@@ -307,6 +310,7 @@ def main(argv=None):
     ap.add_argument("--probes", default="import,handshake,hold", help="comma separated; empty: none")
     ap.add_argument("--deltas", action="store_true", help="also each module's import cost: the heap it adds when imported after the modules it imports")
     ap.add_argument("--mpy-opt", type=int, default=None, metavar="N", help="mpy-cross -ON for the mpy variant (default: what `make deploy` uses, qcdhost.esp.remote.MPY_OPT)")
+    ap.add_argument("--gc-threshold", type=int, default=None, metavar="B", help="the app's device.gc_threshold (default: the app's default; 0: collect only when full)")
     ap.add_argument("--show", type=int, metavar="HEAP", help="instead of bisecting: run each probe once in HEAP bytes and print its output")
     ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
     ap.add_argument("--modules", default=None, help="with --suite: only these test modules (comma-separated)")
@@ -314,6 +318,7 @@ def main(argv=None):
     from qcdhost.esp import remote
 
     MPY_OPT[0] = remote.MPY_OPT if a.mpy_opt is None else a.mpy_opt
+    GC_THRESHOLD[0] = a.gc_threshold
     mp = os.environ.get("MICROPYTHON")
     if not mp:
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")

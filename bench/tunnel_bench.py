@@ -84,22 +84,34 @@ def send_only(size):
 
 def esp_only(size):
     """The ESP part alone (esp.seal_into: padding, AES-CBC, ICV) on an inner
-    packet of size + 28 octets already in the tunnel's buffer."""
+    packet of size + 28 octets already in the tunnel's buffer, side by side
+    with the Child SA's integrity key as bytes (HMAC pads built for every
+    packet: esp_us_*) and as one crypto.hmac_key kept for the SA
+    (esp_key_us_*); best of three rounds each, alternating."""
 
     def step():
-        from ike import esp
+        from ike import crypto, esp
 
         dt = S["dt"]
         child = S["ln"].dev.sas[list(S["ln"].dev.sas)[0]].children[0]
         iv = bytes(16)
         n = size + 28
-        a0 = allocated()
-        t0 = clock_us()
-        for i in range(N):
-            esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], child.keys[3], 4, iv)
-        result("esp_us_%d" % size, "%.1f" % (since_us(t0) / N))
-        if MICRO:
-            result("alloc_per_esp_%d" % size, "%.0f" % ((allocated() - a0) / N))
+        keys = (("esp", child.keys[3]), ("esp_key", crypto.hmac_key(child.keys[3])))
+        reps = 5 * N if MICRO else N  # the port's clock ticks in ms: more packets per reading
+        best = {}
+        for _ in range(3):
+            for name, integ in keys:
+                a0 = allocated()
+                t0 = clock_us()
+                for i in range(reps):
+                    esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], integ, 4, iv)
+                us = since_us(t0) / reps
+                if name not in best or us < best[name][0]:
+                    best[name] = (us, (allocated() - a0) / reps)
+        for name, _k in keys:
+            result("%s_us_%d" % (name, size), "%.1f" % best[name][0])
+            if MICRO:
+                result("alloc_per_%s_%d" % (name, size), "%.0f" % best[name][1])
 
     return step
 

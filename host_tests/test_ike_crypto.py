@@ -151,7 +151,11 @@ def test_ike_keys_are_the_seven_slices_of_prf_plus():
     k = keymat.IkeKeys(seed, ni, nr, spi_i, spi_r)
     got = [k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, k.sk_pi, k.sk_pr]
     assert got == [km[i * 32 : (i + 1) * 32] for i in range(7)]
-    assert k.outbound(True) == (k.sk_ei, k.sk_ai) == k.inbound(False)
+    assert k.outbound(True) == (k.sk_ei, k.mac_ai) == k.inbound(False)
+    assert k.outbound(False) == (k.sk_er, k.mac_ar) == k.inbound(True)
+    # the integrity keys once per SA as HMAC keys, the same MACs as SK_ai / SK_ar
+    assert k.mac_ai.digest(b"message") == _hmac(k.sk_ai, b"message")
+    assert k.mac_ar.digest(b"message") == _hmac(k.sk_ar, b"message")
     # RFC 7296 §2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)
     assert keymat.skeyseed_rekey(k.sk_d, g_ir, ni, nr) == _hmac(k.sk_d, g_ir + ni + nr)
 

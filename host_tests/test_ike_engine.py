@@ -939,7 +939,7 @@ def test_unsupported_critical_payload_is_refused_with_its_notify():
     pad = (16 - (len(inner) + 1) % 16) % 16
     from ike import crypto
 
-    ek, ik = d.keys.outbound(True)
+    ek, ik = d.keys.sk_ei, d.keys.sk_ai  # the initiator's outbound keys, as bytes
     iv = os.urandom(16)
     ct = crypto.aes_cbc_encrypt(ek, iv, inner + bytes(pad) + bytes((pad,)))
     total = 28 + 4 + 16 + len(ct) + 16

@@ -1,6 +1,8 @@
 # ike.message and ike.payloads: round trips of every payload body, SK
 # protection, robustness against malformed input, and cross-checks with
 # scapy's IKEv2 layer (an independent decoder and encoder).
+import hashlib
+import hmac
 import os
 
 import pytest
@@ -8,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.contrib.ikev2 import IKEv2, IKEv2_Nonce, IKEv2_Notify, IKEv2_Proposal, IKEv2_SA, IKEv2_Transform
 
-from ike import message, payloads, proposals
+from ike import crypto, message, payloads, proposals
 from ike.const import (
     ATTR_KEY_LENGTH,
     IKE_SA_INIT,
@@ -146,6 +148,22 @@ def test_sk_round_trip_and_tamper_detection():
         bm = message.parse(bytes(bad))
         assert bm is None or message.decrypt_sk(bm, ek, ik) is None
     assert message.decrypt_sk(m, ek, os.urandom(32)) is None
+
+
+def test_sk_with_the_sas_hmac_key_is_the_same_message_as_with_the_key_bytes():
+    # The engine passes the IKE SA's crypto.hmac_key (made once per SA,
+    # keymat.IkeKeys.mac_ai / mac_ar); tools and tests pass key bytes.
+    ek, ik, iv = os.urandom(32), os.urandom(32), os.urandom(16)
+    mac = crypto.hmac_key(ik)
+    inner = [(PT_N, payloads.encode_notify(16419, b"token"))]
+    data = message.build_sk(b"I" * 8, b"R" * 8, INFORMATIONAL, 0x08, 1, inner, ek, mac, iv)
+    assert data == message.build_sk(b"I" * 8, b"R" * 8, INFORMATIONAL, 0x08, 1, inner, ek, ik, iv)
+    # the ICV, computed independently: HMAC-SHA-256-128 over header to ciphertext
+    assert data[-16:] == hmac.new(ik, data[:-16], hashlib.sha256).digest()[:16]
+    for _ in range(3):  # the same key object for message after message
+        m = message.parse(data)
+        assert [(t, b) for t, _c, b in message.decrypt_sk(m, ek, mac)] == inner
+    assert message.decrypt_sk(message.parse(data), ek, crypto.hmac_key(os.urandom(32))) is None
 
 
 @pytest.mark.parametrize("n_inner", [0, 1, 15, 16, 17, 31])

@@ -215,4 +215,4 @@ def test_no_state_is_assigned_outside_ike_state():
         for n, line in enumerate(f.read_text().splitlines(), 1):
             if re.search(r"\.state\s*=[^=]", line):
                 found.append("%s:%d: %s" % (f.name, n, line.strip()))
-    assert found == ["sa.py:62: self.state = state.NEW", "sa.py:130: self.state = state.INSTALLED"]
+    assert found == ["sa.py:62: self.state = state.NEW", "sa.py:135: self.state = state.INSTALLED"]

@@ -656,7 +656,7 @@ class Engine:
             self._answer(self._hook("unknown_esp_spi", None, packet, src, now), src, True, "dropped_esp")
             return
         child, sa = hit
-        r = esp.decapsulate(packet, child.keys[0], child.keys[1])
+        r = esp.decapsulate(packet, child.keys[0], child.mac_in)
         if child.replay is None:
             child.replay = esp.ReplayWindow()
         if r is None or not child.replay.check(r[0]):
@@ -693,7 +693,7 @@ class Engine:
             if payload is None:
                 payload = esp.icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
             child.seq_out += 1
-            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.keys[3], payload, esp.NEXT_IPV4, self.rng(BLOCK))
+            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.mac_out, payload, esp.NEXT_IPV4, self.rng(BLOCK))
             child.packets_out += 1
             self._out.append((pkt, sa.peer, True))
             self.counters["tx"] += 1

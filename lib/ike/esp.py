@@ -7,6 +7,10 @@
 #   SPI (4) | Sequence Number (4) | IV (16) |
 #   AES-CBC( payload | Padding | Pad Length (1) | Next Header (1) ) |
 #   ICV (16) = HMAC-SHA-256(integ key, SPI .. end of ciphertext)[:16]
+#
+# `integ_key` is the Child SA's crypto.hmac_key, made once per SA (its
+# padded key blocks: two 64-octet XORs of a big integer saved per packet),
+# or raw key bytes for a one-off (tests, tools).
 
 import struct
 
@@ -17,6 +21,10 @@ NEXT_IPV4 = 4  # RFC 4303 §2.6: tunnel mode carries an IP packet
 NEXT_NONE = 59  # RFC 4303 §2.6: a dummy packet, to be discarded
 ESP_HDR = 8
 REPLAY_WINDOW = 64  # RFC 4303 §3.4.3: at least 32, 64 recommended
+
+
+def _mac(integ_key):
+    return integ_key if isinstance(integ_key, crypto.hmac_key) else crypto.hmac_key(integ_key)
 
 
 def encapsulate(spi, seq, encr_key, integ_key, payload, next_header, iv):
@@ -30,7 +38,7 @@ def encapsulate(spi, seq, encr_key, integ_key, payload, next_header, iv):
     ct = crypto.aes_cbc_encrypt(encr_key, iv, plain)
     head = struct.pack(">II", spi, seq) + bytes(iv)
     signed = head + ct
-    return signed + crypto.hmac_sha256(integ_key, signed)[:ICV_LEN]
+    return signed + _mac(integ_key).digest(signed)[:ICV_LEN]
 
 
 def seal_into(buf, inner_len, spi, seq, encr_key, integ_key, next_header, iv):
@@ -51,7 +59,7 @@ def seal_into(buf, inner_len, spi, seq, encr_key, integ_key, next_header, iv):
     buf[ESP_HDR:h] = iv
     mv = memoryview(buf)
     buf[h:e] = crypto.aes_cbc_encrypt(encr_key, iv, mv[h:e])
-    buf[e : e + ICV_LEN] = crypto.hmac_sha256(integ_key, mv[:e])[:ICV_LEN]
+    buf[e : e + ICV_LEN] = _mac(integ_key).digest(mv[:e])[:ICV_LEN]
     return bytes(mv[: e + ICV_LEN])
 
 
@@ -68,7 +76,7 @@ def decapsulate(packet, encr_key, integ_key):
     n = len(packet)
     if n < ESP_HDR + BLOCK + BLOCK + ICV_LEN or (n - ESP_HDR - ICV_LEN) % BLOCK:
         return None
-    want = crypto.hmac_sha256(integ_key, packet[: n - ICV_LEN])[:ICV_LEN]
+    want = _mac(integ_key).digest(packet[: n - ICV_LEN])[:ICV_LEN]
     if not crypto.ct_equal(packet[n - ICV_LEN :], want):
         return None
     seq = int.from_bytes(packet[4:8], "big")

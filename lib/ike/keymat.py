@@ -54,9 +54,11 @@ def skeyseed_rekey(sk_d_old, g_ir, ni, nr):
 
 class IkeKeys:
     """{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
-        = prf+ (SKEYSEED, Ni | Nr | SPIi | SPIr)     (RFC 7296 §2.14)"""
+        = prf+ (SKEYSEED, Ni | Nr | SPIi | SPIr)     (RFC 7296 §2.14)
+    mac_ai / mac_ar: SK_ai / SK_ar as crypto.hmac_key, made once for every
+    message of the SA (ike.message)."""
 
-    __slots__ = ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")
+    __slots__ = ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr", "mac_ai", "mac_ar")
 
     def __init__(self, seed, ni, nr, spi_i, spi_r):
         n = 3 * PRF_LEN + 2 * INTEG_KEY_LEN + 2 * ENCR_KEY_LEN
@@ -67,17 +69,20 @@ class IkeKeys:
             parts.append(km[i : i + ln])
             i += ln
         self.sk_d, self.sk_ai, self.sk_ar, self.sk_ei, self.sk_er, self.sk_pi, self.sk_pr = parts
+        self.mac_ai = crypto.hmac_key(self.sk_ai)
+        self.mac_ar = crypto.hmac_key(self.sk_ar)
 
     def outbound(self, initiator):
-        """(encryption key, integrity key) for messages we send."""
+        """(encryption key, integrity key as crypto.hmac_key) for messages
+        we send."""
         if initiator:
-            return self.sk_ei, self.sk_ai
-        return self.sk_er, self.sk_ar
+            return self.sk_ei, self.mac_ai
+        return self.sk_er, self.mac_ar
 
     def inbound(self, initiator):
         if initiator:
-            return self.sk_er, self.sk_ar
-        return self.sk_ei, self.sk_ai
+            return self.sk_er, self.mac_ar
+        return self.sk_ei, self.mac_ai
 
 
 def child_keys(sk_d, ni, nr, g_ir=None):

@@ -5,6 +5,10 @@
 # Message are ikebase.ikev2, shared with lib/qcd; this module adds what only
 # an engine with keys does: building and opening SK. Anything
 # malformed gives None (design principle 5), never an exception.
+#
+# `integ_key` below is the IKE SA's crypto.hmac_key for that direction, made
+# once per SA (ike.keymat.IkeKeys: its padded key blocks are not rebuilt
+# per message), or raw key bytes for a one-off (tests, tools).
 
 from ike import crypto
 from ike.keymat import BLOCK, ICV_LEN
@@ -26,6 +30,10 @@ def parse_chain(buf, pos, end, ptype, outer):
 parse = ikev2.parse
 
 
+def _mac(integ_key):
+    return integ_key if isinstance(integ_key, crypto.hmac_key) else crypto.hmac_key(integ_key)
+
+
 def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_key, iv):
     """A protected message: HDR, SK{payloads} (RFC 7296 §3.14).
 
@@ -41,7 +49,7 @@ def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_ke
     sk_len = GEN_LEN + len(iv) + len(ct) + ICV_LEN
     head = hdr(spi_i, spi_r, PT_SK, exchange, flags, msg_id, HDR_LEN + sk_len) + bytes((first, 0, sk_len >> 8, sk_len & 0xFF))
     signed = head + iv + ct
-    return signed + crypto.hmac_sha256(integ_key, signed)[:ICV_LEN]
+    return signed + _mac(integ_key).digest(signed)[:ICV_LEN]
 
 
 def decrypt_sk(m, encr_key, integ_key):
@@ -59,7 +67,7 @@ def decrypt_sk(m, encr_key, integ_key):
         return None
     buf = m.buf
     icv = buf[len(buf) - ICV_LEN :]
-    want = crypto.hmac_sha256(integ_key, buf[: len(buf) - ICV_LEN])[:ICV_LEN]
+    want = _mac(integ_key).digest(buf[: len(buf) - ICV_LEN])[:ICV_LEN]
     if not crypto.ct_equal(icv, want):
         return None
     iv = buf[start : start + BLOCK]

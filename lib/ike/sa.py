@@ -1,7 +1,7 @@
 # What the engine holds per IKE SA and per Child SA, and the one request an
 # IKE SA may have outstanding (RFC 7296 §2.3: we use a window size of 1).
 
-from ike import state
+from ike import crypto, state
 
 
 class Request:
@@ -106,6 +106,8 @@ class ChildSa:
         "spi_in",
         "spi_out",
         "keys",
+        "mac_in",
+        "mac_out",
         "ts_local",
         "ts_peer",
         "state",
@@ -125,6 +127,9 @@ class ChildSa:
         self.spi_out = spi_out  # int: the peer's inbound SPI
         # (encr_in, integ_in, encr_out, integ_out)
         self.keys = keys
+        # the integrity keys as crypto.hmac_key, made once for every packet (ike.esp)
+        self.mac_in = crypto.hmac_key(keys[1])
+        self.mac_out = crypto.hmac_key(keys[3])
         self.ts_local = ts_local
         self.ts_peer = ts_peer
         self.state = state.INSTALLED

@@ -378,7 +378,7 @@ class Tunnel:
         if not sa.natt:
             raise TunnelError("ESP needs UDP encapsulation: the IKE SA is not on the NAT-T port")
         child.seq_out += 1
-        pkt = esp.seal_into(self._tx, inner_len, child.spi_out, child.seq_out, child.keys[2], child.keys[3], esp.NEXT_IPV4, eng.rng(BLOCK))
+        pkt = esp.seal_into(self._tx, inner_len, child.spi_out, child.seq_out, child.keys[2], child.mac_out, esp.NEXT_IPV4, eng.rng(BLOCK))
         child.packets_out += 1
         eng.emit_esp(pkt, sa)
         if self.wake is not None:
