@@ -459,6 +459,23 @@ def test_child_sa_rekey_by_either_side(who):
     assert old not in p.dev.children
 
 
+def test_esp_goes_out_on_the_old_child_sa_while_its_rekey_is_outstanding():
+    # RFC 7296 §2.8: the old SA carries the traffic until its successor is
+    # up. (The demo's gateway keeps sending while its rekey waits for a
+    # rebooted device; that ESP brings the device's §8.2 QCD answer.)
+    p = Pair(dev_config(nat_t="force"))
+    d, g = p.up()
+    old = g.children[0]
+    assert p.gw.rekey_child(p.now)
+    assert old.state == "REKEYING"
+    pkt = p.gw.send_esp(p.now)
+    assert pkt is not None and int.from_bytes(pkt[:4], "big") == old.spi_out
+    p.pump()
+    assert [e for e in p.events["dev"] if e[0] == "esp"] and p.dev.counters["dropped_esp"] == 0
+    assert len(g.children) == 1 and g.children[0].spi_in != old.spi_in
+    no_bugs(p)
+
+
 @pytest.mark.parametrize("who", ["dev", "gw"])
 def test_ike_sa_rekey_by_either_side_moves_the_child(who):
     p = Pair()

@@ -154,3 +154,17 @@ def test_esp_with_the_sas_hmac_key_is_the_same_packet_as_with_the_key_bytes():
     for key in (mac, ik, mac):
         assert esp.decapsulate(pkt, ek, key) == (7, esp.NEXT_IPV4, inner)
     assert esp.decapsulate(pkt, ek, crypto.hmac_key(bytes(32))) is None
+
+
+def test_datagrams_go_out_on_the_old_child_sa_while_its_rekey_is_outstanding():
+    # RFC 7296 §2.8: no gap in the traffic while a CREATE_CHILD_SA waits.
+    p = Pair(dev_config(nat_t="force", tunnel={"inner_addr": DEV_IP}), gw_config(tunnel={"inner_addr": GW_IP}))
+    dt = Tunnel(p.dev)
+    d, g = p.up()
+    old = g.children[0]
+    assert p.dev.rekey_child(p.now)
+    p.dev.take_datagrams()  # the CREATE_CHILD_SA request, not delivered
+    dt.socket(4100).sendto(b"during the rekey", (GW_IP, 7))
+    pkt = p.dev.take_datagrams()[0][0]
+    seq, nh, inner = opened(pkt, old)
+    assert bytes(IP(inner)[UDP].payload) == b"during the rekey"

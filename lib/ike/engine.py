@@ -710,12 +710,20 @@ class Engine:
         self.counters["tx"] += 1
 
     def _some_child(self):
+        # An installed Child SA, else one being rekeyed: RFC 7296 §2.8 keeps
+        # the old SA in use until its successor is up, so traffic does not
+        # stop while a CREATE_CHILD_SA is outstanding (and a rebooted peer's
+        # §8.2 QCD answer to that ESP does not wait for the rekey's
+        # retransmissions).
+        spare = None
         for sa in self.sas.values():
             if sa.up():
                 for c in sa.children:
                     if c.state == state.INSTALLED:
                         return c
-        return None
+                    if c.state == state.REKEYING and spare is None:
+                        spare = c
+        return spare
 
     # -- timers --------------------------------------------------------------------
 

@@ -306,19 +306,22 @@ class Tunnel:
 
     def _child(self, dst4, proto=0, port=0):
         """(child, ike_sa) of the newest installed Child SA whose peer
-        selectors admit dst4 (any, when dst4 is None)."""
+        selectors admit dst4 (any, when dst4 is None); else the newest such
+        one being rekeyed (RFC 7296 §2.8: the old SA carries the traffic
+        until its successor is up)."""
         best = None
         for sa in self.engine.sas.values():
             if not sa.up():
                 continue
             for c in sa.children:
-                if c.state != "INSTALLED":
+                if c.state != "INSTALLED" and c.state != "REKEYING":
                     continue
                 if dst4 is not None and not _match(c.ts_peer, dst4, proto, port):
                     continue
-                if best is None or (sa.idx, c.created) > (best[1].idx, best[0].created):
-                    best = (c, sa)
-        return best
+                rank = (c.state == "INSTALLED", sa.idx, c.created)
+                if best is None or rank > best[2]:
+                    best = (c, sa, rank)
+        return None if best is None else best[:2]
 
     # -- out ----------------------------------------------------------------------
 
