@@ -85,7 +85,7 @@ def speed():
     got = {}
     for _ in range(ROUNDS):  # alternating, so both see the same machine
         for name, fn in keys:
-            t = best(fn, rounds=1, reps=200 if MICRO else 2000)
+            t = best(fn, rounds=1, reps=1000 if MICRO else 5000)
             got[name] = min(got.get(name, t), t)
     for name, _fn in keys:
         result(name, "%.4f" % got[name])

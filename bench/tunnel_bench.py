@@ -97,16 +97,17 @@ def esp_only(size):
         iv = bytes(16)
         n = size + 28
         keys = (("esp", child.keys[3]), ("esp_key", crypto.hmac_key(child.keys[3])))
+        reps = 5 * N if MICRO else N  # the port's clock ticks in ms: more packets per reading
         best = {}
         for _ in range(3):
             for name, integ in keys:
                 a0 = allocated()
                 t0 = clock_us()
-                for i in range(N):
+                for i in range(reps):
                     esp.seal_into(dt._tx, n, child.spi_out, 1, child.keys[2], integ, 4, iv)
-                us = since_us(t0) / N
+                us = since_us(t0) / reps
                 if name not in best or us < best[name][0]:
-                    best[name] = (us, (allocated() - a0) / N)
+                    best[name] = (us, (allocated() - a0) / reps)
         for name, _k in keys:
             result("%s_us_%d" % (name, size), "%.1f" % best[name][0])
             if MICRO:

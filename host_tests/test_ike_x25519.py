@@ -90,3 +90,46 @@ def test_group31_with_the_ladder_installed_talks_to_openssl():
     finally:
         crypto._x25519 = saved
     assert s_b == a.shared(b.public) and len(s_b) == 32
+
+
+# The comb's table (ike.x25519._COMB) recomputed here from Ed25519's base
+# point with plain affine Edwards arithmetic (RFC 8032 §5.1), not ike's.
+_D = (-121665 * pow(121666, x25519.P - 2, x25519.P)) % x25519.P
+
+
+def _edwards_add(p1, p2):
+    p = x25519.P
+    (x1, y1), (x2, y2) = p1, p2
+    t = _D * x1 * x2 * y1 * y2 % p
+    return (x1 * y2 + y1 * x2) * pow(1 + t, p - 2, p) % p, (y1 * y2 + x1 * x2) * pow(1 - t, p - 2, p) % p
+
+
+def test_comb_table_holds_the_sums_of_base_point_multiples():
+    p = x25519.P
+    y = 4 * pow(5, p - 2, p) % p  # RFC 8032 §5.1: B's y = 4/5, x recovered from it
+    xx = (y * y - 1) * pow(_D * y * y + 1, p - 2, p) % p
+    x = pow(xx, (p + 3) // 8, p)
+    if (x * x - xx) % p:
+        x = x * pow(2, (p - 1) // 4, p) % p
+    assert (1 + y) * pow(1 - y, p - 2, p) % p == 9  # B is u = 9 (RFC 7748 §4.1)
+    rows, q = [], (x, y)
+    for _ in range(4):
+        rows.append(q)
+        for _ in range(64):
+            q = _edwards_add(q, q)
+    assert len(x25519._COMB) == 15
+    for j in range(1, 16):
+        q = (0, 1)
+        for i in range(4):
+            if j >> i & 1:
+                q = _edwards_add(q, rows[i])
+        x, y = q
+        entry = (y + x) % p | ((y - x) % p) << 256 | (2 * _D * x * y % p) << 512
+        assert entry ^ x25519._ID == x25519._COMB[j - 1], j
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_comb_gives_what_the_ladder_gives_at_u_9(k):
+    kb = x25519._scalar(k)
+    assert x25519._comb(kb) == x25519._ladder(kb, 9)

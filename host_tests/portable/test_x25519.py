@@ -1,8 +1,9 @@
 # ike.x25519: the hand-written X25519 (RFC 7748) against RFC 7748's vectors,
-# and group 31 through ike.dh (RFC 8031 checks). On CPython ike.dh goes
-# through `cryptography`; ike.x25519 is the ladder everywhere, and on
+# the base point's comb against the ladder, and group 31 through ike.dh
+# (RFC 8031 checks). On CPython ike.dh goes through `cryptography`;
+# ike.x25519 is the ladder (and the comb for u = 9) everywhere, and on
 # MicroPython ike.dh uses it too. host_tests/test_ike_x25519.py adds the
-# 1,000-iteration vector and `cryptography` as an oracle on CPython.
+# 1,000-iteration vector, the comb's table and `cryptography` as an oracle.
 import unittest
 
 from ike import dh, x25519
@@ -57,6 +58,13 @@ class TestRfc7748(unittest.TestCase):
         u2 = bytearray(h(u))
         u2[31] |= 0x80
         self.assertEqual(x25519.x25519(h(k), bytes(u2)).hex(), out)
+
+    def test_base_point_comb_gives_what_the_ladder_gives(self):
+        # u = 9 takes the comb (ike.x25519._comb); the ladder at u = 9 is
+        # RFC 7748's own method: both on this platform's integers.
+        for n in range(3):
+            kb = x25519._scalar(det_bytes(20 + n, 32))
+            self.assertEqual(x25519._comb(kb), x25519._ladder(kb, 9))
 
     def test_low_order_points_give_all_zero(self):
         k = det_bytes(1, 32)
