@@ -3,7 +3,7 @@
 
   MICROPYTHON=/path/to/micropython python bench/heap_bisect.py [--hold S]
         [--variants py,mpy[,frozen]] [--probes import,handshake,hold]
-  MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP
+  MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP [--modules M1,M2]
 
 MICROPYTHON is a build of MicroPython's unix port (ideally 32-bit, as an
 ESP32 is) whose heap is fixed by `-X heapsize=N`; the WebAssembly port
@@ -76,6 +76,7 @@ def device_files():
     return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
 
 
+GC_THRESHOLD = [None]  # --gc-threshold: the app's device.gc_threshold (default: the app's own)
 MPY_OPT = [None]  # mpy-cross -O for the mpy variant: --mpy-opt, default deploy's (qcdhost.esp.remote.MPY_OPT)
 
 
@@ -127,6 +128,8 @@ class Runner:
 
         cfg = harness.app_config(self.gw_ports, dpd_s=2)
         cfg["device"] = {"watchdog_s": 0, "partition": "qcd"}
+        if GC_THRESHOLD[0] is not None:
+            cfg["device"]["gc_threshold"] = GC_THRESHOLD[0]
         path = os.path.join(self.top, "qcd.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
@@ -256,7 +259,7 @@ def stage_suite(top):
     return sorted(f[:-3] for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py"))
 
 
-def suite(micropython, heap, log=print):
+def suite(micropython, heap, log=print, only=None):
     """The portable suite as .mpy, one module per process (a board's soft
     reset between modules): per module (ran, failures, errors) in `heap`
     bytes, and the smallest heap in which it passes."""
@@ -264,6 +267,11 @@ def suite(micropython, heap, log=print):
     out = {}
     try:
         modules = stage_suite(top)
+        if only:
+            unknown = [m for m in only if m not in modules]
+            if unknown:
+                raise SystemExit("heap_bisect: no such portable test module: %s" % ", ".join(unknown))
+            modules = [m for m in modules if m in only]
         env = dict(os.environ, MICROPYPATH=os.path.join(top, "lib"))
 
         def once(m, n):
@@ -302,18 +310,21 @@ def main(argv=None):
     ap.add_argument("--probes", default="import,handshake,hold", help="comma separated; empty: none")
     ap.add_argument("--deltas", action="store_true", help="also each module's import cost: the heap it adds when imported after the modules it imports")
     ap.add_argument("--mpy-opt", type=int, default=None, metavar="N", help="mpy-cross -ON for the mpy variant (default: what `make deploy` uses, qcdhost.esp.remote.MPY_OPT)")
+    ap.add_argument("--gc-threshold", type=int, default=None, metavar="B", help="the app's device.gc_threshold (default: the app's default; 0: collect only when full)")
     ap.add_argument("--show", type=int, metavar="HEAP", help="instead of bisecting: run each probe once in HEAP bytes and print its output")
     ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
+    ap.add_argument("--modules", default=None, help="with --suite: only these test modules (comma-separated)")
     a = ap.parse_args(argv)
     from qcdhost.esp import remote
 
     MPY_OPT[0] = remote.MPY_OPT if a.mpy_opt is None else a.mpy_opt
+    GC_THRESHOLD[0] = a.gc_threshold
     mp = os.environ.get("MICROPYTHON")
     if not mp:
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")
         return 0
     if a.suite:
-        res = suite(mp, a.suite)
+        res = suite(mp, a.suite, only=a.modules.split(",") if a.modules else None)
         for m, (t, smallest) in sorted(res.items()):
             print("RESULT suite_%s %s min=%s" % (m, "ran=%d,failures=%d,errors=%d" % t if t else "no-summary", smallest), flush=True)
         return 0

@@ -35,6 +35,12 @@ def done(ok, what=""):
 def probe_import(path):
     with open(path) as f:
         names = f.read().split()
+    if "qcdapp" in names:
+        # as on a board: main.py imports qcdapp, whose main() sets the
+        # collection threshold before it imports the rest
+        import qcdapp
+
+        qcdapp._gc_threshold(qcdapp.DEFAULT_GC_THRESHOLD)
     for n in names:
         __import__(n)
     done(True)

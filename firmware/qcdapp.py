@@ -50,6 +50,17 @@ DEFAULT_WATCHDOG_S = 60  # device.watchdog_s; 0 disables
 # (0 = no retries: the board stays at the REPL with the error).
 DEFAULT_RETRY_S = 10
 DEFAULT_RETRY_MAX_S = 600
+# device.gc_threshold: collect after this many bytes were allocated since the
+# last collection (MicroPython's gc.threshold; 0: only when an allocation
+# fails, MicroPython's default). MicroPython never compacts its heap: garbage
+# left between long-lived objects (the code being imported, the SA's state)
+# becomes holes too small to use later. Collecting early lets those objects
+# fill the holes instead (issue 10 §3; the smallest heap that imports the app
+# as .mpy: 116 KB without, 106-107 KB with any of 8-32 KB; bench/heap_bisect.py).
+# Default (None): a quarter of the heap that is free when the app starts, as
+# MicroPython's docs suggest (reference/constrained.rst): a small heap
+# collects often and cheaply, a big one (PSRAM) seldom.
+DEFAULT_GC_THRESHOLD = None
 BOARDS_HINT = (
     "flash a qcd partition table: `make flash PORT=... BOARD=QCD_ESP32` "
     "(or QCD_ESP32_S3, QCD_ESP32_C3; tables in boards/<BOARD>/partitions-qcd.csv), "
@@ -234,6 +245,7 @@ def main(config_path=CONFIG_PATH, retry=False):
     device.setup_retry_s / setup_retry_max_s until it works or a Ctrl-C
     ends the wait."""
     global APP
+    _gc_threshold(DEFAULT_GC_THRESHOLD)
     APP = app = App()
     try:
         app.log("qcd %s" % __import__("qcd").__version__)  # the one version (lib/qcd, package.json, pyproject)
@@ -317,6 +329,11 @@ def _setup(app, config_path):
     cfg = load_config(config_path)
     app.config = cfg
     dev = cfg.get("device") or {}
+    gt = dev.get("gc_threshold")
+    if gt is not None:
+        if not isinstance(gt, int) or isinstance(gt, bool) or gt < 0:
+            raise SetupError("device.gc_threshold must be an integer >= 0 (bytes; 0: collect only when the heap is full)")
+        _gc_threshold(gt)
     network = _import("network")
     if network is None:
         app.log("wifi: skipped, this board has no network module")
@@ -333,6 +350,20 @@ def _setup(app, config_path):
             raise SetupError("cannot use partition %r: %s; %s" % (dev.get("partition", LABEL), e, BOARDS_HINT))
         app.log("store: %r" % app.store)
     app.hook = make_hook(cfg, app.store, time.ticks_ms(), app.log)
+
+
+def _gc_threshold(n):
+    """Set MicroPython's gc.threshold: n bytes, 0 for none, None for a
+    quarter of the free heap. Nothing on CPython (its gc has no threshold)."""
+    import gc
+
+    t = getattr(gc, "threshold", None)
+    if t is None:
+        return
+    if n is None:
+        gc.collect()
+        n = max(gc.mem_free() // 4, 4096)
+    t(n if n else -1)
 
 
 def _forget_setup():
@@ -387,6 +418,7 @@ def setup(config_path=CONFIG_PATH):
     IKE loop as an asyncio task (serve()). APP; APP.state says why not when
     APP.engine is None."""
     global APP
+    _gc_threshold(DEFAULT_GC_THRESHOLD)
     APP = app = App()
     app.config_path = config_path
     if not _attempt(app):  # whatever failed: APP.state and APP.error say it

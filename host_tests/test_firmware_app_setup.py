@@ -256,3 +256,26 @@ def test_a_failed_setup_on_the_virtual_board_keeps_it_up_diagnosable_and_retryin
         assert "task watchdog got triggered" not in vb.log()
     finally:
         vb.stop()
+
+
+@pytest.mark.parametrize("bad", [-1, "8192", 1.5, True])
+def test_a_bad_gc_threshold_is_a_setup_failure_that_names_the_key(monkeypatch, tmp_path, bad):
+    b = Board(monkeypatch, tmp_path, network=False)
+    path = b.config(tmp_path, example(device={"gc_threshold": bad, "setup_retry_s": 0}))
+    app = b.app.main(path, retry=True)
+    assert app.attempts == 1 and "device.gc_threshold must be an integer >= 0" in app.error
+
+
+def test_the_app_sets_micropythons_collection_threshold_from_the_device_section(monkeypatch, tmp_path):
+    # CPython's gc has no threshold(); MicroPython's is what the app calls.
+    import gc
+
+    seen = []
+    monkeypatch.setattr(gc, "threshold", seen.append, raising=False)
+    monkeypatch.setattr(gc, "mem_free", lambda: 100000, raising=False)
+    b = Board(monkeypatch, tmp_path, network=False)
+    monkeypatch.setattr(b.app, "_run", lambda app: app)  # stop where the IKE loop would start
+    b.app.main(b.config(tmp_path, example(device={"gc_threshold": 4096})))
+    assert b.app.DEFAULT_GC_THRESHOLD is None and seen == [25000, 4096]  # a quarter of the free heap, then the configured value
+    b.app.main(b.config(tmp_path, example(device={"gc_threshold": 0})))
+    assert seen[-1] == -1  # MicroPython's "off"
