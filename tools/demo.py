@@ -456,7 +456,11 @@ class Demo:
 
         # The gateway keeps sending into the stale tunnel (ESP every 0.5 s,
         # as traffic from the central site would) and checks liveness when
-        # it hears nothing back.
+        # it hears nothing back. While its Child SA rekey (the one the cut
+        # tore) is outstanding, that ESP goes on the old Child SA (RFC 7296
+        # §2.8): the rebooted device answers it with INVALID_SPI + QCD
+        # however long it took to boot, not only the rekey's retransmissions
+        # (the last 6 s after the rekey) before the give-up.
         state = {"next_esp": 0.0}
 
         def gone():
