@@ -248,10 +248,11 @@ class Demo:
 
     def endpoints(self):
         """(gateway, device) as (addr, IKE port, NAT-T port): the standard
-        ports 500/4500 on 127.0.0.1 and 127.0.0.2 when we may bind them (so
-        Wireshark decodes the pcap as it is), else free high ports."""
+        ports 500/4500 on 127.0.0.1 and 127.0.0.2 when we may bind them and
+        no other demo holds them (so Wireshark decodes the pcap as it is),
+        else free high ports."""
         std = (("127.0.0.1", 500, 4500), ("127.0.0.2", 500, 4500))
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.claim_std_ports():
             socks = []
             try:
                 for addr, p1, p2 in std:
@@ -267,6 +268,29 @@ class Demo:
                     s.close()
         g, d = free_ports(2), free_ports(2)
         return ("127.0.0.1", g[0], g[1]), ("127.0.0.1", d[0], d[1]), False
+
+    def claim_std_ports(self):
+        """Whether this demo may use the standard ports: only one demo on
+        the machine at a time (an exclusive lock, held until this process
+        ends, so it goes with a kill too). A free-port check alone is not
+        enough: both peers bind with SO_REUSEADDR, so a second demo that
+        checks while the first one's device is down (booting, or at its
+        power cut) binds the same addresses too, and each gateway then gets
+        the other device's answers: tokens it cannot verify ("not
+        accepted"), retransmissions answered by the wrong device."""
+        if getattr(self, "_std_lock", None) is not None:
+            return True
+        import fcntl
+        import tempfile
+
+        f = open(os.path.join(tempfile.gettempdir(), "qcd-demo-std-ports.lock"), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return False
+        self._std_lock = f
+        return True
 
     def configs(self, qcd, gw_ep, dev_ep):
         gw = {
