@@ -3,7 +3,7 @@
 
   MICROPYTHON=/path/to/micropython python bench/heap_bisect.py [--hold S]
         [--variants py,mpy[,frozen]] [--probes import,handshake,hold]
-  MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP
+  MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP [--modules M1,M2]
 
 MICROPYTHON is a build of MicroPython's unix port (ideally 32-bit, as an
 ESP32 is) whose heap is fixed by `-X heapsize=N`; the WebAssembly port
@@ -259,7 +259,7 @@ def stage_suite(top):
     return sorted(f[:-3] for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py"))
 
 
-def suite(micropython, heap, log=print):
+def suite(micropython, heap, log=print, only=None):
     """The portable suite as .mpy, one module per process (a board's soft
     reset between modules): per module (ran, failures, errors) in `heap`
     bytes, and the smallest heap in which it passes."""
@@ -267,6 +267,11 @@ def suite(micropython, heap, log=print):
     out = {}
     try:
         modules = stage_suite(top)
+        if only:
+            unknown = [m for m in only if m not in modules]
+            if unknown:
+                raise SystemExit("heap_bisect: no such portable test module: %s" % ", ".join(unknown))
+            modules = [m for m in modules if m in only]
         env = dict(os.environ, MICROPYPATH=os.path.join(top, "lib"))
 
         def once(m, n):
@@ -308,6 +313,7 @@ def main(argv=None):
     ap.add_argument("--gc-threshold", type=int, default=None, metavar="B", help="the app's device.gc_threshold (default: the app's default; 0: collect only when full)")
     ap.add_argument("--show", type=int, metavar="HEAP", help="instead of bisecting: run each probe once in HEAP bytes and print its output")
     ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
+    ap.add_argument("--modules", default=None, help="with --suite: only these test modules (comma-separated)")
     a = ap.parse_args(argv)
     from qcdhost.esp import remote
 
@@ -318,7 +324,7 @@ def main(argv=None):
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")
         return 0
     if a.suite:
-        res = suite(mp, a.suite)
+        res = suite(mp, a.suite, only=a.modules.split(",") if a.modules else None)
         for m, (t, smallest) in sorted(res.items()):
             print("RESULT suite_%s %s min=%s" % (m, "ran=%d,failures=%d,errors=%d" % t if t else "no-summary", smallest), flush=True)
         return 0

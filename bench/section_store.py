@@ -74,6 +74,7 @@ def run(bench):
         row("write amplification (programmed / logical bytes)", lambda r: _f(r["wa"], 2), "at most 1.5")
         row("projected life of the partition", lambda r: _life(r["life_years"]), "at least 300 years" if wl == "steady" else "")
         row("bytes read to mount (and load the map), of 65,536", lambda r: _f(r["mount_read_bytes"]), "at most once (65,536)")
+        row("time to mount (CPython, the emulator included; median of 5)", lambda r: _f(r["mount_ms"], 1) + " ms" if "mount_ms" in r else "-")
         heap = {"qcd": ram.get("heap_qcd_%s_bytes" % wl), "naive": ram.get("heap_naive_%s_bytes" % wl)}
         lines.append("| RAM: heap of the mounted store with its map (MicroPython) | %s | %s | see below | see below | |" % (
             _f(int(heap["qcd"])) + " B" if heap["qcd"] else "-", _f(int(heap["naive"])) + " B" if heap["naive"] else "-"))

@@ -20,13 +20,13 @@ def det_bytes(seed, n, start=0):
 
 def det_backing(seed, blocks):
     """A flash emulator backing holding det_bytes(seed, blocks * 4096) (a
-    garbage partition), written a block at a time: the image is never held
-    whole in one buffer besides the backing's own."""
+    garbage partition), written 256 bytes at a time: no buffer of a block
+    (let alone the image) besides the backing's own pieces."""
     from qcdhost.emu import flash as flashemu
 
     b = flashemu.MemoryBacking(blocks * flashemu.BLOCK_SIZE)
-    for k in range(blocks):
-        b.write(k * flashemu.BLOCK_SIZE, det_bytes(seed, flashemu.BLOCK_SIZE, k * flashemu.BLOCK_SIZE))
+    for off in range(0, blocks * flashemu.BLOCK_SIZE, 256):
+        b.write(off, det_bytes(seed, 256, off))
     return b
 
 

@@ -79,6 +79,68 @@ class Oracle:
             self.boot += 1
 
 
+class Ops:
+    """A workload's operations, packed: 7 bytes each in 448-byte chunks, the
+    arguments (a put's IKE SA entry, a secret, a fingerprint) kept once each
+    in a table. A cap_drop workload is about a thousand puts; as a list of
+    tuples, each with its own bytes, it takes over 100 KB of a board's heap.
+    ops[i] gives the op back as a tuple: ("put", spi, spi_i, spi_r,
+    initiator, ip), ("drop", spi), ("roll", secret), ("retire",
+    fingerprint) or ("reboot",)."""
+
+    KINDS = ("put", "drop", "roll", "retire", "reboot")
+    PER_CHUNK = 64
+
+    def __init__(self, ops=()):
+        self.vals = []
+        self.index = {}
+        self.chunks = []
+        self.n = 0
+        self.extend(ops)
+
+    def __len__(self):
+        return self.n
+
+    def extend(self, ops):
+        for op in ops:
+            self.append(op)
+
+    def append(self, op):
+        k = self.KINDS.index(op[0])
+        spi = op[1] if k <= 1 else 0
+        val = tuple(op[2:]) if k == 0 else op[1:2] if k in (2, 3) else None
+        v = 0
+        if val is not None:
+            key = (k,) + val  # a secret (bytes) and a fingerprint (str) never compared
+            v = self.index.get(key)
+            if v is None:
+                v = self.index[key] = len(self.vals)
+                self.vals.append(val)
+        if self.n % self.PER_CHUNK == 0:
+            self.chunks.append(bytearray(7 * self.PER_CHUNK))
+        c = self.chunks[-1]
+        j = 7 * (self.n % self.PER_CHUNK)
+        c[j] = k
+        c[j + 1 : j + 5] = spi.to_bytes(4, "big")
+        c[j + 5 : j + 7] = v.to_bytes(2, "big")
+        self.n += 1
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        c = self.chunks[i // self.PER_CHUNK]
+        j = 7 * (i % self.PER_CHUNK)
+        k = c[j]
+        if k == 4:
+            return ("reboot",)
+        v = int.from_bytes(c[j + 5 : j + 7], "big")
+        if k == 0:
+            return ("put", int.from_bytes(c[j + 1 : j + 5], "big")) + self.vals[v]
+        if k == 1:
+            return ("drop", int.from_bytes(c[j + 1 : j + 5], "big"))
+        return (self.KINDS[k],) + self.vals[v]
+
+
 def do(store, op, emu_factory, cap=None):
     """Run one workload operation; returns the (possibly new) store."""
     k = op[0]
@@ -101,8 +163,7 @@ def reconcile(o, op, store, cap):
     evicted Child SPI or None."""
     if len(o.children) <= cap:
         return None
-    got = dict(store.children())
-    gone = [spi for spi in o.children if spi not in got]
+    gone = [spi for spi in o.children if store.child_get(spi) is None]
     if len(gone) != 1 or gone[0] == op[1]:
         raise TortureFailure("at the cap, a put of %08x evicted %s" % (op[1], gone))
     del o.children[gone[0]]
@@ -149,13 +210,24 @@ def make_ops(label, seed, oracle, n, cap, reboots=True, evict=False):
     return ops
 
 
+def _same_map(store, children):
+    if store.child_count() != len(children):
+        return False
+    for spi in children:
+        if store.child_get(spi) != children[spi]:
+            return False
+    return True
+
+
 def check(store, want, label, alt=None):
-    """The store holds exactly `want` (or `alt`); returns the one it holds."""
+    """The store holds exactly `want` (or `alt`); returns the one it holds.
+    The map is compared entry by entry (child_get), without a copy of it."""
     got_s = list(store.secrets())
-    got_c = dict(store.children())
     for o in (want, alt):
-        if o is not None and got_s == o.secrets and got_c == o.children:
+        if o is not None and got_s == o.secrets and _same_map(store, o.children):
             return o
+    got_c = dict(store.children())  # only to say what differs
+
     def diff(o):
         extra = [s for s in got_c if s not in o.children or got_c[s] != o.children[s]]
         miss = [s for s in o.children if s not in got_c]
@@ -210,7 +282,7 @@ def cap_drop_ops(backing, oracle, cap, encrypted, rounds=3):
     b = backing.copy()
     factory = lambda: flashemu.FlashEmu(b, encrypted=encrypted)  # noqa: E731
     o = oracle.copy()
-    ops = [("reboot",)]
+    ops = Ops([("reboot",)])
     store = do(None, ops[0], factory, cap)
     o.apply(ops[0])
     nxt = [0x7E000000]
@@ -290,6 +362,8 @@ def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstab
         try:
             if store is None and op[0] != "reboot":
                 raise TortureFailure("workload must start with a reboot")
+            if op[0] == "reboot":
+                store = None  # the old mount goes before the new one is made (a board's heap)
             store = do(store, op, factory, cap)
         except flashemu.PowerCut:
             return b, i, total[0] + emus[-1].ops, (i, before)
@@ -323,11 +397,11 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
                 break
     if cap_drop:
         ops, o1, hit = cap_drop_ops(backing, o0, cap, encrypted, cap_drop)
-        ops += make_ops(b"workload", seed, o1, n_ops, cap, evict=evict)
+        ops.extend(make_ops(b"workload", seed, o1, n_ops, cap, evict=evict))
         if stats is not None:
             stats["cap_drop_compacting"] = stats.get("cap_drop_compacting", 0) + hit
     else:
-        ops = [("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict)
+        ops = Ops([("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict))
     # Dry run: how many flash operations the workload takes, and which
     # entries the store evicts at the cap.
     victims = {}
@@ -373,11 +447,14 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
             store = do(store, op, None, cap)
             o.apply(op)
             reconcile(o, op, store, cap)
+        store = None
         emu2 = flashemu.FlashEmu(b, seed=c + 1)
         store = Store(emu2, det_rng(seed), max_children=cap)
         check(store, o, label + " (after more writes and a reboot)")
         if emu.violations or emu2.violations:
             raise TortureFailure("%s: flash violation: %s" % (label, emu.last_violation or emu2.last_violation))
+        # One cut's stores and oracles at a time on a board's heap.
+        store = emu = emu2 = o = held = before = after = None
     if stats is not None:
         stats["cuts"] = stats.get("cuts", 0) + made
     return made

@@ -1,7 +1,10 @@
 # ike.tunnel, sans-I/O: UDP datagrams and ICMP echo through the Child SA
 # between two engines in memory (ike_util.Pair), each with a Tunnel. Runs on
-# CPython (pytest) and on the WebAssembly MicroPython (run.py); one IKE SA
-# per test class keeps the MODP-2048 work short there.
+# CPython (pytest) and on MicroPython (run.py); one IKE SA per test class
+# keeps the Diffie-Hellman work short there. Rekeys, the virtual IP and the
+# settings are in test_tunnel_rekeys.py, test_tunnel_vip.py and
+# test_tunnel_limits.py: a board runs one test module per soft reset, so
+# each holds only its own engines.
 import struct
 import unittest
 
@@ -199,128 +202,6 @@ class TestTunnel(unittest.TestCase):
         self.dt.ping(GW_IP, 8)
         self.p.pump()
         self.assertEqual(self.dt.replies[-1], (GW_IP, 0x5143, 8))
-
-
-class TestRekeys(unittest.TestCase):
-    def setUp(self):
-        if MISSING:
-            self.skipTest("crypto backend missing: %s" % MISSING)
-
-    def test_datagrams_follow_child_and_ike_sa_rekeys_from_either_side(self):
-        p = Pair(dev_config(nat_t="force", tunnel={"inner_addr": DEV_IP}), gw_config(tunnel={"inner_addr": GW_IP}))
-        dt, gt = Tunnel(p.dev), Tunnel(p.gw)
-        p.up()
-        echo = gt.socket(7)
-        s = dt.socket(5000)
-        spis = set()
-        ike = set()
-        for i, (eng, what) in enumerate(((p.dev, "rekey_child"), (p.gw, "rekey_child"), (p.dev, "rekey_ike"), (p.gw, "rekey_ike"))):
-            self.assertTrue(getattr(eng, what)(p.now))
-            p.pump()
-            p.advance(1000)
-            s.sendto(b"after %d" % i, (GW_IP, 7))
-            p.pump()
-            got = echo.recvfrom()
-            self.assertEqual(got, (b"after %d" % i, (DEV_IP, 5000)))
-            echo.sendto(b"back %d" % i, got[1])
-            p.pump()
-            self.assertEqual(s.recvfrom(), (b"back %d" % i, (GW_IP, 7)))
-            sa = p.sa("dev")
-            self.assertEqual([c.state for c in sa.children], ["INSTALLED"])  # the old one is gone
-            spis.add(sa.children[0].spi_in)
-            ike.add(sa.spis())
-        # two Child SA rekeys: two new Child SAs; two IKE SA rekeys: two new
-        # IKE SAs that took the Child SA over (RFC 7296 §2.8); traffic went on
-        self.assertEqual((len(spis), len(ike)), (2, 3))
-        self.assertEqual(p.dev.counters["internal_errors"] + p.gw.counters["internal_errors"], 0)
-
-
-class TestVirtualIp(unittest.TestCase):
-    def setUp(self):
-        if MISSING:
-            self.skipTest("crypto backend missing: %s" % MISSING)
-
-    def test_address_from_the_pool_is_the_source_and_comes_back_after_a_reboot(self):
-        from ike import config_payload as cp
-        from ike.const import PT_CP
-
-        dev = dev_config(nat_t="force", ts_local=["0.0.0.0/0"], tunnel={"virtual_ip": True})
-        gw = gw_config(ts_peer=["10.3.0.0/24"], tunnel={"inner_addr": GW_IP, "pool": "10.3.0.0/24", "dns_servers": ["10.1.0.53"]})
-        p = Pair(dev, gw)
-        dt, gt = Tunnel(p.dev), Tunnel(p.gw)
-        self.assertEqual(dt.address(), None)
-        d, g = p.up()
-        self.assertEqual(tsmod.ipv4_text(p.dev.virtual_ip), "10.3.0.1")
-        self.assertEqual(p.dev.virtual_dns, [tsmod.ipv4("10.1.0.53")])
-        self.assertEqual(dt.address(), "10.3.0.1")
-        self.assertTrue("virtual_ip" in p.names("dev"))
-        # the gateway narrowed TSi to the assigned address
-        self.assertEqual([tsmod.to_text(t) for t in d.children[0].ts_local], ["10.3.0.1/32"])
-        echo = gt.socket(7)
-        dt.sendto(b"r1", (GW_IP, 7))
-        p.pump()
-        self.assertEqual(echo.recvfrom(), (b"r1", ("10.3.0.1", dt._default.port)))
-        gt.ping("10.3.0.1", 1)
-        p.pump()
-        self.assertEqual(gt.replies[-1][0], "10.3.0.1")
-        # a power cut: a new device engine, same identity -> the same address
-        from ike.config import Config
-        from ike.engine import Engine
-        from ike_util import DetRng
-
-        p.dev = Engine(Config(dev), None, DetRng(77), p._logger("dev2"))
-        dt2 = Tunnel(p.dev)
-        p.dev.initiate(p.now)
-        p.pump()
-        self.assertEqual(dt2.address(), "10.3.0.1")
-        dt2.sendto(b"r2", (GW_IP, 7))
-        p.pump()
-        self.assertEqual(echo.recvfrom()[0], b"r2")
-        # the codec: a request asks for the address and DNS with empty values
-        self.assertEqual(cp.decode(cp.request()), (cp.CFG_REQUEST, [(1, b""), (3, b"")]))
-        for bad in (b"", b"\x02\x00\x00", b"\x02\x00\x00\x00\x00\x01\x00\x05abcd", b"\x02\x00\x00\x00\x00"):
-            self.assertEqual(cp.parse_reply(bad), None)
-        self.assertEqual(cp.parse_reply(cp.reply(bytes(4))), (None, []))
-        self.assertEqual(PT_CP, 47)
-
-    def test_no_reply_means_no_address_and_a_clear_error(self):
-        dev = dev_config(nat_t="force", tunnel={"virtual_ip": True})
-        p = Pair(dev, gw_config())  # a gateway without a pool ignores CFG_REQUEST
-        dt = Tunnel(p.dev)
-        p.up()
-        self.assertEqual(dt.address(), None)
-        try:
-            dt.sendto(b"x", (GW_IP, 7))
-            self.fail("sent without an address")
-        except TunnelError as e:
-            self.assertTrue("no inner address" in str(e))
-
-
-class TestTunnelLimits(unittest.TestCase):
-    def test_settings_are_checked(self):
-        from ike.config import Config
-        from ike.tunnel import settings
-
-        for bad in ({"mtu": 100}, {"mtu": "1500"}, {"inner_addr": "10.2"}, {"queue": 0}, {"virtual_ip": 1}, {"colour": 1}, []):
-            try:
-                settings(Config(dev_config(tunnel=bad)))
-                self.fail("accepted %r" % (bad,))
-            except ValueError:
-                pass
-        self.assertEqual(settings(Config(dev_config())), (False, None, 1500, 8))
-        self.assertEqual(settings(Config(dev_config(tunnel={"mtu": 576, "inner_addr": "10.2.0.9"})))[1:3], (tsmod.ipv4("10.2.0.9"), 576))
-
-    def test_no_child_sa_is_a_clear_error(self):
-        from ike.config import Config
-        from ike.engine import Engine
-
-        t = Tunnel(Engine(Config(dev_config())))
-        self.assertEqual(t.address(), None)
-        try:
-            t.sendto(b"x", (GW_IP, 7))
-            self.fail("sent without a Child SA")
-        except TunnelError as e:
-            self.assertTrue("no Child SA" in str(e))
 
 
 if __name__ == "__main__":

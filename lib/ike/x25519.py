@@ -11,11 +11,11 @@
 # 255-bit arithmetic, then one inversion. The base point u = 9 (a public
 # value, once per IKE_SA_INIT): a comb over the same curve in Edwards form
 # with a 15-entry table, 64 doublings and additions (`_comb` says how),
-# about 0.55x the ladder's cost. bench: dh.
+# about half the ladder's cost. bench: dh.
 #
 # Speed on MicroPython (its integers are mpz, 16-bit digits on 32-bit ports;
 # bench/results.md has the figures): every integer operation allocates, and
-# `x % p` of a 512-bit product costs about three 256-bit multiplications
+# `x % p` of a 512-bit product costs about 2.5 256-bit multiplications
 # (a long division), while `x % p` of a number of under 300 bits is cheap
 # (two or three quotient digits). So a product is first folded with
 # 2^255 = 19 (mod p), x -> (x & (2^255 - 1)) + 19 * (x >> 255), which takes
@@ -171,7 +171,7 @@ def _ladder(kb, u):
 # Curve25519 through u = (1 + y) / (1 - y), RFC 7748 §4.1): the scalar's 256
 # bits (bit 255 is 0) as 4 rows of 64, column c's 4 bits pick one of 16
 # points sum(bit i * 2^(64 i) * B), and each column costs one doubling and
-# one addition: 64 of each instead of the ladder's 255 steps (about 0.55x its
+# one addition: 64 of each instead of the ladder's 255 steps (about half its
 # cost). The pick reads every table entry and keeps one with a mask made by
 # arithmetic ((d ^ j) - 1) >> 4, -1 for the wanted j and 0 for the others, so
 # it has no secret branch or index either. Points are extended coordinates

@@ -11,8 +11,10 @@
 #                                          blk writes
 #   owner._copies(gc, drop)                (records to copy out of the blocks
 #                                          in gc, unsealed, each with its
-#                                          Child SPI or None; owner's token
-#                                          for _moved; whether the latest
+#                                          Child SPI or None: an iterable,
+#                                          gone through once; owner's token
+#                                          for _moved, complete once it is;
+#                                          whether the latest
 #                                          record of Child SPI `drop` is in gc,
 #                                          so it was not copied)
 #   owner._moved(gc, h, slots, token)      the copies are committed in block h

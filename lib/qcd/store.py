@@ -431,11 +431,17 @@ class Store:
         # The live items whose latest record is in one of the blocks gc
         # (FORMAT.md, Compaction), as records to write again: an IKE SA whose
         # CHILD_NEW is there goes with one of its Child SAs; Child SPI `drop`
-        # is left out if its record is there (it is being dropped).
+        # is left out if its record is there (it is being dropped). The
+        # records come one at a time (_copy_recs), not as a list of them
+        # all: a whole-log compaction at boot would hold every live record
+        # at once. `ikes` is filled as they are made.
         v = self._children.get(drop) if drop is not None else None
         skip = drop if v is not None and (v >> _AT_BLK) & _AT_MASK in gc else None
-        recs = []  # (record, Child SPI or None)
         ikes = []
+        return self._copy_recs(gc, skip, ikes), ikes, skip is not None
+
+    def _copy_recs(self, gc, skip, ikes):
+        # (record, Child SPI or None) for each item _copies names, in order.
         for spi in self._children:
             if spi == skip:
                 continue
@@ -443,16 +449,15 @@ class Store:
             ike = v >> _AT_IKE
             e = self._ike[ike]
             if e[_I_BLK] in gc and ike not in ikes:
-                recs.append((_child_rec(spi, ike, e[_I_DEF]), spi))
                 ikes.append(ike)
+                yield _child_rec(spi, ike, e[_I_DEF]), spi
             elif (v >> _AT_BLK) & _AT_MASK in gc:
-                recs.append((_child_rec(spi, ike), spi))
+                yield _child_rec(spi, ike), spi
         for g in self._secrets:
             if self._secrets[g][_G_BLK] in gc:
-                recs.append((_rec(_T_SECRET, g, self._secrets[g][_G_SECRET]), None))
+                yield _rec(_T_SECRET, g, self._secrets[g][_G_SECRET]), None
         if self._boot[_G_BLK] in gc:
-            recs.append((_rec(_T_BOOT, self._boot[0]), None))
-        return recs, ikes, skip is not None
+            yield _rec(_T_BOOT, self._boot[0]), None
 
     def _moved(self, gc, h, slots, ikes):
         # The copies are on flash in block h: RAM follows.

@@ -69,9 +69,9 @@
 # emulator reads them. Their random values are drawn in address order.
 #
 # Memory. The emulator runs on a board's small, fragmenting heap (the
-# portable suite, `make test-board`): no allocation is bigger than 512 bytes
+# portable suite, `make test-board`): no allocation is bigger than 256 bytes
 # of the image, and the masks of a program or erase (tearing, unstable and
-# stuck bits) are big ints over at most 512 bytes, applied piece by piece; a
+# stuck bits) are big ints over at most 256 bytes, applied piece by piece; a
 # 4 KiB random mask is read from the generator's stream in pieces, as the
 # same bytes one draw would give.
 #
@@ -135,7 +135,7 @@ STUCK_BITS = "stuck-bits"
 META_SUFFIX = ".emu.json"
 
 # Keystreams of the last device key used, shared by the emulators of one
-# image (a reboot is a new FlashEmu): [key, [512-byte piece keystream or
+# image (a reboot is a new FlashEmu): [key, [256-byte piece keystream or
 # None, ...], [pieces cached, oldest first]]. On MicroPython at most
 # KS_CACHE_PIECES (4 KiB: one block, what the store reads and writes at a
 # time) stay cached, so an encrypted partition does not hold its size again
@@ -245,12 +245,12 @@ def _bytes(v, n):
 
 
 # Buffers of pieces a MemoryBacking erased, for its next programs: a store
-# erases and programs the same blocks over and over, and a fresh 512-byte
+# erases and programs the same blocks over and over, and a fresh 256-byte
 # allocation each time, with small objects filling the holes the erased
-# ones leave, fragments a board's heap until no 512 bytes are left in one
+# ones leave, fragments a board's heap until no 256 bytes are left in one
 # piece. At most _SPARE_MAX are kept.
 _spare = []
-_SPARE_MAX = 16
+_SPARE_MAX = 4
 
 
 def _clone(x):
@@ -263,7 +263,7 @@ def _clone(x):
 
 
 class MemoryBacking:
-    """The partition in RAM, in 512-byte pieces: one bytearray per piece
+    """The partition in RAM, in 256-byte pieces: one bytearray per piece
     programmed since its last erase (an erased piece holds nothing and reads
     as 0xFF); the sidecar in a dict. No allocation is bigger than a piece
     and the image is never held twice, so the emulator fits the fixed, and
@@ -479,7 +479,7 @@ class FlashEmu:
             _ks_shared[0] = self.key
             _ks_shared[1] = [None] * (self.size // _PIECE)
             _ks_shared[2] = []
-        self._ks = _ks_shared[1]  # keystream per 512-byte piece, computed on first use
+        self._ks = _ks_shared[1]  # keystream per 256-byte piece, computed on first use
         self._stuck = {}
         # Counters of this instance (a "boot"): operations as the flash sees them.
         self.ops = 0  # program + erase operations (what cut_at counts)
@@ -624,7 +624,7 @@ class FlashEmu:
             self.backing.save_meta(self.meta)
 
     def _piece_ks(self, p):
-        # The keystream of 512-byte piece p of the partition, from the shared
+        # The keystream of 256-byte piece p of the partition, from the shared
         # cache (pieces, not blocks: no 4 KiB allocation on a board's heap).
         # The oldest piece's buffer is reused for the new one: a fixed set of
         # buffers, not an allocation per miss (which fragments a small heap).
@@ -846,7 +846,7 @@ class FlashEmu:
     # -- program once, and unstable bits (see the module header) --------------
 
     # The unstable cells: {block: [None or bytearray(_PIECE) of bit masks,
-    # one per 512-byte piece of the block]}. A torn erase can leave a
+    # one per 256-byte piece of the block]}. A torn erase can leave a
     # thousand and more of them in a block: pieces, not a dict of offsets,
     # keep that within small allocations on a board's heap.
 
