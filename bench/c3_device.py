@@ -117,7 +117,9 @@ def instrument():
     for n in ("prf", "prf_plus", "skeyseed", "skeyseed_rekey", "child_keys", "psk_auth"):
         setattr(keymat, n, wrap("keymat", getattr(keymat, n)))
     keymat.IkeKeys.__init__ = wrap("keymat", keymat.IkeKeys.__init__)
-    for n in ("aes_cbc_encrypt", "aes_cbc_decrypt", "hmac_sha256", "hmac_key", "ct_equal"):
+    # crypto.hmac_key is the class ikebase.hmac256.HmacKey (callers test
+    # isinstance against it): its methods are wrapped instead
+    for n in ("aes_cbc_encrypt", "aes_cbc_decrypt", "hmac_sha256", "ct_equal"):
         setattr(crypto, n, wrap("enc_integ", getattr(crypto, n)))
     hmac256.HmacKey.digest = wrap("enc_integ", hmac256.HmacKey.digest)
     hmac256.HmacKey.__init__ = wrap("enc_integ", hmac256.HmacKey.__init__)
