@@ -93,9 +93,9 @@ def stale(elf):
     return sorted(out)
 
 
-def run(elf, timeout=1800):
-    """Boot the firmware under QEMU, run bench/c3_device.py through mpremote,
-    return its output."""
+def run_script(elf, script, timeout=1800):
+    """Boot the firmware under QEMU, run one script on it through mpremote,
+    return (stdout, seconds it took); raise if the script failed."""
     if not os.path.isfile(elf):
         raise SystemExit("%s: no such firmware" % elf)
     old = stale(elf)
@@ -116,16 +116,24 @@ def run(elf, timeout=1800):
         if pty is None:
             raise RuntimeError("QEMU gave no pseudo-terminal")
         t0 = time.time()
-        p = subprocess.run([sys.executable, "-m", "mpremote", "connect", pty, "run", DEVICE],
+        p = subprocess.run([sys.executable, "-m", "mpremote", "connect", pty, "run", script],
                            capture_output=True, text=True, timeout=timeout)
         wall = time.time() - t0
-        if p.returncode or "RESULT done 1" not in p.stdout:
-            raise RuntimeError("bench/c3_device.py failed on the board:\n%s\n%s" % (p.stdout[-3000:], p.stderr[-3000:]))
-        qv = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-        return p.stdout + "RESULT qemu %s\nRESULT wall_s %.0f\n" % (qv.replace(" ", "_"), wall)
+        if p.returncode:
+            raise RuntimeError("%s failed under QEMU:\n%s\n%s" % (script, p.stdout[-3000:], p.stderr[-3000:]))
+        return p.stdout, wall
     finally:
         q.kill()
         q.wait()
+
+
+def run(elf, timeout=1800):
+    """Run bench/c3_device.py on the firmware under QEMU, return its output."""
+    out, wall = run_script(elf, DEVICE, timeout)
+    if "RESULT done 1" not in out:
+        raise RuntimeError("bench/c3_device.py did not finish on the board:\n%s" % out[-3000:])
+    qv = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return out + "RESULT qemu %s\nRESULT wall_s %.0f\n" % (qv.replace(" ", "_"), wall)
 
 
 def main(argv):

@@ -13,10 +13,8 @@
 #                                      are exact instruction counts, not times
 # Without them those columns say "not measured".
 import os
-import re
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "dh_bench.py")
@@ -52,30 +50,8 @@ def c3(bench, script):
     elf = os.environ.get("C3_FIRMWARE")
     if not elf:
         return None
-    tool = c3_tool()
-    old = tool.stale(elf)
-    if old:
-        raise SystemExit("%s is older than %s: rebuild it (python bench/c3_bench.py build SRC OUT)" % (elf, ", ".join(old)))
-    q = subprocess.Popen(tool.qemu_cmd(elf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        pty = None
-        t_end = time.monotonic() + 30
-        while pty is None and time.monotonic() < t_end:
-            line = q.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"redirected to (/dev/pts/\d+)", line)
-            if m:
-                pty = m.group(1)
-        if pty is None:
-            raise RuntimeError("QEMU gave no pseudo-terminal")
-        p = subprocess.run([sys.executable, "-m", "mpremote", "connect", pty, "run", script], capture_output=True, text=True, timeout=3600)
-        if p.returncode:
-            raise RuntimeError("%s failed under QEMU:\n%s" % (script, (p.stdout + p.stderr)[-2000:]))
-        return bench.results(p.stdout)
-    finally:
-        q.kill()
-        q.wait()
+    out, _wall = c3_tool().run_script(elf, script, timeout=3600)
+    return bench.results(out)
 
 
 def run(bench):
