@@ -42,3 +42,19 @@ def fresh(blocks=4, encrypted=False, **kw):
 def reboot(e, **kw):
     e2 = e.reboot()
     return e2, Store(e2, Rng(99), **kw)
+
+
+def same_map(tc, s, s2):
+    """s2 holds exactly s's map (entry by entry: no sorted copies of two maps
+    on a board's heap)."""
+    tc.assertEqual(s2.child_count(), s.child_count())
+    for spi, entry in s.children():
+        tc.assertEqual(s2.child_get(spi), entry)
+
+
+def churn(s, n, live=20, start=0):
+    """n Child SA entries written, each dropped again after `live` more."""
+    for i in range(start, start + n):
+        s.child_put(1000 + i, I1 if i % 3 else I2, R1, True, IP4)
+        if i - start >= live:
+            s.child_drop(1000 + i - live)

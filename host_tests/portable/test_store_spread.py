@@ -6,33 +6,20 @@
 import unittest
 
 from qcdhost.emu import flash as flashemu
-from store_util import I1, I2, IP4, R1, fresh, reboot
+from store_util import churn, fresh, reboot, same_map
 
 
 class TestSpreadAndStuckBits(unittest.TestCase):
-    def same_map(self, s, s2):
-        """s2 holds exactly s's map (entry by entry: no sorted copies of two
-        maps on a board's heap)."""
-        self.assertEqual(s2.child_count(), s.child_count())
-        for spi, entry in s.children():
-            self.assertEqual(s2.child_get(spi), entry)
-
-    def churn(self, s, n, live=20, start=0):
-        for i in range(start, start + n):
-            s.child_put(1000 + i, I1 if i % 3 else I2, R1, True, IP4)
-            if i - start >= live:
-                s.child_drop(1000 + i - live)
-
     def spread(self, enc):
         e, s = fresh(blocks=6, encrypted=enc)
-        self.churn(s, 3000)
+        churn(s, 3000)
         counts = e.erase_counts
         self.assertTrue(min(counts) >= 1, counts)
         self.assertTrue(max(counts) - min(counts) <= 2, counts)
         self.assertTrue(s.log.compactions > 0)
         self.assertEqual(e.violations, 0)
         e, s2 = reboot(e)
-        self.same_map(s, s2)
+        same_map(self, s, s2)
 
     def test_erases_spread_over_every_block(self):
         # One partition at a time on a board's heap: each in its own call,
@@ -45,11 +32,11 @@ class TestSpreadAndStuckBits(unittest.TestCase):
         sec = s.secrets()[0]
         e.wear_out(2, 1, flashemu.STUCK_BITS)  # erased once (blank), then worn
         e.wear_out(4, 2, flashemu.STUCK_BITS)
-        self.churn(s, 1500, live=15)
+        churn(s, 1500, live=15)
         self.assertTrue(s.log.write_errors > 0)
         e, s2 = reboot(e)
         self.assertEqual(s2.secrets()[0], sec)
-        self.same_map(s, s2)
+        same_map(self, s, s2)
         self.assertEqual(e.violations, 0)
 
     def test_stuck_bits_are_caught_by_the_read_back(self):

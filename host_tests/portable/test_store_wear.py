@@ -9,26 +9,13 @@ import unittest
 from qcdhost.emu import flash as flashemu
 from qcdhost.emu.flash import BLOCK_SIZE
 from qcd.store import Store
-from store_util import D_ERASE, I1, I2, IP4, IP6, R1, R2, Rng, fresh, reboot
+from store_util import D_ERASE, I1, I2, IP4, IP6, R1, R2, Rng, churn, fresh, reboot, same_map
 
 
 class TestWearAndCompaction(unittest.TestCase):
-    def same_map(self, s, s2):
-        """s2 holds exactly s's map (entry by entry: no sorted copies of two
-        maps on a board's heap)."""
-        self.assertEqual(s2.child_count(), s.child_count())
-        for spi, entry in s.children():
-            self.assertEqual(s2.child_get(spi), entry)
-
-    def churn(self, s, n, live=20, start=0):
-        for i in range(start, start + n):
-            s.child_put(1000 + i, I1 if i % 3 else I2, R1, True, IP4)
-            if i - start >= live:
-                s.child_drop(1000 + i - live)
-
     def test_ram_stays_bounded_whatever_the_number_of_writes(self):
         e, s = fresh(blocks=4)
-        self.churn(s, 4000, live=10)
+        churn(s, 4000, live=10)
         self.assertEqual(s.child_count(), 10)
         self.assertTrue(len(s._ike) <= 2)
         self.assertTrue(len(s.log.chain) <= 4)
@@ -39,7 +26,7 @@ class TestWearAndCompaction(unittest.TestCase):
         e, s = fresh(blocks=4)
         s.child_put(1, I1, R1, True, IP6)
         s.child_put(2, I2, R2, False, IP4)
-        self.churn(s, 2500, live=5)
+        churn(s, 2500, live=5)
         self.assertTrue(s.log.compactions >= 2)
         e, s = reboot(e)
         self.assertEqual(s.child_get(1), (I1, R1, True, IP6))
@@ -47,7 +34,7 @@ class TestWearAndCompaction(unittest.TestCase):
 
     def test_mount_reads_the_partition_at_most_once(self):
         e, s = fresh(blocks=6)
-        self.churn(s, 2000)
+        churn(s, 2000)
         e2 = e.reboot()
         s2 = Store(e2, Rng(), count_boot=False)
         self.assertTrue(s2.log.mount_read_bytes <= 6 * BLOCK_SIZE)
@@ -57,11 +44,11 @@ class TestWearAndCompaction(unittest.TestCase):
     def test_a_block_that_fails_to_erase_is_skipped(self):
         e, s = fresh(blocks=5)
         e.wear_out(2, e.erase_counts[2] + 1, flashemu.ERASE_FAILS)
-        self.churn(s, 2000)
+        churn(s, 2000)
         self.assertTrue(s.log.write_errors > 0)
         self.assertTrue(any(d[0] == D_ERASE for d in s.log.damage))
         e, s2 = reboot(e)
-        self.same_map(s, s2)
+        same_map(self, s, s2)
 
     def test_a_worn_out_partition_still_comes_up(self):
         e, s = fresh(blocks=4)
@@ -69,7 +56,7 @@ class TestWearAndCompaction(unittest.TestCase):
         for b in range(4):
             e.wear_out(b, 0, flashemu.ERASE_FAILS)
         with self.assertRaises(OSError):
-            self.churn(s, 2000)
+            churn(s, 2000)
         e, s = reboot(e)
         self.assertEqual(s.secrets()[0], sec)
         self.assertTrue(s.status()["readonly"] != "no")
