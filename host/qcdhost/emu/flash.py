@@ -65,7 +65,8 @@
 # not erased); a complete erase of their block clears them. They are kept in
 # the sidecar ("weak": {"blk": [[offset, masks], ...]}, masks being one
 # byte's bit mask as an int, or a hex string of the masks of the bytes from
-# offset on), since the cells keep their state across a reboot, whichever
+# offset on, written in runs of at most 32 bytes), since the cells keep
+# their state across a reboot, whichever
 # emulator reads them. Their random values are drawn in address order.
 #
 # Memory. The emulator runs on a board's small, fragmenting heap (the
@@ -106,6 +107,7 @@ CHUNK = 16  # flash-encryption block: alignment and program-once unit
 _ROW = 32  # keystream row of the encryption model
 _PIECE = 256  # unit of RAM allocation: MemoryBacking, keystream cache
 _STEP = 256  # the longest stretch a program's or erase's big-int masks span
+_WEAK_RUN = 32  # the most bytes of unstable-cell masks in one sidecar hex string
 
 # ESP-IDF error codes (components/esp_common/include/esp_err.h), negated the
 # way MicroPython's check_esp_err raises them.
@@ -973,8 +975,12 @@ class FlashEmu:
                     hi -= 1
                 if hi - lo == 1:
                     pairs.append([p * _PIECE + lo, pc[lo]])
-                elif hi > lo:
-                    pairs.append([p * _PIECE + lo, bytes(pc[lo:hi]).hex()])
+                # Runs of at most _WEAK_RUN bytes: a torn erase can leave a
+                # whole block unstable, and one hex string per piece (512
+                # characters) is an allocation a board's fragmented heap
+                # often has no room for.
+                for a in range(lo, hi if hi - lo > 1 else lo, _WEAK_RUN):
+                    pairs.append([p * _PIECE + a, bytes(pc[a : min(hi, a + _WEAK_RUN)]).hex()])
             if pairs:
                 out[str(b)] = pairs
         if out:
