@@ -37,6 +37,8 @@
 # what the hook returns to the response, sends it, and then starts queued
 # work. No exchange calls another one: the engine dispatches.
 
+import sys
+
 from ike import crypto, message, payloads, state
 
 # The exchange modules and ike.esp are imported where they are used, on
@@ -99,9 +101,37 @@ _KINDS = {
 
 def exchange(ex, theirs=0):
     """The module that runs exchange type `ex` (`theirs`: the peer's
-    request), imported on first use."""
+    request), imported on first use (again after _unload dropped it)."""
     name = _EXCHANGES[ex][theirs]
     return __import__("ike." + name, None, None, (name,))
+
+
+# What a device unloads once no SA needs it (Engine.unload, Engine._unload):
+# the modules of IKE_SA_INIT, IKE_AUTH and CREATE_CHILD_SA (both halves
+# together: a responder half imports from its initiator half), and the
+# helpers only exchange modules import, each with every module of lib/ike
+# that imports it (test_ike_engine checks the lists against the sources).
+# A helper goes only when none of its importers is loaded: an importer
+# still holding it would keep its code alive, and a later import would load
+# a second copy beside it. ike.informational stays (every liveness check).
+_UNLOADED = (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA)
+_HELPERS = (
+    ("proposals", ("ike_sa_init", "ike_sa_init_responder", "ike_auth", "ike_auth_responder", "create_child_sa")),
+    ("ts", ("ike_sa_init", "ike_sa_init_responder", "ike_auth", "ike_auth_responder", "create_child_sa", "tunnel", "config_payload", "config_check")),
+)
+
+
+def _forget(name):
+    """Unload ike.<name> if it is loaded: its code goes back to the heap
+    (its qstrs stay: MicroPython never frees them)."""
+    if "ike." + name in sys.modules:
+        import ike
+
+        del sys.modules["ike." + name]
+        try:
+            delattr(ike, name)  # the import made it an attribute of the package
+        except (AttributeError, KeyError):
+            pass
 
 
 COUNTER_NAMES = (
@@ -162,6 +192,10 @@ class Engine:
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
+        # Unload the handshake's and the rekey's code once no SA needs it
+        # (_unload): on by default on MicroPython, where the code is most of
+        # the heap; CPython keeps every module loaded.
+        self.unload = sys.implementation.name == "micropython"
 
     # -- plumbing --------------------------------------------------------------
 
@@ -624,10 +658,33 @@ class Engine:
         self._after(now)
 
     def _after(self, now):
-        """An exchange step is done: start the work it queued (on any SA),
-        where the window is free."""
+        """An exchange step is done: unload the code no SA needs any more
+        (Engine.unload), then start the work it queued (on any SA), where
+        the window is free."""
+        if self.unload:
+            self._unload()
         for sa in self.sa_list():
             self.next_task(sa, now)
+
+    def _unload(self):
+        """Unload the modules of every exchange in _UNLOADED that no SA has
+        a request of ours or a queued task in, then the helpers none of
+        whose importers is loaded. The peer's next request, or ours,
+        imports them again (exchange()): everything an exchange keeps
+        between messages lives in the SAs."""
+        busy = []
+        for sa in self.sas.values():
+            if sa.request is not None:
+                busy.append(sa.request.exchange)
+            for t in sa.tasks:
+                busy.append(_KINDS[t[0]])
+        for ex in _UNLOADED:
+            if ex not in busy:
+                for name in _EXCHANGES[ex]:
+                    _forget(name)
+        for name, users in _HELPERS:
+            if not [u for u in users if "ike." + u in sys.modules]:
+                _forget(name)
 
     def _open(self, sa, m, src, natt, now):
         """Verify and decrypt `m` on `sa`: its inner payloads, or None
