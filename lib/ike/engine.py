@@ -510,8 +510,12 @@ class Engine:
 
     def next_task(self, sa, now):
         while sa.request is None and sa.tasks and self.sas.get(sa.local_spi) is sa:
+            # the module first: a MemoryError while it loads (a device
+            # loads exchange code again after _unload) leaves the task
+            # queued, and tick() starts it after OOM_BACKOFF_MS
+            mod = exchange(_KINDS[sa.tasks[0][0]])
             kind, arg = sa.tasks.pop(0)
-            exchange(_KINDS[kind]).start(self, sa, kind, arg, now)
+            mod.start(self, sa, kind, arg, now)
 
     # -- receiving -----------------------------------------------------------------
 
@@ -824,6 +828,8 @@ class Engine:
                     for c in sa.children:
                         if c.state == state.INSTALLED:
                             cands.append(c.created + cfg.child_rekey_ms)
+            if sa.request is None and sa.tasks:
+                cands.append(0)  # work an allocation failure kept from starting
             if sa.state == state.REKEYED:
                 cands.append(sa.last_recv + REKEYED_LINGER_MS)
             for c in sa.children:
@@ -887,6 +893,11 @@ class Engine:
                 # keep it for ever if that never comes
                 if c.state == state.REKEYED and c.rekeyed_at is not None and now - c.rekeyed_at >= REKEYED_LINGER_MS:
                     self.remove_child(sa, c, now, "rekeyed Child SA never deleted by the peer")
+            if sa.request is None and sa.tasks:
+                # queued work that did not start (its module could not be
+                # loaded: out of memory): start it now
+                self.next_task(sa, now)
+                continue
             if not sa.up() or sa.request is not None or sa.tasks:
                 continue
             if cfg.rekey_ms and sa.state == state.ESTABLISHED and now - sa.established >= cfg.rekey_ms:
