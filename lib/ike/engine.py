@@ -109,15 +109,19 @@ def exchange(ex, theirs=0):
 # What a device unloads once no SA needs it (Engine.unload, Engine._unload):
 # the modules of IKE_SA_INIT, IKE_AUTH and CREATE_CHILD_SA (both halves
 # together: a responder half imports from its initiator half), and the
-# helpers only exchange modules import, each with every module of lib/ike
-# that imports it (test_ike_engine checks the lists against the sources).
-# A helper goes only when none of its importers is loaded: an importer
-# still holding it would keep its code alive, and a later import would load
+# helpers only they need, in this order, each with the modules that hold
+# it: every module of lib/ike that imports it at its top level
+# (test_ike_engine checks the lists against the sources) and those whose
+# work it does (x25519 is dh's). A helper goes only when none of them is
+# loaded: a holder would keep its code alive, and a later import would load
 # a second copy beside it. ike.informational stays (every liveness check).
+# D-H goes too: between handshakes and rekeys a device holds no key pair.
 _UNLOADED = (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA)
 _HELPERS = (
     ("proposals", ("ike_sa_init", "ike_sa_init_responder", "ike_auth", "ike_auth_responder", "create_child_sa")),
     ("ts", ("ike_sa_init", "ike_sa_init_responder", "ike_auth", "ike_auth_responder", "create_child_sa", "tunnel", "config_payload", "config_check")),
+    ("dh", ("ike_sa_init", "ike_sa_init_responder", "create_child_sa", "config_check")),
+    ("x25519", ("dh",)),
 )
 
 
