@@ -79,10 +79,16 @@ def _u(u):
 
 
 def _inverse(z):
+    return _last(_inverse_slices(z))
+
+
+def _inverse_slices(z):
     # z^(p-2) mod p (Fermat; 0 for z = 0) by the usual addition chain for
     # 2^255 - 21: 254 squarings and 11 multiplications, each run of
     # squarings one pow(x, 2^n, p) in C. pow(z, p - 2, p) alone would also
     # multiply at almost every one of its 254 bits: about twice the work.
+    # Yields None twice on the way (slices of 100, 100 and 55 squarings),
+    # the inverse last.
     p = P
     z2 = z * z % p
     z9 = pow(z2, 4, p) * z % p
@@ -95,9 +101,11 @@ def _inverse(z):
     t = pow(t, 1 << 10, p) * t10 % p  # 2^50 - 1
     t50 = t
     t = pow(t, 1 << 50, p) * t % p  # 2^100 - 1
+    yield None
     t = pow(t, 1 << 100, p) * t % p  # 2^200 - 1
+    yield None
     t = pow(t, 1 << 50, p) * t50 % p  # 2^250 - 1
-    return pow(t, 1 << 5, p) * z11 % p  # 2^255 - 32 + 11 = p - 2
+    yield pow(t, 1 << 5, p) * z11 % p  # 2^255 - 32 + 11 = p - 2
 
 
 def _ladder(kb, u):
@@ -182,7 +190,10 @@ def _ladder_slices(kb, u, every=-1):
     z2 ^= s
     # 1/z2 is 0 when z2 is 0 mod p: then the result is 0, the all-zero
     # output a low-order point gives (RFC 7748 §6.1).
-    yield x2 * _inverse(z2) % p
+    for r in _inverse_slices(z2):
+        if r is None and every >= 0:
+            yield None
+    yield x2 * r % p
 
 
 # The base point's method: ike.x25519_comb's comb when the device has that
@@ -198,7 +209,7 @@ def _base_slices(kb, every):
             slices = None
         _base.append(slices)
     if _base[0] is None:
-        # the ladder in slices of 32 steps (8 slices, as the comb's)
+        # the ladder in slices of 4 (every + 1) steps
         return _ladder_slices(kb, BASE_U, every * 4 + 3 if every >= 0 else -1)
     return _base[0](kb, every)
 
@@ -219,10 +230,10 @@ def public_key(k):
     return _last(public_key_slices(k, -1))
 
 
-def public_key_slices(k, every=7):
+def public_key_slices(k, every=3):
     """public_key(k) in slices, for idle time (ike.dh.prepare): a generator
-    that yields None after each slice (every + 1 of the comb's 64 columns,
-    or 4 (every + 1) of the ladder's 255 steps; one for the inversion), and
+    that yields None after each slice (every + 1 of the comb's 26 columns,
+    or 4 (every + 1) of the ladder's 255 steps; the inversion in three), and
     the 32-octet public value last."""
     if len(k) != LEN:
         raise ValueError("X25519 takes 32-octet inputs")
