@@ -3,6 +3,7 @@
 
   MICROPYTHON=/path/to/micropython python bench/heap_bisect.py [--hold S]
         [--variants py,mpy[,frozen]] [--probes import,handshake,hold]
+  MICROPYTHON=... python bench/heap_bisect.py --quick [--near KIB] [--hold S]
   MICROPYTHON=... MICROPYLIB=DIR python bench/heap_bisect.py --suite HEAP [--modules M1,M2]
 
 MICROPYTHON is a build of MicroPython's unix port (ideally 32-bit, as an
@@ -37,6 +38,15 @@ N). It also reports the live heap (gc.mem_alloc() after a collection) at
 the end of each probe in a big heap. esp32.Partition is bench/mp_esp32.py
 over an image file (its bytes are not in the heap); there is no Wi-Fi.
 
+--quick measures one lever in a few minutes: only the mpy variant (unless
+--variants says otherwise) and only the handshake and hold probes (unless
+--probes says otherwise), no live import figure, a handshake instead of a
+held SA as the first run in a big heap, and a bisection that starts in a
+window of +-WINDOW KiB (default 8) around --near KIB (default: the last
+final .mpy figure, 134; then each probe's figure for the next), widened in steps of the window until its top
+passes and its bottom fails. The answer is the same rule's as a full run's
+(three runs in a row succeed), so quick figures compare with full ones.
+
 --suite HEAP runs host_tests/portable instead, as .mpy (with the portable
 host modules and MICROPYLIB's unittest), one test module per process as
 `make test-board` runs one per soft reset: each module's result in HEAP
@@ -62,6 +72,7 @@ STANDIN = os.path.join(HERE, "mp_esp32.py")
 KIB = 1024
 LOW, HIGH = 16 * KIB, 1024 * KIB
 BIG = 2048 * KIB  # "a big heap" for the live figures
+QUICK_NEAR = 134  # KiB: --quick's default --near, the last final .mpy figure (bench/results.md)
 PARTITION = 64 * KIB
 OUT_KEEP = int(os.environ.get("HEAP_OUT_KEEP", "6000"))  # characters of a probe's output kept (--show)
 LINE = re.compile(r"HEAPPROBE (ok|fail) (.*)")
@@ -166,13 +177,24 @@ class Runner:
         info["out"] = (p.stdout + p.stderr)[-OUT_KEEP:]
         return m.group(1) == "ok" and p.returncode == 0, info
 
-    def smallest(self, probe, modules="", lo=LOW, hi=HIGH):
+    def smallest(self, probe, modules="", lo=LOW, hi=HIGH, near=None, window=8):
         """The smallest heap (1 KiB steps) where the probe succeeds three
-        times in a row, or None if it fails at `hi`."""
-        ok, _ = self.run(hi, probe, modules)
-        if not ok:
-            return None
+        times in a row, or None if it fails at `hi`. With `near` (KiB),
+        the bisection starts in near +- window KiB, widened until its top
+        succeeds and its bottom fails (a few runs instead of ten)."""
         lo_k, hi_k = lo // KIB, hi // KIB
+        if near:
+            top = min(near + window, hi_k)
+            while not self.run(top * KIB, probe, modules)[0]:
+                if top >= hi_k:
+                    return None
+                top = min(top + window, hi_k)
+            bottom = max(min(near, top) - window, lo_k)
+            while bottom > lo_k and self.run(bottom * KIB, probe, modules)[0]:
+                top, bottom = bottom, max(bottom - window, lo_k)
+            lo_k, hi_k = bottom, top
+        elif not self.run(hi, probe, modules)[0]:
+            return None
         while hi_k - lo_k > 1:
             mid = (lo_k + hi_k) // 2
             if self.run(mid * KIB, probe, modules)[0]:
@@ -187,8 +209,10 @@ class Runner:
         return None
 
 
-def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=None):
-    """{figure: value} for one variant."""
+def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=None, near=None, window=8):
+    """{figure: value} for one variant. With `near` (KiB, --quick): the
+    first run in a big heap is a handshake (no live_hold, no live_import),
+    and each bisection starts around `near`."""
     from qcdhost.harness import Peer, gateway_config
 
     out = {}
@@ -198,16 +222,18 @@ def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=
         out["code_bytes"] = stage(variant, top)
         gw = Peer(top, "gw", gateway_config(), pcap=False).start()
         r = Runner(micropython, top, gw.ports(), hold_s)
-        ok, info = r.run(BIG, "hold")
+        first = "handshake" if near else "hold"
+        ok, info = r.run(BIG, first)
         if not ok:
             raise RuntimeError("the app does not run on %s even in %d KiB (%s):\n%s" % (variant, BIG // KIB, info.get("why", ""), info.get("out", "")))
         modules = [m for m in info["modules"].split(",") if m not in ("__main__", "heap_probe")]
         out["modules"] = modules
-        out["live_hold"] = int(info["live"])
+        out["live_" + first] = int(info["live"])
         out["live_up"] = int(info["up_live"])
         out["handshake_ms"] = int(info["handshake_ms"])
-        ok, info = r.run(BIG, "import", ",".join(modules))
-        out["live_import"] = int(info["live"]) if ok else None
+        if not near:
+            ok, info = r.run(BIG, "import", ",".join(modules))
+            out["live_import"] = int(info["live"]) if ok else None
         if show:
             for probe in probes:
                 ok, info = r.run(show, probe, ",".join(modules))
@@ -224,7 +250,9 @@ def measure(micropython, variant, hold_s, probes, log=print, deltas=False, show=
                 out["delta_" + m] = int(info["delta"]) if ok else None
         for probe in probes:
             log("heap bisect: %s, %s ..." % (variant, probe))
-            out["min_" + probe] = r.smallest(probe, ",".join(modules))
+            out["min_" + probe] = r.smallest(probe, ",".join(modules), near=near, window=window)
+            if near and out["min_" + probe]:
+                near = out["min_" + probe] // KIB  # the next probe's figure is close to this one
         out["runs"] = r.runs
     finally:
         if gw is not None:
@@ -307,10 +335,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hold", type=float, default=20.0, help="seconds the app runs after its SA is up (hold probe)")
     ap.add_argument("--variants", default=None, help="py,mpy (and frozen with MICROPYTHON_FROZEN)")
-    ap.add_argument("--probes", default="import,handshake,hold", help="comma separated; empty: none")
+    ap.add_argument("--probes", default=None, help="comma separated, of import,handshake,hold (default: all three; --quick: handshake,hold); empty: none")
     ap.add_argument("--deltas", action="store_true", help="also each module's import cost: the heap it adds when imported after the modules it imports")
     ap.add_argument("--mpy-opt", type=int, default=None, metavar="N", help="mpy-cross -ON for the mpy variant (default: what `make deploy` uses, qcdhost.esp.remote.MPY_OPT)")
     ap.add_argument("--gc-threshold", type=int, default=None, metavar="B", help="the app's device.gc_threshold (default: the app's default; 0: collect only when full)")
+    ap.add_argument("--quick", action="store_true", help="one lever in a few minutes: mpy only, probes handshake,hold, bisection around --near (see above)")
+    ap.add_argument("--near", type=int, default=None, metavar="KIB", help="start the bisection around KIB (default with --quick: %d)" % QUICK_NEAR)
+    ap.add_argument("--window", type=int, default=8, metavar="KIB", help="with --near: the starting window +- KIB, and the step it widens by (default 8)")
     ap.add_argument("--show", type=int, metavar="HEAP", help="instead of bisecting: run each probe once in HEAP bytes and print its output")
     ap.add_argument("--suite", type=int, metavar="HEAP", help="instead: the portable suite, one module per process, in HEAP bytes (needs unittest in MICROPYLIB)")
     ap.add_argument("--modules", default=None, help="with --suite: only these test modules (comma-separated)")
@@ -329,9 +360,16 @@ def main(argv=None):
             print("RESULT suite_%s %s min=%s" % (m, "ran=%d,failures=%d,errors=%d" % t if t else "no-summary", smallest), flush=True)
         return 0
     frozen = os.environ.get("MICROPYTHON_FROZEN")
-    variants = a.variants.split(",") if a.variants else ["py", "mpy"] + (["frozen"] if frozen else [])
+    near = a.near or (QUICK_NEAR if a.quick else None)
+    if a.variants:
+        variants = a.variants.split(",")
+    else:
+        variants = ["mpy"] if a.quick else ["py", "mpy"] + (["frozen"] if frozen else [])
+    probes = a.probes if a.probes is not None else ("handshake,hold" if a.quick else "import,handshake,hold")
     for v in variants:
-        res = measure(frozen if v == "frozen" else mp, v, a.hold, [p for p in a.probes.split(",") if p], deltas=a.deltas, show=a.show)
+        if v == "frozen" and not frozen:
+            raise SystemExit("heap_bisect: the frozen variant needs MICROPYTHON_FROZEN")
+        res = measure(frozen if v == "frozen" else mp, v, a.hold, [p for p in probes.split(",") if p], deltas=a.deltas, show=a.show, near=near, window=a.window)
         if v == "mpy":
             res["mpy_opt"] = MPY_OPT[0]
         for k, val in res.items():

@@ -757,6 +757,69 @@ def test_exchange_modules_load_on_first_use():
     assert out.stdout.split("\n")[:3] == ["[]", "['ike.informational']", "['ike.create_child_sa', 'ike.informational']"]
 
 
+_REPLAY = """
+import json, sys
+from ike_util import DetRng, dev_config
+from ike.config import Config
+from ike.engine import Engine
+dev = Engine(Config(dev_config()), None, DetRng(1), None)
+for step in json.load(open(sys.argv[1])):
+    if step[0] == "cmd":
+        getattr(dev, step[1])(0)
+    else:
+        dev.receive(bytes.fromhex(step[1]), tuple(step[2]), step[3], 0)
+    dev.take_datagrams()
+print(json.dumps([dev.counters["internal_errors"], dev.counters["refused_ike_sa_init"], [s.state for s in dev.sas.values()]]))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("ike."))))
+"""
+
+
+def test_a_device_that_only_initiates_never_loads_responder_code(tmp_path):
+    # The device's side alone, in a fresh interpreter, replays what it
+    # received here (both engines are deterministic: DetRng, now = 0): a
+    # handshake, a liveness check, Child SA and IKE SA rekeys both ways, and
+    # an IKE_SA_INIT request it refuses (accept_ike_sa_init). The responder
+    # halves of IKE_SA_INIT and IKE_AUTH are never imported.
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    p = Pair()
+    steps = []
+    real = p.dev.receive
+
+    def receive(data, src, natt, now):
+        steps.append(("rx", bytes(data).hex(), list(src), natt))
+        real(data, src, natt, now)
+
+    p.dev.receive = receive
+
+    def command(who, name):
+        if who == "dev":
+            steps.append(("cmd", name))
+        getattr(p.engine(who), name)(p.now)
+        p.pump()
+
+    for who, name in (("dev", "initiate"), ("dev", "liveness"), ("gw", "rekey_child"), ("gw", "rekey_ike"), ("dev", "rekey_ike"), ("dev", "rekey_child")):
+        command(who, name)
+    probe = message.build(b"q" * 8, bytes(8), 34, FLAG_I, 0, [(PT_N, payloads.encode_notify(16388, b"x" * 20))])
+    p.dev.receive(probe, ("192.0.2.99", 500), False, p.now)
+    assert p.sa("dev") is not None and p.dev.counters["refused_ike_sa_init"] == 1
+    no_bugs(p)
+    assert "ike.ike_sa_init_responder" in sys.modules and "ike.ike_auth_responder" in sys.modules  # the gateway's
+    (tmp_path / "steps.json").write_text(json.dumps(steps))
+    here = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
+    out = subprocess.run([sys.executable, "-c", _REPLAY, str(tmp_path / "steps.json")], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    counters, modules = [json.loads(line) for line in out.stdout.splitlines()]
+    # the replay reached the same place: no bug, the probe refused, the SAs as here
+    assert counters == [0, 1, [s.state for s in p.dev.sas.values()]]
+    assert "ike.create_child_sa" in modules and "ike.ike_auth" in modules and "ike.ike_sa_init" in modules
+    assert "ike.ike_sa_init_responder" not in modules and "ike.ike_auth_responder" not in modules
+
+
 def _balanced(rec, eng):
     """Every IKE SA the hook heard of (ike_created) is either still held by
     the engine or ended with exactly one ike_down; no ike_down for an SA

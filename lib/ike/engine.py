@@ -74,13 +74,16 @@ REKEYED_LINGER_MS = 60000
 # only spins).
 OOM_BACKOFF_MS = 1000
 
-# The one table of exchanges: exchange type -> module (loaded on first use),
-# and the exchange each kind of request of ours runs in.
+# The one table of exchanges: exchange type -> (the module for our
+# requests and their responses, the module for the peer's requests), each
+# loaded on first use; and the exchange each kind of request of ours runs
+# in. IKE_SA_INIT and IKE_AUTH have their responder's side apart, so a
+# device that only initiates never loads it.
 _EXCHANGES = {
-    IKE_SA_INIT: "ike_sa_init",
-    IKE_AUTH: "ike_auth",
-    INFORMATIONAL: "informational",
-    CREATE_CHILD_SA: "create_child_sa",
+    IKE_SA_INIT: ("ike_sa_init", "ike_sa_init_responder"),
+    IKE_AUTH: ("ike_auth", "ike_auth_responder"),
+    INFORMATIONAL: ("informational", "informational"),
+    CREATE_CHILD_SA: ("create_child_sa", "create_child_sa"),
 }
 _KINDS = {
     "init": IKE_SA_INIT,
@@ -94,9 +97,10 @@ _KINDS = {
 }
 
 
-def exchange(ex):
-    """The module that runs exchange type `ex`, imported on first use."""
-    name = _EXCHANGES[ex]
+def exchange(ex, theirs=0):
+    """The module that runs exchange type `ex` (`theirs`: the peer's
+    request), imported on first use."""
+    name = _EXCHANGES[ex][theirs]
     return __import__("ike." + name, None, None, (name,))
 
 
@@ -510,7 +514,13 @@ class Engine:
         if m.exchange == IKE_SA_INIT and not m.is_protected():
             if not m.is_response():
                 if m.spi_r == bytes(8) and m.flags & FLAG_I:
-                    exchange(IKE_SA_INIT).on_request(self, m, src, natt, now)
+                    if not self.cfg.accept_ike_sa_init:
+                        # A device that only initiates answers no
+                        # IKE_SA_INIT (config accept_ike_sa_init): silence,
+                        # no state, no exponentiation, no responder code.
+                        self.count("refused_ike_sa_init")
+                        return
+                    exchange(IKE_SA_INIT, 1).on_request(self, m, src, natt, now)
                     return
             else:
                 sa = self.sas.get(m.spi_i)
@@ -607,7 +617,7 @@ class Engine:
         if payloads.notifies(inner) is None:
             self.respond(sa, m, [(PT_N, payloads.encode_notify(7))], now)  # INVALID_SYNTAX
             return
-        reply, ev = exchange(m.exchange).on_request(self, sa, m, inner, now)
+        reply, ev = exchange(m.exchange, 1).on_request(self, sa, m, inner, now)
         # the hook first (what it returns goes into the response), then the
         # response, then queued work (which may use an SA the response makes)
         self.respond(sa, m, reply + self._tell(sa, m.exchange, ev, now), now)
