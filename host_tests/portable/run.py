@@ -72,21 +72,29 @@ def _lazy_message_asserts():
 def _skips_in_setup(mod):
     # micropython-lib's unittest calls setUp outside its try, so a
     # skipTest() there ends the whole module: catch it in setUp and skip
-    # the test the way CPython's unittest does.
+    # the test the way CPython's unittest does. Every setUp also starts with
+    # a collection: what the test before left (its fixtures, its garbage)
+    # goes before this one allocates, so on a board's fixed heap a test
+    # starts on the least fragmented heap it can have.
     T = unittest.TestCase
     for cls in list(mod.__dict__.values()):
-        if not (isinstance(cls, type) and issubclass(cls, T) and "setUp" in cls.__dict__):
+        if not (isinstance(cls, type) and issubclass(cls, T)):
             continue
-        orig = cls.__dict__["setUp"]
+        own = "setUp" in cls.__dict__
+        orig = getattr(cls, "setUp", None)  # its own, a base class's, or none
 
         def setUp(self, orig=orig):
             self._qcd_skip = None
+            gc.collect()
             try:
-                orig(self)
+                if orig is not None:
+                    orig(self)
             except unittest.SkipTest as e:
                 self._qcd_skip = e.args[0] if e.args else "skipped"
 
         cls.setUp = setUp
+        if not own:
+            continue
         for name in list(cls.__dict__):
             f = cls.__dict__[name]
             if name.startswith("test") and callable(f):

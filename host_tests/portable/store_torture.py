@@ -395,6 +395,7 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
                 e.readonly = False
                 e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
                 break
+        e = st = None  # that mount is not the workload's: gone before it starts
     if cap_drop:
         ops, o1, hit = cap_drop_ops(backing, o0, cap, encrypted, cap_drop)
         ops.extend(make_ops(b"workload", seed, o1, n_ops, cap, evict=evict))
@@ -404,13 +405,17 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         ops = Ops([("reboot",)] + make_ops(b"workload", seed, o0, n_ops, cap, evict=evict))
     # Dry run: how many flash operations the workload takes, and which
     # entries the store evicts at the cap.
+    # Its image is the sweep's working image from then on: every cut's run
+    # copies the start into it. (A board's heap would otherwise hold the dry
+    # run's image, about as big as the start, for the whole sweep: the
+    # tuple run() returns lingers in this frame's stack slots, which
+    # MicroPython's collector scans as they are.)
     victims = {}
-    _, _, k, res = run(backing, ops, o0, None, seed, encrypted, cap, victims)
+    work, _, k, res = run(backing, ops, o0, None, seed, encrypted, cap, victims)
     if res is not None:
         raise TortureFailure("seed %d: dry run was cut" % seed)
     points = cuts if cuts is not None else range(1 + (seed % stride), k + 1, stride)
     made = 0
-    work = None
     for c in points:
         label = "seed %d blocks %d %s cut %d/%d" % (seed, blocks, "encrypted" if encrypted else "plain", c, k)
         b, i, _, res = run(backing, ops, o0, c, seed * 1000 + c, encrypted, cap, unstable=unstable, work=work)

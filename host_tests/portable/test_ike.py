@@ -21,7 +21,7 @@ class TestEngineStory(unittest.TestCase):
         keys = MemoryKeys([SECRET])
         dev_hook = qhook.QcdHook(qhook.MAKER, keys, rate=None)
         gw_hook = qhook.QcdHook(qhook.TAKER)
-        p = Pair(dev_config(nat_t="force"), gw_config(), dev_hook, gw_hook)
+        p = Pair(dev_config(nat_t="force"), gw_config(), dev_hook, gw_hook, record=False)
 
         # IKE_SA_INIT + IKE_AUTH: both ends up with the same SPIs, mirrored
         # Child SA keys, the device's token stored by the gateway.

@@ -54,7 +54,7 @@ class TestTunnel(unittest.TestCase):
     def setUpClass(cls):
         if MISSING:
             return
-        cls.p = p = Pair(dev_config(nat_t="force", tunnel={"inner_addr": DEV_IP}), gw_config(tunnel={"inner_addr": GW_IP}))
+        cls.p = p = Pair(dev_config(nat_t="force", tunnel={"inner_addr": DEV_IP}), gw_config(tunnel={"inner_addr": GW_IP}), record=False)
         cls.dt = Tunnel(p.dev)
         cls.gt = Tunnel(p.gw)
         cls.d, cls.g = p.up()

@@ -22,7 +22,7 @@ class TestVirtualIp(unittest.TestCase):
 
         dev = dev_config(nat_t="force", ts_local=["0.0.0.0/0"], tunnel={"virtual_ip": True})
         gw = gw_config(ts_peer=["10.3.0.0/24"], tunnel={"inner_addr": GW_IP, "pool": "10.3.0.0/24", "dns_servers": ["10.1.0.53"]})
-        p = Pair(dev, gw)
+        p = Pair(dev, gw, record=False)
         dt, gt = Tunnel(p.dev), Tunnel(p.gw)
         self.assertEqual(dt.address(), None)
         d, g = p.up()
@@ -40,11 +40,10 @@ class TestVirtualIp(unittest.TestCase):
         p.pump()
         self.assertEqual(gt.replies[-1][0], "10.3.0.1")
         # a power cut: a new device engine, same identity -> the same address
-        from ike.config import Config
         from ike.engine import Engine
         from ike_util import DetRng
 
-        p.dev = Engine(Config(dev), None, DetRng(77), p._logger("dev2"))
+        p.dev = Engine(p.dev.cfg, None, DetRng(77), p._logger("dev2"))
         dt2 = Tunnel(p.dev)
         p.dev.initiate(p.now)
         p.pump()
@@ -61,7 +60,7 @@ class TestVirtualIp(unittest.TestCase):
 
     def test_no_reply_means_no_address_and_a_clear_error(self):
         dev = dev_config(nat_t="force", tunnel={"virtual_ip": True})
-        p = Pair(dev, gw_config())  # a gateway without a pool ignores CFG_REQUEST
+        p = Pair(dev, gw_config(), record=False)  # a gateway without a pool ignores CFG_REQUEST
         dt = Tunnel(p.dev)
         p.up()
         self.assertEqual(dt.address(), None)

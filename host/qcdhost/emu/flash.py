@@ -244,14 +244,6 @@ def _bytes(v, n):
     return v.to_bytes(n, "big")
 
 
-# Buffers of pieces a MemoryBacking erased, for its next programs: a store
-# erases and programs the same blocks over and over, and a fresh 256-byte
-# allocation each time, with small objects filling the holes the erased
-# ones leave, fragments a board's heap until no 256 bytes are left in one
-# piece. At most _SPARE_MAX are kept.
-_spare = []
-_SPARE_MAX = 4
-
 
 def _clone(x):
     # A deep copy of a sidecar (dicts, lists, and immutable leaves).
@@ -283,6 +275,15 @@ class MemoryBacking:
         self.size = size
         self.pieces = [None] * (size // _PIECE)
         self.mine = bytearray(size // _PIECE)  # 1: this backing's own piece, 0: shared with a copy
+        # Buffers of this backing's own pieces that it no longer uses (erased,
+        # or dropped when a copy() overwrote it), for its next programs: a
+        # store erases and programs the same blocks over and over, and a
+        # power-cut sweep copies its start into the same working backing
+        # once a cut. A fresh 256-byte allocation each time, with small
+        # objects filling the holes the freed ones leave, fragments a board's
+        # heap until no 256 bytes are left in one piece. They are never more
+        # than the image has pieces.
+        self.free = []
         if data is not None:
             self.write(0, data)
         self.meta = meta
@@ -320,20 +321,19 @@ class MemoryBacking:
             pc = self.pieces[p]
             if take == _PIECE and (data is _FF[0] or bytes(part) == _ff_piece()):
                 self.pieces[p] = None  # a whole erased piece holds nothing
-                if pc is not None and self.mine[p] and len(_spare) < _SPARE_MAX:
-                    _spare.append(pc)
+                if pc is not None and self.mine[p]:
+                    self.free.append(pc)
                 self.mine[p] = 0
             else:
-                if pc is None:
-                    if _spare:
-                        pc = _spare.pop()
-                        pc[:] = ff[:_PIECE]
+                if pc is None or not self.mine[p]:
+                    # a new piece: erased, or a copy of the one shared with a copy
+                    src = ff[:_PIECE] if pc is None else pc
+                    if self.free:
+                        pc = self.free.pop()
+                        pc[:] = src
                     else:
-                        pc = bytearray(ff[:_PIECE])
+                        pc = bytearray(src)
                     self.pieces[p] = pc
-                    self.mine[p] = 1
-                elif not self.mine[p]:
-                    pc = self.pieces[p] = bytearray(pc)  # shared with a copy: copy it first
                     self.mine[p] = 1
                 pc[o : o + take] = part
             done += take
@@ -356,6 +356,8 @@ class MemoryBacking:
         elif into.size != self.size:
             raise ValueError("copy into a backing of %d bytes, not %d" % (into.size, self.size))
         for i in range(len(self.pieces)):
+            if into.mine[i] and into.pieces[i] is not None:
+                into.free.append(into.pieces[i])
             into.pieces[i] = self.pieces[i]
             into.mine[i] = self.mine[i] = 0
         into.meta = meta
