@@ -82,6 +82,7 @@ def calibrate():
 # -- attribution: where a handshake's instructions go -------------------------
 
 SIDE = [None]  # "i" (initiator) or "r" (responder): whose engine is running
+AHEAD = []  # (instructions, longest slice, slices) of each prepare_ahead()
 CAT = [None]  # the outermost wrapped category now running
 ACC = {}  # (side, category) -> instructions
 CALLS = [0]
@@ -164,13 +165,39 @@ def counted_pair(groups):
     return p
 
 
-def handshake(groups, seed):
+def prepare_ahead(groups):
+    """What the device loop does when idle (ike.dh.prepare, one slice per
+    call) until both engines of the pair have a key pair ready (keep=2: one
+    process, one rng): (instructions in all, the longest slice, slices)."""
+    from ike import dh
+
+    total = longest = slices = 0
+    while True:
+        t0 = count()
+        more = dh.prepare(None, groups, 2)
+        d = count() - t0 - READ[0]
+        if not more:
+            return total, longest, slices
+        total += d
+        slices += 1
+        longest = d if d > longest else longest
+
+
+def handshake(groups, seed, ahead=False):
     """IKE_SA_INIT + IKE_AUTH between two in-memory engines, their random
     octets from `seed`; returns the instructions each engine executed:
-    {"i": initiator, "r": responder}, and the group the SA uses."""
+    {"i": initiator, "r": responder}, and the group the SA uses. ahead: the
+    key pairs made first in idle time (not counted here; AHEAD gets what
+    that took), as ike.device's loop does between handshakes."""
+    from ike import dh
+
     _n[0] = seed * 1000
+    dh._ready[:] = []
     p = counted_pair(groups)
     gc.collect()
+    if ahead:
+        AHEAD.append(prepare_ahead(p.dev.cfg.dh_groups))
+        gc.collect()
     p.up()
     if not p.dev.children or not p.gw.children:
         raise RuntimeError("handshake failed: no Child SA")
@@ -190,13 +217,25 @@ def measure_handshakes(reps):
         result("%s_first_i" % name, t["i"])
         result("%s_first_r" % name, t["r"])
         # different keys each time: a MODP pow() costs more or less with
-        # its exponent's bits
+        # its exponent's bits. No key pair ready (what the first handshake
+        # after boot meets), then each with its key pairs made ahead
         runs = [handshake(groups, seed)[0] for seed in range(1, reps + 1)]
         for side in ("i", "r"):
             xs = sorted(r[side] for r in runs)
             result("%s_%s" % (name, side), xs[len(xs) // 2])
             result("%s_%s_runs" % (name, side), ",".join(str(x) for x in xs))
             result("%s_%s_seed1" % (name, side), runs[0][side])
+        AHEAD[:] = []
+        runs = [handshake(groups, seed, True)[0] for seed in range(1, reps + 1)]
+        for side in ("i", "r"):
+            xs = sorted(r[side] for r in runs)
+            result("%s_ahead_%s" % (name, side), xs[len(xs) // 2])
+            result("%s_ahead_%s_runs" % (name, side), ",".join(str(x) for x in xs))
+        # two pairs a handshake (one per engine)
+        per_pair = sorted(a[0] // 2 for a in AHEAD)
+        result("%s_ahead_pair" % name, per_pair[len(per_pair) // 2])
+        result("%s_ahead_slice_max" % name, max(a[1] for a in AHEAD))
+        result("%s_ahead_slices_per_pair" % name, max(a[2] for a in AHEAD) // 2)
         # the same with the collector off, if the heap lasts: the
         # difference is what garbage collection cost in this heap
         gc.collect()
@@ -222,10 +261,10 @@ def measure_split():
     from ike.const import MODP_2048
 
     instrument()
-    for name, groups in (("x25519", None), ("modp2048", [MODP_2048])):
+    for name, groups, ahead in (("x25519", None, False), ("modp2048", [MODP_2048], False), ("x25519_ahead", None, True)):
         ACC.clear()
         CALLS[0] = 0
-        t, _g = handshake(groups, 1)  # the keys of the first measured run
+        t, _g = handshake(groups, 1, ahead)  # the keys of the first measured run
         for side in ("i", "r"):
             cats = {c: ACC.get((side, c), 0) for c in ("dh_pair", "dh_shared", "keymat", "enc_integ", "rng")}
             cats["rest"] = t[side] - sum(cats.values())

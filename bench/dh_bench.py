@@ -61,6 +61,10 @@ def ladder_side(peer):
         raise RuntimeError("no shared secret")
 
 
+def pair_only():
+    dh.KeyPair(CURVE25519, rng)
+
+
 def per_call_ms(fn, n):
     t0 = clock()
     for _ in range(n):
@@ -72,18 +76,24 @@ def main():
     peer14 = dh.KeyPair(MODP_2048, rng).public
     peer31 = dh.KeyPair(CURVE25519, rng).public
     n14, n31 = (2, 10) if MICRO else (20, 200)
-    best = {"modp": 1e9, "x25519": 1e9, "ladder": 1e9}
+    best = {"modp": 1e9, "x25519": 1e9, "ladder": 1e9, "pair": 1e9, "shared": 1e9}
+    mine = dh.KeyPair(CURVE25519, rng)
     # Alternating, best of ROUNDS each: the machine is shared.
     for _ in range(ROUNDS):
         best["modp"] = min(best["modp"], per_call_ms(lambda: side(MODP_2048, peer14), n14))
         best["x25519"] = min(best["x25519"], per_call_ms(lambda: side(CURVE25519, peer31), n31))
         best["ladder"] = min(best["ladder"], per_call_ms(lambda: ladder_side(peer31), n14 if not MICRO else n31))
+        best["pair"] = min(best["pair"], per_call_ms(pair_only, n31))
+        best["shared"] = min(best["shared"], per_call_ms(lambda: mine.shared(peer31), n31))
     result("modp2048_ms", "%.3f" % best["modp"])
     result("x25519_ms", "%.3f" % best["x25519"])
     result("ladder_ms", "%.3f" % best["ladder"])
+    result("x25519_pair_ms", "%.3f" % best["pair"])
+    result("x25519_shared_ms", "%.3f" % best["shared"])
     result("x25519_backend", "ladder" if MICRO or crypto._x25519 is None else "cryptography")
     result("modp_over_x25519_x", "%.1f" % (best["modp"] / best["x25519"]))
     result("modp_over_ladder_x", "%.1f" % (best["modp"] / best["ladder"]))
+    result("modp_over_shared_x", "%.1f" % (best["modp"] / best["shared"]))
 
 
 main()

@@ -73,6 +73,9 @@ def run(bench):
         ("X25519 with the hand-written ladder (ike.x25519)", "ladder_ms", ""),
         ("MODP-2048 cost / X25519 cost (ike.dh)", "modp_over_x25519_x", "x"),
         ("MODP-2048 cost / ladder cost", "modp_over_ladder_x", "x"),
+        ("X25519 key pair alone (ike.dh: on MicroPython ike.x25519_comb)", "x25519_pair_ms", ""),
+        ("X25519 shared secret alone (ike.dh: on MicroPython the ladder): a handshake's D-H when its key pair was made ahead", "x25519_shared_ms", ""),
+        ("MODP-2048 cost / X25519 shared secret alone (not the target's figure: the key pair's work is done, in idle time)", "modp_over_shared_x", "x"),
     ]
     unix = "MicroPython %s unix port, %s-bit (ms)" % tuple(unix_version()) if ux else "MicroPython unix port (ms; MICROPYTHON)"
     lines = [

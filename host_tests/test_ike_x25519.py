@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ike import crypto, dh, x25519
+from ike import crypto, dh, x25519, x25519_comb
 from ike.const import CURVE25519
 from support import LIB, run_micropython
 
@@ -92,7 +92,7 @@ def test_group31_with_the_ladder_installed_talks_to_openssl():
     assert s_b == a.shared(b.public) and len(s_b) == 32
 
 
-# The comb's table (ike.x25519._COMB) recomputed here from Ed25519's base
+# The comb's table (ike.x25519_comb.TABLE) recomputed here from Ed25519's base
 # point with plain affine Edwards arithmetic (RFC 8032 §5.1), not ike's.
 _D = (-121665 * pow(121666, x25519.P - 2, x25519.P)) % x25519.P
 
@@ -104,7 +104,17 @@ def _edwards_add(p1, p2):
     return (x1 * y2 + y1 * x2) * pow(1 + t, p - 2, p) % p, (y1 * y2 + x1 * x2) * pow(1 - t, p - 2, p) % p
 
 
-def test_comb_table_holds_the_sums_of_base_point_multiples():
+def _mul(k, q):
+    r = (0, 1)
+    while k:
+        if k & 1:
+            r = _edwards_add(r, q)
+        q = _edwards_add(q, q)
+        k >>= 1
+    return r
+
+
+def test_comb_table_holds_the_signed_sums_of_base_point_multiples():
     p = x25519.P
     y = 4 * pow(5, p - 2, p) % p  # RFC 8032 §5.1: B's y = 4/5, x recovered from it
     xx = (y * y - 1) * pow(_D * y * y + 1, p - 2, p) % p
@@ -112,24 +122,31 @@ def test_comb_table_holds_the_sums_of_base_point_multiples():
     if (x * x - xx) % p:
         x = x * pow(2, (p - 1) // 4, p) % p
     assert (1 + y) * pow(1 - y, p - 2, p) % p == 9  # B is u = 9 (RFC 7748 §4.1)
-    rows, q = [], (x, y)
-    for _ in range(4):
-        rows.append(q)
-        for _ in range(64):
-            q = _edwards_add(q, q)
-    assert len(x25519._COMB) == 15
-    for j in range(1, 16):
-        q = (0, 1)
-        for i in range(4):
-            if j >> i & 1:
-                q = _edwards_add(q, rows[i])
-        x, y = q
-        entry = (y + x) % p | ((y - x) % p) << 256 | (2 * _D * x * y % p) << 512
-        assert entry ^ x25519._ID == x25519._COMB[j - 1], j
+    assert _mul(x25519_comb.L, (x, y)) == (0, 1)  # B's order is l
+    assert len(x25519_comb.TABLE) == 32
+    for blk in range(2):
+        rows = [_mul(1 << (26 * (5 * blk + r)), (x, y)) for r in range(5)]
+        for j in range(16):
+            q = rows[4]
+            for r in range(4):
+                xr, yr = rows[r]
+                q = _edwards_add(q, (xr, yr) if j >> r & 1 else (-xr % p, yr))
+            qx, qy = q
+            entry = (qy + qx) % p | ((qy - qx) % p) << 256 | (2 * _D * qx * qy % p) << 512
+            assert entry == x25519_comb.TABLE[16 * blk + j], (blk, j)
+
+
+def test_comb_recoding_gives_the_scalar_back_mod_l():
+    # k = sum of s_i 2^i over K's 260 bits, s_i = 2 bit_i - 1
+    c = x25519_comb
+    for k in (0, 1, 8, c.L - 1, c.L, 2**255 - 1, 2**254 + 123456789):
+        big_k = (k + c._BIAS) * c._HALF % c.L
+        assert big_k < 2**260
+        assert sum((2 * (big_k >> i & 1) - 1) << i for i in range(260)) % c.L == k % c.L
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_comb_gives_what_the_ladder_gives_at_u_9(k):
     kb = x25519._scalar(k)
-    assert x25519._comb(kb) == x25519._ladder(kb, 9)
+    assert x25519._last(x25519_comb.slices(kb)) == x25519._ladder(kb, 9)

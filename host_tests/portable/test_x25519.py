@@ -6,7 +6,7 @@
 # 1,000-iteration vector, the comb's table and `cryptography` as an oracle.
 import unittest
 
-from ike import dh, x25519
+from ike import crypto, dh, x25519, x25519_comb
 from ike.const import CURVE25519
 from portable_util import det_bytes
 
@@ -60,11 +60,11 @@ class TestRfc7748(unittest.TestCase):
         self.assertEqual(x25519.x25519(h(k), bytes(u2)).hex(), out)
 
     def test_base_point_comb_gives_what_the_ladder_gives(self):
-        # u = 9 takes the comb (ike.x25519._comb); the ladder at u = 9 is
+        # u = 9 takes the comb (ike.x25519_comb); the ladder at u = 9 is
         # RFC 7748's own method: both on this platform's integers.
         for n in range(3):
             kb = x25519._scalar(det_bytes(20 + n, 32))
-            self.assertEqual(x25519._comb(kb), x25519._ladder(kb, 9))
+            self.assertEqual(x25519._last(x25519_comb.slices(kb)), x25519._ladder(kb, 9))
 
     def test_low_order_points_give_all_zero(self):
         k = det_bytes(1, 32)
@@ -105,6 +105,101 @@ class TestGroup31(unittest.TestCase):
         a = dh.KeyPair(CURVE25519, lambda k: det_bytes(7, k))
         for bad in [b"", bytes(31), bytes(33), bytes(256)] + LOW_ORDER:
             self.assertEqual(a.shared(bad), None)
+
+
+class Counter:
+    # an rng that says what it gave
+    def __init__(self, seed):
+        self.seed = seed
+        self.given = []
+
+    def __call__(self, k):
+        b = det_bytes(self.seed + len(self.given), k)
+        self.given.append(b)
+        return b
+
+
+def prepare_all(rng, groups=None, keep=1):
+    n = 0
+    while dh.prepare(rng, groups, keep):
+        n += 1
+    return n
+
+
+class TestKeyPairsAhead(unittest.TestCase):
+    def setUp(self):
+        dh._ready[:] = []
+        dh._job = None
+
+    tearDown = setUp
+
+    def test_a_prepared_pair_is_taken_once_by_the_next_key_pair(self):
+        rng = Counter(300)
+        self.assertTrue(prepare_all(rng) > 0)
+        self.assertEqual(dh.ready(rng), 1)
+        self.assertFalse(dh.prepare(rng))  # one is kept ready, no more
+        a = dh.KeyPair(CURVE25519, rng)
+        self.assertEqual(a._x, rng.given[0])
+        self.assertEqual(a.public, x25519.public_key(a._x))
+        self.assertEqual(dh.ready(rng), 0)
+        b = dh.KeyPair(CURVE25519, rng)  # none ready: made now, fresh
+        self.assertEqual(b._x, rng.given[1])
+        self.assertNotEqual(a._x, b._x)
+        self.assertEqual(a.shared(b.public), b.shared(a.public))
+
+    def test_without_group_31_nothing_is_prepared(self):
+        rng = Counter(310)
+        self.assertFalse(dh.prepare(rng, [14]))
+        self.assertEqual((dh.ready(rng), rng.given), (0, []))
+        self.assertTrue(dh.prepare(rng, [14, CURVE25519]))
+
+    def test_a_pair_is_taken_only_with_the_rng_that_made_it(self):
+        mine, other = Counter(320), Counter(330)
+        prepare_all(mine)
+        a = dh.KeyPair(CURVE25519, other)
+        self.assertEqual(a._x, other.given[0])
+        self.assertEqual(dh.ready(mine), 1)
+        self.assertEqual(dh.KeyPair(CURVE25519, mine)._x, mine.given[0])
+
+    def test_a_half_made_pair_is_finished_by_the_key_pair_that_needs_it(self):
+        rng = Counter(340)
+        self.assertTrue(dh.prepare(rng))
+        if crypto._x25519 is None:  # the hand-written X25519: in slices
+            self.assertTrue(dh.prepare(rng))
+            self.assertEqual(dh.ready(rng), 0)
+        a = dh.KeyPair(CURVE25519, rng)
+        self.assertEqual(a._x, rng.given[0])
+        self.assertEqual(a.public, x25519.public_key(a._x))
+        self.assertEqual(len(rng.given), 1)
+        self.assertEqual((dh.ready(rng), dh._job), (0, None))
+
+    def test_keep_two_holds_two_different_pairs(self):
+        rng = Counter(350)
+        prepare_all(rng, None, 2)
+        self.assertEqual(dh.ready(rng), 2)
+        a, b = dh.KeyPair(CURVE25519, rng), dh.KeyPair(CURVE25519, rng)
+        self.assertEqual((a._x, b._x), (rng.given[0], rng.given[1]))
+
+    def test_public_key_in_slices_gives_what_public_key_gives(self):
+        k = det_bytes(360, 32)
+        out = list(x25519.public_key_slices(k))
+        self.assertTrue(len(out) > 4)
+        self.assertEqual(out[:-1], [None] * (len(out) - 1))
+        self.assertEqual(out[-1], x25519.public_key(k))
+
+    def test_without_the_comb_the_ladder_makes_the_public_value(self):
+        # what a deploy that leaves ike.x25519_comb off runs
+        k = det_bytes(370, 32)
+        want = x25519.public_key(k)
+        saved = x25519._base[:]
+        x25519._base[:] = [None]
+        try:
+            out = list(x25519.public_key_slices(k))
+            self.assertEqual(out[-1], want)
+            self.assertTrue(len(out) > 4)
+            self.assertEqual(x25519.x25519(k, b"\x09" + bytes(31)), want)
+        finally:
+            x25519._base[:] = saved
 
 
 if __name__ == "__main__":

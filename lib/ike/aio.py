@@ -39,6 +39,12 @@
 # other tasks for its duration: `make bench ONLY=tunnel` measures the
 # longest gap another task sees during a handshake.
 #
+# Idle time: when nothing is due for device.IDLE_MIN_MS and the last
+# datagram is ACTIVE_MS old, the task does one
+# slice of the next X25519 key pair (ike.dh.prepare, as ike.device's loop
+# does) and yields to the other tasks before the next one, so a handshake
+# or rekey takes a ready pair; the other tasks wait at most one slice.
+#
 # recvfrom(sock, timeout_ms=None) -> (payload, (ip, port)) or None: the next
 # datagram on a tunnel socket (ike.tunnel.UdpSocket), waiting without
 # polling (an asyncio.Event the tunnel sets).
@@ -47,7 +53,7 @@ import asyncio
 import gc
 import select
 
-from ike import device
+from ike import device, dh
 
 POLL_MS = 20  # MicroPython: longest wait before a datagram is seen
 ACTIVE_MS = 200  # MicroPython: after traffic, look every millisecond this long
@@ -190,6 +196,12 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
             now = clock.now()
             due = eng.next_due()
             wait = device.POLL_MAX_MS if due is None else max(0, min(device.POLL_MAX_MS, due - now))
+            if wait >= device.IDLE_MIN_MS and now >= active[0]:
+                try:
+                    if dh.prepare(eng.rng, cfg.dh_groups):
+                        wait = 0  # a slice of the next key pair done: others' turn, then on
+                except MemoryError:
+                    gc.collect()
             if max_ms is not None:
                 wait = max(0, min(wait, t0 + max_ms - now))
             if _CPYTHON:

@@ -40,6 +40,15 @@
 # Ports must be configured (0 would need getsockname, which the esp32 port
 # lacks).
 #
+# Idle time: when nothing is due for IDLE_MIN_MS and no datagram came in or
+# went out for QUIET_MS (an exchange under way wants its answers seen at
+# once), the loop does one slice of the next X25519 key pair (ike.dh.prepare, if the config has group 31),
+# then looks at its sockets again, so the next IKE_SA_INIT or rekey takes a
+# ready one instead of making it then. A datagram that comes in during a
+# slice waits for it (on the C3 stand-in a slice is about 2 M instructions,
+# 12 ms at 160 MHz: bench c3). The first IKE_SA_INIT after boot, sent before
+# the loop was ever idle, makes its key pair then.
+#
 # Out of memory (issue 10 §7): a MemoryError never ends the loop. recvfrom
 # allocates its RECV_MAX buffer before it reads, so when that fails the
 # datagram is still queued: it is read with a one-octet buffer instead (UDP
@@ -54,6 +63,7 @@ import gc
 import select
 import socket
 
+from ike import dh
 from ike.config import Config
 from ike.engine import Engine
 
@@ -72,6 +82,8 @@ except ImportError:  # CPython, for host tests of this shell
 
 RECV_MAX = 2048  # our IKE messages stay far below; ESP-in-UDP likewise
 POLL_MAX_MS = 500
+IDLE_MIN_MS = 20  # idle work (the next X25519 key pair) only if nothing is due sooner
+QUIET_MS = 200  # and only this long after the last datagram in or out
 
 
 # Room for recvfrom (issue 10 §3). recvfrom(RECV_MAX) allocates RECV_MAX
@@ -217,8 +229,13 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
     # heap bench runs the app). Looked up once per peer, not per datagram.
     dests = {}
 
+    quiet = [0]  # clock ms from which the loop may do idle work
+
     def flush():
-        for data, dst, is_natt in eng.take_datagrams():
+        out = eng.take_datagrams()
+        if out:
+            quiet[0] = clock.now() + QUIET_MS
+        for data, dst, is_natt in out:
             try:
                 to = dests.get(dst)
                 if to is None:
@@ -252,6 +269,8 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                     break
                 due = eng.next_due()
                 wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
+                if wait >= IDLE_MIN_MS and now >= quiet[0] and dh.prepare(eng.rng, cfg.dh_groups):
+                    wait = 0  # a slice done: look at the sockets and timers, then on
                 for ev in poll.poll(wait):
                     obj = ev[0]
                     if isinstance(obj, int):  # CPython's poll gives file numbers
@@ -267,6 +286,7 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                         _drop(s, eng, log)
                         continue
                     data, room = received(data)
+                    quiet[0] = clock.now() + QUIET_MS
                     eng.receive(data, _addr(src), is_natt, clock.now())
                     flush()
                 if room is None:

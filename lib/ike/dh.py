@@ -14,39 +14,13 @@ from ike.const import CURVE25519, MODP_2048, MODP_3072
 
 GENERATOR = 2
 
-# RFC 3526 §3: p = 2^2048 - 2^1984 - 1 + 2^64 * { [2^1918 pi] + 124476 }
-_P2048 = (
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74"
-    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437"
-    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05"
-    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB"
-    "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
-    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718"
-    "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF"
-)
-# RFC 3526 §4: p = 2^3072 - 2^3008 - 1 + 2^64 * { [2^2942 pi] + 1690314 }
-_P3072 = (
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74"
-    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437"
-    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05"
-    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB"
-    "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
-    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718"
-    "3995497CEA956AE515D2261898FA051015728E5A8AAAC42DAD33170D04507A33"
-    "A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7"
-    "ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864"
-    "D87602733EC86A64521F2B18177B200CBBE117577A615D6C770988C0BAD946E2"
-    "08E24FA074E5AB3143DB5BFCE0FD108E4B82D120A93AD2CAFFFFFFFFFFFFFFFF"
-)
-
-# group -> (prime hex, modulus length in octets, private exponent bits).
+# group -> (modulus length in octets, private exponent bits); the primes
+# themselves (RFC 3526) are in ike.modp, loaded on the first MODP key pair.
 # RFC 3526 §8: an exponent of twice the group's strength (about 110 bits
 # for 2048, 130 for 3072) keeps its security; we use 256 and 384 bits
 # (strongSwan's exp_len for the same groups is 32 and 48 octets), which
 # makes each pow() several times cheaper than a full-length exponent.
-_GROUPS = {MODP_2048: (_P2048, 256, 256), MODP_3072: (_P3072, 384, 384)}
+_GROUPS = {MODP_2048: (256, 256), MODP_3072: (384, 384)}
 _PRIMES = {}
 
 SUPPORTED = (CURVE25519, MODP_2048, MODP_3072)
@@ -56,7 +30,11 @@ X25519_LEN = 32  # RFC 8031 §2.1: the KE payload's data is the 32-octet u
 def prime(group):
     p = _PRIMES.get(group)
     if p is None:
-        p = int(_GROUPS[group][0], 16)
+        if group not in _GROUPS:
+            raise ValueError("not a MODP group")
+        from ike import modp
+
+        p = int(modp.P2048 if group == MODP_2048 else modp.P3072, 16)
         _PRIMES[group] = p
     return p
 
@@ -65,7 +43,7 @@ def public_len(group):
     """Octets of a KE payload's Key Exchange Data for this group."""
     if group == CURVE25519:
         return X25519_LEN
-    return _GROUPS[group][1]
+    return _GROUPS[group][0]
 
 
 class KeyPair:
@@ -75,14 +53,14 @@ class KeyPair:
 
     def __init__(self, group, rng=None):
         if group == CURVE25519:
-            # RFC 7748 §6.1: 32 random octets; X25519 clamps them itself.
-            self._x = bytes((rng or crypto.random_bytes)(X25519_LEN))
+            # one made ahead of need with this rng, or else now: RFC 7748
+            # §6.1, 32 random octets (X25519 clamps them itself)
             self.group = group
-            self.public = crypto.x25519_base(self._x)
+            self._x, self.public = _take(rng or crypto.random_bytes)
             return
         if group not in _GROUPS:
             raise ValueError("unsupported DH group")
-        bits = _GROUPS[group][2]
+        bits = _GROUPS[group][1]
         rnd = (rng or crypto.random_bytes)(bits // 8)
         # Top bit set so every exponent has the full length.
         self._x = int.from_bytes(rnd, "big") | (1 << (bits - 1))
@@ -108,3 +86,82 @@ class KeyPair:
             return None
         z = pow(y, self._x, p)
         return z.to_bytes(n, "big")
+
+
+# X25519 key pairs made ahead of need (issue 10: a handshake's time).
+#
+#   prepare(rng=None, groups=None, keep=1) -> bool
+#       idle-time work: one slice towards the next X25519 key pair (on the
+#       C3 stand-in about a tenth of one: bench c3), True if it did one (call
+#       again when still idle), False if there was nothing to do: `keep`
+#       pairs are ready, or groups (a config's dh_groups) has no group 31.
+#       ike.device's loop and ike.aio's task call it when nothing is due.
+#   ready(rng=None) -> how many pairs are ready for that rng
+#
+# KeyPair(CURVE25519, rng) takes a ready pair made with the same rng (each
+# one once, RFC 7296 §2.12: never reused; the one being made is finished
+# first), else makes one then, as before: so does the first IKE_SA_INIT
+# after boot, when the loop has not been idle yet. A pair's randomness is
+# drawn when its making starts; the private value waits in RAM until it is
+# used, as it does during an exchange. keep=2 is for two engines in one
+# process (tests, bench): each takes one.
+_ready = []  # [(rng, private, public)], oldest first
+_job = None  # (rng, private, generator of public_key_slices) being made
+
+
+def _slices(x):
+    # the backend's base-point multiplication in slices: the hand-written
+    # one cuts its work up; another backend (cryptography on CPython, or
+    # one installed) does it in one call
+    if crypto._x25519 is None:
+        from ike import x25519
+
+        return x25519.public_key_slices(x)
+    return iter((crypto.x25519_base(x),))
+
+
+def prepare(rng=None, groups=None, keep=1):
+    """One slice of idle-time work towards the next X25519 key pair: True
+    if it did one, False if there was nothing to do."""
+    global _job
+    if groups is not None and CURVE25519 not in groups:
+        return False
+    rng = rng or crypto.random_bytes
+    if _job is None:
+        if ready(rng) >= keep:
+            return False
+        x = bytes(rng(X25519_LEN))
+        _job = (rng, x, _slices(x))
+    try:
+        pub = next(_job[2])
+    except BaseException:  # MemoryError, KeyboardInterrupt: start afresh next time
+        _job = None
+        raise
+    if pub is None:
+        return True
+    _ready.append((_job[0], _job[1], pub))
+    _job = None
+    return True
+
+
+def ready(rng=None):
+    rng = rng or crypto.random_bytes
+    return len([1 for r in _ready if r[0] is rng])
+
+
+def _take(rng):
+    """(private, public): a ready pair of this rng's, the one being made
+    finished, or a new one."""
+    global _job
+    for i in range(len(_ready)):
+        if _ready[i][0] is rng:
+            r = _ready.pop(i)
+            return r[1], r[2]
+    if _job is not None and _job[0] is rng:
+        j = _job
+        _job = None
+        for pub in j[2]:
+            if pub is not None:
+                return j[1], pub
+    x = bytes(rng(X25519_LEN))
+    return x, crypto.x25519_base(x)

@@ -1,0 +1,117 @@
+# The next X25519 key pair made in idle time (ike.dh.prepare, called by
+# ike.device's loop and ike.aio's task when nothing is due) and the MODP
+# primes loaded only when a MODP group is used (ike.modp). The pool's own
+# rules (each pair once, per rng, half-made pairs finished) are in
+# host_tests/portable/test_x25519.py, which runs on MicroPython too.
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+from peers import Peer, device_config, free_local, gateway_config
+
+from ike import aio, device, dh
+from ike.const import CURVE25519, MODP_2048
+
+
+class Rng:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, n):
+        self.calls += 1
+        return os.urandom(n)
+
+
+def clean_pool():
+    dh._ready[:] = []
+    dh._job = None
+
+
+def test_the_device_loop_makes_the_next_key_pair_once_quiet_and_a_handshake_takes_it(tmp_path):
+    clean_pool()
+    gw = Peer(str(tmp_path), "gw", gateway_config()).start()
+    try:
+        rng = Rng()
+        seen = {}
+
+        def stop():
+            # the first handshake after boot made its key pair then (none
+            # was ready): the loop prepares the next one after the SA is up
+            if "up" not in seen and eng_box and eng_box[0].children:
+                seen["up"] = time.monotonic()
+                seen["ready_at_up"] = dh.ready(rng)
+            return dh.ready(rng) == 1
+
+        eng_box = []
+        eng = device.new_engine(device_config(gw.ports()), rng=rng, log=lambda line: None)
+        eng_box.append(eng)
+        device.run(None, engine=eng, stop=stop, max_ms=30000)
+        assert eng.children and seen["ready_at_up"] == 0
+        assert dh.ready(rng) == 1
+        pair = dh._ready[0]
+        kp = dh.KeyPair(CURVE25519, rng)  # what the next IKE_SA_INIT or rekey does
+        assert (kp._x, kp.public) == (pair[1], pair[2])
+        assert dh.ready(rng) == 0
+    finally:
+        gw.kill()
+        clean_pool()
+
+
+def test_the_device_loop_prepares_nothing_when_the_config_has_no_group_31(tmp_path):
+    clean_pool()
+    gw = Peer(str(tmp_path), "gw", gateway_config()).start()
+    try:
+        rng = Rng()
+        eng = device.new_engine(device_config(gw.ports(), dh_groups=[MODP_2048]), rng=rng, log=lambda line: None)
+        up = []
+
+        def stop():
+            if eng.children and not up:
+                up.append(time.monotonic())
+            return bool(up) and time.monotonic() - up[0] > 1.0  # well past QUIET_MS
+
+        device.run(None, engine=eng, stop=stop, max_ms=30000)
+        assert eng.children and [sa.group for sa in eng.sas.values()] == [MODP_2048]
+        assert dh.ready(rng) == 0 and dh._job is None
+    finally:
+        gw.kill()
+        clean_pool()
+
+
+def test_the_asyncio_loop_makes_the_next_key_pair_when_idle():
+    clean_pool()
+    rng = Rng()
+    # a responder nobody talks to: idle from the start
+    cfg = device_config((500, 4500), role="responder", local=free_local())
+    eng = device.new_engine(cfg, rng=rng, log=lambda line: None)
+
+    async def main():
+        t0 = time.monotonic()
+        await aio.serve(eng, stop=lambda: dh.ready(rng) == 1 or time.monotonic() - t0 > 20)
+
+    asyncio.run(main())
+    try:
+        assert dh.ready(rng) == 1
+    finally:
+        clean_pool()
+
+
+def test_the_modp_primes_are_loaded_only_for_a_modp_group():
+    # a fresh interpreter: an X25519 handshake's key pair and shared secret,
+    # then a MODP-2048 key pair
+    script = (
+        "import sys\n"
+        "from ike import dh\n"
+        "from ike.const import CURVE25519, MODP_2048\n"
+        "a, b = dh.KeyPair(CURVE25519), dh.KeyPair(CURVE25519)\n"
+        "assert a.shared(b.public) == b.shared(a.public)\n"
+        "assert dh.public_len(MODP_2048) == 256\n"
+        "print('before', 'ike.modp' in sys.modules)\n"
+        "dh.KeyPair(MODP_2048)\n"
+        "print('after', 'ike.modp' in sys.modules)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["before", "False", "after", "True"]
