@@ -408,6 +408,7 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         return _sweep(backing, o0, cap, evict, seed, blocks, encrypted, n_ops, cuts, stride, cap_drop, unstable, stats)
     finally:
         backing.close()
+        flashemu.drop_caches()
 
 
 def _scratch(name):

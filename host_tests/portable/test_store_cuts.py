@@ -2,7 +2,10 @@
 # once per cut point (every program and erase operation), the power cut
 # there, and after the reboot the store must hold exactly what it had
 # acknowledged (store_torture.py says what is checked). The long runs are
-# host_tests/test_store_torture.py and `make torture`.
+# host_tests/test_store_torture.py and `make torture`. Cuts on worn and
+# unstable flash are in test_store_cuts_faulty.py, cuts at the map's cap in
+# test_store_cuts_cap.py: a board runs one test module per soft reset, and
+# each sweep needs most of a 110 KiB heap.
 import unittest
 
 from qcdhost.emu.flash import BLOCK_SIZE, FlashEmu, MemoryBacking, PowerCut
@@ -19,30 +22,6 @@ class TestPowerCuts(unittest.TestCase):
     def test_every_cut_of_a_workload_recovers_encrypted_flash(self):
         made = sweep(12, blocks=5, encrypted=True, n_ops=40)
         self.assertTrue(made >= 40)
-
-    def test_cuts_next_to_a_worn_block(self):
-        made = sweep(13, blocks=5, encrypted=False, n_ops=40, worn=True, stride=2)
-        self.assertTrue(made >= 20)
-
-
-    def test_cuts_while_the_map_is_at_its_cap(self):
-        # A put at the cap also evicts the oldest entry: wholly, with the put.
-        made = sweep(14, blocks=4, encrypted=True, n_ops=40, cap=7, stride=2)
-        self.assertTrue(made >= 20)
-
-    def test_cuts_when_an_eviction_needs_a_new_block(self):
-        # Puts at the cap that fill the head block exactly: the eviction's
-        # DROP opens a block, compacting the one that holds the victim. The
-        # victim must not be copied forward (a cut before the DROP would then
-        # make the next mount evict another, acknowledged entry).
-        stats = {}
-        made = sweep(15, blocks=4, encrypted=False, n_ops=6, cap=6, cap_drop=4, stride=3, stats=stats)
-        self.assertTrue(made >= 100)
-        self.assertTrue(stats["cap_drop_compacting"] >= 1)
-
-    def test_cuts_on_flash_whose_torn_bits_read_back_unstable(self):
-        made = sweep(16, blocks=4, encrypted=True, n_ops=40, unstable=True, stride=2)
-        self.assertTrue(made >= 20)
 
     def first_boot_cuts(self, enc, garbage):
         # One (mode, partition) case per call: its partitions are garbage

@@ -151,6 +151,14 @@ except (ImportError, AttributeError):
     KS_CACHE_PIECES = 16
 
 
+def drop_caches():
+    """Forget the shared keystream cache (up to 4 KiB of a board's heap
+    once an encrypted partition was used): what a test calls when it is
+    done with its partitions."""
+    _ks_shared[0] = _ks_shared[1] = None
+    _ks_shared[2] = []
+
+
 class PowerCut(BaseException):
     """Power was cut: raised by the torn operation and every call after it."""
 
