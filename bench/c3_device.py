@@ -236,6 +236,19 @@ def measure_handshakes(reps):
         result("%s_ahead_pair" % name, per_pair[len(per_pair) // 2])
         result("%s_ahead_slice_max" % name, max(a[1] for a in AHEAD))
         result("%s_ahead_slices_per_pair" % name, max(a[2] for a in AHEAD) // 2)
+        # the same with the collector run as firmware/qcdapp.py sets it
+        # (gc.threshold: a quarter of the heap free at the start)
+        for ahead, tag in ((True, "ahead_thr"), (False, "thr")):
+            gc.collect()
+            gc.threshold(gc.mem_free() // 4)
+            try:
+                t = handshake(groups, 1, ahead)[0]
+            finally:
+                gc.threshold(-1)
+            result("%s_%s_i" % (name, tag), t["i"])
+            result("%s_%s_r" % (name, tag), t["r"])
+        result("%s_ahead_seed1_i" % name, runs[0]["i"])
+        result("%s_ahead_seed1_r" % name, runs[0]["r"])
         # the same with the collector off, if the heap lasts: the
         # difference is what garbage collection cost in this heap
         gc.collect()

@@ -138,6 +138,11 @@ def run(bench):
              n(max(splits["x25519_ahead", s]["dh_pair"] for s in ("i", "r"))),
              "initiator" if worst == "i" else "responder",
              n(k["dh"]), n(k["dh_pair"]), n(k["dh_shared"]))]
+    L += ["", "The same handshakes with the early collection firmware/qcdapp.py sets (`gc.threshold`, a quarter of the"
+          " heap free at the start; ike.x25519 turns it off while it computes), initiator / responder: %s." % "; ".join(
+              "%s: key pair made ahead %s / %s, none ready %s / %s" % (lab, n(r["%s_ahead_thr_i" % g]), n(r["%s_ahead_thr_r" % g]),
+                                                                      n(r["%s_thr_i" % g]), n(r["%s_thr_r" % g]))
+              for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")))]
     gcs = []
     for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")):
         off = [r.get("%s_nogc_%s" % (g, s)) for s in ("i", "r")]

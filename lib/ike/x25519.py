@@ -29,8 +29,7 @@
 # more (the ladder's state); where it is multiplied once more (da, cb, aa,
 # bb, (da - cb)^2) the fold alone is enough. Sums and differences are never
 # reduced (b, d, e may be negative: Python's & and >> handle that). The
-# inversion is an addition chain whose runs of squarings are
-# pow(x, 2^n, p) calls.
+# inversion is an addition chain of such squarings.
 #
 # Side channels, what this does and does not promise:
 #  - No branch and no memory index depends on a secret: the ladder runs all
@@ -48,12 +47,17 @@
 #    (MicroPython's mpz and CPython's long alike): a multiplication, a fold
 #    or an XOR takes time that depends on how many digits its operands
 #    have, and intermediate values near 0 are shorter; small values can
-#    even become small ints (no allocation). pow() in the inversion and the
-#    allocator/garbage collector add their own data-dependent timing.
+#    even become small ints (no allocation). `% p` (a long division) and
+#    the allocator/garbage collector add their own data-dependent timing.
 #    Against a remote attacker timing whole IKE_SA_INIT exchanges over a
 #    network this leak is small; against someone measuring the device's
 #    power or instructions it is not negligible. Keys are ephemeral (a
 #    fresh one per exchange), which bounds what one trace can give away.
+
+try:
+    from gc import threshold as _threshold  # MicroPython
+except ImportError:  # CPython: no allocation threshold
+    _threshold = None
 
 P = (1 << 255) - 19  # RFC 7748 §4.1
 A24 = 121665  # (486662 - 2) / 4, RFC 7748 §5
@@ -84,28 +88,42 @@ def _inverse(z):
 
 def _inverse_slices(z):
     # z^(p-2) mod p (Fermat; 0 for z = 0) by the usual addition chain for
-    # 2^255 - 21: 254 squarings and 11 multiplications, each run of
-    # squarings one pow(x, 2^n, p) in C. pow(z, p - 2, p) alone would also
-    # multiply at almost every one of its 254 bits: about twice the work.
-    # Yields None twice on the way (slices of 100, 100 and 55 squarings),
-    # the inverse last.
+    # 2^255 - 21: 254 squarings and 11 multiplications. The squarings are
+    # this module's folds (_squarings), not pow(x, 2^n, p): pow() reduces
+    # each square by a long division, which costs more on the devices' ports
+    # (C3 stand-in 3.34 M against 2.66 M instructions an inversion, unix port
+    # 383 against 271 us; only the WebAssembly port, where allocating is
+    # dearest, has it the other way: 400 against 550 us). Yields None twice
+    # on the way (slices of 100, 100 and 55 squarings), the inverse last.
     p = P
+    sq = _squarings
     z2 = z * z % p
-    z9 = pow(z2, 4, p) * z % p
+    z9 = sq(z2, 2) * z % p
     z11 = z9 * z2 % p
     t = z11 * z11 % p * z9 % p  # z^(2^5 - 1)
-    t = pow(t, 1 << 5, p) * t % p  # 2^10 - 1
+    t = sq(t, 5) * t % p  # 2^10 - 1
     t10 = t
-    t = pow(t, 1 << 10, p) * t % p  # 2^20 - 1
-    t = pow(t, 1 << 20, p) * t % p  # 2^40 - 1
-    t = pow(t, 1 << 10, p) * t10 % p  # 2^50 - 1
+    t = sq(t, 10) * t % p  # 2^20 - 1
+    t = sq(t, 20) * t % p  # 2^40 - 1
+    t = sq(t, 10) * t10 % p  # 2^50 - 1
     t50 = t
-    t = pow(t, 1 << 50, p) * t % p  # 2^100 - 1
+    t = sq(t, 50) * t % p  # 2^100 - 1
     yield None
-    t = pow(t, 1 << 100, p) * t % p  # 2^200 - 1
+    t = sq(t, 100) * t % p  # 2^200 - 1
     yield None
-    t = pow(t, 1 << 50, p) * t50 % p  # 2^250 - 1
-    yield pow(t, 1 << 5, p) * z11 % p  # 2^255 - 32 + 11 = p - 2
+    t = sq(t, 50) * t50 % p  # 2^250 - 1
+    yield sq(t, 5) * z11 % p  # 2^255 - 32 + 11 = p - 2
+
+
+def _squarings(t, n):
+    # t^(2^n) mod p, for t in [0, p): each square folded, then % p
+    m = _MASK255
+    p = P
+    for _ in range(n):
+        t = t * t
+        t = (t & m) + 19 * (t >> 255)
+        t %= p
+    return t
 
 
 def _ladder(kb, u):
@@ -117,6 +135,26 @@ def _last(slices):
     for r in slices:
         pass
     return r
+
+
+# MicroPython's early collection (gc.threshold, which firmware/qcdapp.py sets
+# to a quarter of the free heap against fragmentation) is off while this
+# module computes: its 1.3 MB of allocations a ladder are all temporaries,
+# which leave no holes among long-lived objects, and collecting every
+# quarter heap of them made a handshake's D-H about half as dear again on
+# the C3 stand-in (bench c3). The heap is still collected when it is full,
+# and the threshold is back before anything else runs (each slice of
+# public_key_slices too).
+def _gc_off():
+    t = -1 if _threshold is None else _threshold()
+    if t >= 0:
+        _threshold(-1)
+    return t
+
+
+def _gc_on(t):
+    if t >= 0:
+        _threshold(t)
 
 
 def _ladder_slices(kb, u, every=-1):
@@ -221,7 +259,11 @@ def x25519(k, u):
     x1 = _u(u)
     # u is public: the base point has its own method
     kb = _scalar(k)
-    r = _last(_base_slices(kb, -1) if x1 == BASE_U else _ladder_slices(kb, x1))
+    t = _gc_off()
+    try:
+        r = _last(_base_slices(kb, -1) if x1 == BASE_U else _ladder_slices(kb, x1))
+    finally:
+        _gc_on(t)
     return r.to_bytes(LEN, "little")
 
 
@@ -237,7 +279,13 @@ def public_key_slices(k, every=3):
     the 32-octet public value last."""
     if len(k) != LEN:
         raise ValueError("X25519 takes 32-octet inputs")
-    for r in _base_slices(_scalar(k), every):
-        if r is None:
-            yield None
+    t = _gc_off()
+    try:
+        for r in _base_slices(_scalar(k), every):
+            if r is None:
+                _gc_on(t)
+                yield None
+                t = _gc_off()
+    finally:
+        _gc_on(t)
     yield r.to_bytes(LEN, "little")
