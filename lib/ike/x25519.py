@@ -29,7 +29,8 @@
 # more (the ladder's state); where it is multiplied once more (da, cb, aa,
 # bb, (da - cb)^2) the fold alone is enough. Sums and differences are never
 # reduced (b, d, e may be negative: Python's & and >> handle that). The
-# inversion is an addition chain of such squarings.
+# inversion is an addition chain whose runs of squarings are
+# pow(x, 2^n, p) calls.
 #
 # Side channels, what this does and does not promise:
 #  - No branch and no memory index depends on a secret: the ladder runs all
@@ -47,8 +48,8 @@
 #    (MicroPython's mpz and CPython's long alike): a multiplication, a fold
 #    or an XOR takes time that depends on how many digits its operands
 #    have, and intermediate values near 0 are shorter; small values can
-#    even become small ints (no allocation). `% p` (a long division) and
-#    the allocator/garbage collector add their own data-dependent timing.
+#    even become small ints (no allocation). pow() in the inversion and the
+#    allocator/garbage collector add their own data-dependent timing.
 #    Against a remote attacker timing whole IKE_SA_INIT exchanges over a
 #    network this leak is small; against someone measuring the device's
 #    power or instructions it is not negligible. Keys are ephemeral (a
@@ -88,42 +89,31 @@ def _inverse(z):
 
 def _inverse_slices(z):
     # z^(p-2) mod p (Fermat; 0 for z = 0) by the usual addition chain for
-    # 2^255 - 21: 254 squarings and 11 multiplications. The squarings are
-    # this module's folds (_squarings), not pow(x, 2^n, p): pow() reduces
-    # each square by a long division, which costs more on the devices' ports
-    # (C3 stand-in 3.34 M against 2.66 M instructions an inversion, unix port
-    # 383 against 271 us; only the WebAssembly port, where allocating is
-    # dearest, has it the other way: 400 against 550 us). Yields None twice
-    # on the way (slices of 100, 100 and 55 squarings), the inverse last.
+    # 2^255 - 21: 254 squarings and 11 multiplications, each run of
+    # squarings one pow(x, 2^n, p) in C. pow(z, p - 2, p) alone would also
+    # multiply at almost every one of its 254 bits: about twice the work.
+    # (Squarings folded in Python instead cost 20% less on the C3 stand-in
+    # in a roomy heap, but make garbage where pow() frees its own: in a
+    # handshake's heap they came out even, on the WebAssembly port 37%
+    # dearer.) Yields None twice on the way (slices of 100, 100 and 55
+    # squarings), the inverse last.
     p = P
-    sq = _squarings
     z2 = z * z % p
-    z9 = sq(z2, 2) * z % p
+    z9 = pow(z2, 4, p) * z % p
     z11 = z9 * z2 % p
     t = z11 * z11 % p * z9 % p  # z^(2^5 - 1)
-    t = sq(t, 5) * t % p  # 2^10 - 1
+    t = pow(t, 1 << 5, p) * t % p  # 2^10 - 1
     t10 = t
-    t = sq(t, 10) * t % p  # 2^20 - 1
-    t = sq(t, 20) * t % p  # 2^40 - 1
-    t = sq(t, 10) * t10 % p  # 2^50 - 1
+    t = pow(t, 1 << 10, p) * t % p  # 2^20 - 1
+    t = pow(t, 1 << 20, p) * t % p  # 2^40 - 1
+    t = pow(t, 1 << 10, p) * t10 % p  # 2^50 - 1
     t50 = t
-    t = sq(t, 50) * t % p  # 2^100 - 1
+    t = pow(t, 1 << 50, p) * t % p  # 2^100 - 1
     yield None
-    t = sq(t, 100) * t % p  # 2^200 - 1
+    t = pow(t, 1 << 100, p) * t % p  # 2^200 - 1
     yield None
-    t = sq(t, 50) * t50 % p  # 2^250 - 1
-    yield sq(t, 5) * z11 % p  # 2^255 - 32 + 11 = p - 2
-
-
-def _squarings(t, n):
-    # t^(2^n) mod p, for t in [0, p): each square folded, then % p
-    m = _MASK255
-    p = P
-    for _ in range(n):
-        t = t * t
-        t = (t & m) + 19 * (t >> 255)
-        t %= p
-    return t
+    t = pow(t, 1 << 50, p) * t50 % p  # 2^250 - 1
+    yield pow(t, 1 << 5, p) * z11 % p  # 2^255 - 32 + 11 = p - 2
 
 
 def _ladder(kb, u):
