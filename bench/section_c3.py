@@ -143,6 +143,13 @@ def run(bench):
               "%s: key pair made ahead %s / %s, none ready %s / %s" % (lab, n(r["%s_ahead_thr_i" % g]), n(r["%s_ahead_thr_r" % g]),
                                                                       n(r["%s_thr_i" % g]), n(r["%s_thr_r" % g]))
               for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")))]
+    byfree = [x.split(":") for x in r["x25519_by_free_heap"].split(",")]
+    L += ["", "The shared secret depends on the heap left free, because its ladder makes about 1.3 MB of short-lived"
+          " integers and each collection marks the live heap and sweeps the whole %s B heap: one X25519 shared secret"
+          " alone (`x25519.x25519`) with %s (a ballast of live bytearrays taking the rest). MODP's pow() frees its own"
+          " temporaries and makes almost no garbage. A board whose heap is mostly taken by the app (the .mpy figures"
+          " of the Memory section) pays correspondingly more." % (
+              n(r["heap_bytes"]), ", ".join("%s KB free: %s instructions" % (n(int(f) // 1024), n(v)) for f, v in byfree))]
     gcs = []
     for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")):
         off = [r.get("%s_nogc_%s" % (g, s)) for s in ("i", "r")]
