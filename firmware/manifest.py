@@ -19,8 +19,10 @@ package("ikebase", base_path="../lib")
 package("qcd", base_path="../lib")
 
 # The firmware app main.py calls: config, Wi-Fi, the `qcd` partition, the
-# store, the IKE engine with the QCD hook, the watchdog.
+# store, the IKE engine with the QCD hook, the watchdog; its setup (config,
+# Wi-Fi, partition, store, hook) in the module it drops after setup.
 module("qcdapp.py")
+module("qcdsetup.py")
 # The example app beside it (a reading through the tunnel every N seconds,
 # the IKE loop as an asyncio task): `import readings; readings.run()`.
 module("readings.py")

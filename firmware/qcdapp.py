@@ -13,7 +13,9 @@
 #      with it; the watchdog starts at the loop's first turn and is fed from
 #      the loop.
 #
-# Steps 1-4 are the setup. When it fails (no or a bad configuration, Wi-Fi
+# Steps 1-4 are the setup, in firmware/qcdsetup.py: imported for each setup
+# attempt and dropped once one has worked (its code is heap on a board that
+# loads .mpy). When it fails (no or a bad configuration, Wi-Fi
 # not connecting, no `qcd` partition, a store that cannot be used, a module
 # missing, out of memory) no watchdog is running: the board stays up with the
 # error in APP.state and APP.error (what `qcdboard diag` shows), and main.py
@@ -38,12 +40,9 @@
 # built all the same). The virtual board (vboard) has no network
 # module; with --net it has sockets on the host's network, and the IKE loop
 # runs there.
-import json
 import sys
 
 CONFIG_PATH = "/qcd.json"
-LABEL = "qcd"
-WIFI_TIMEOUT_MS = 30000
 DEFAULT_WATCHDOG_S = 60  # device.watchdog_s; 0 disables
 # device.setup_retry_s / setup_retry_max_s: after a failed setup, wait this
 # long before the next attempt, doubling each time up to the maximum
@@ -61,11 +60,6 @@ DEFAULT_RETRY_MAX_S = 600
 # MicroPython's docs suggest (reference/constrained.rst): a small heap
 # collects often and cheaply, a big one (PSRAM) seldom.
 DEFAULT_GC_THRESHOLD = None
-BOARDS_HINT = (
-    "flash a qcd partition table: `make flash PORT=... BOARD=QCD_ESP32` "
-    "(or QCD_ESP32_S3, QCD_ESP32_C3; tables in boards/<BOARD>/partitions-qcd.csv), "
-    "or build the firmware for one of those boards (`make firmware BOARD=...`)"
-)
 
 
 class SetupError(Exception):
@@ -116,56 +110,6 @@ class App:
 APP = None
 
 
-def load_config(path=CONFIG_PATH):
-    """The configuration file as a dict; SetupError if it is missing or bad."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        raise SetupError("no configuration file %s: copy one with `qcdboard deploy --config FILE` (example: firmware/qcd.json.example)" % path)
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise SetupError("%s is not valid JSON: %s" % (path, e))
-    if not isinstance(cfg, dict):
-        raise SetupError("%s must hold a JSON object" % path)
-    for sect in ("wifi", "device", "qcd"):
-        if not isinstance(cfg.get(sect, {}), dict):
-            raise SetupError("%s: %r must be an object" % (path, sect))
-    try:
-        import ike  # noqa: F401
-    except ImportError as e:
-        if _absent(e, "ike"):
-            return cfg  # no lib/ike on this board: the IKE loop cannot start anyway
-        raise SetupError("lib/ike cannot be imported: %s" % e)
-    try:
-        from ike import config as ikeconfig
-
-        ikeconfig.Config(cfg)  # every IKE key checked now, before the radio is on
-    except ImportError as e:
-        # lib/ike is here but something it needs is not: say what
-        raise SetupError("lib/ike cannot check %s: %s (a module lib/ike needs is missing from this board: deploy it, or use a firmware that has it)" % (path, e))
-    except ValueError as e:
-        raise SetupError("%s: %s" % (path, e))
-    return cfg
-
-
-def find_partition(esp32, label=LABEL):
-    """The `qcd` data partition, or SetupError naming the board definition
-    to flash."""
-    P = esp32.Partition
-    parts = P.find(P.TYPE_DATA, label=label)
-    if not parts:
-        if P.find(P.TYPE_APP, label=label):
-            raise SetupError("partition %r is an app partition, not data: %s" % (label, BOARDS_HINT))
-        raise SetupError("this board has no %r data partition: %s" % (label, BOARDS_HINT))
-    p = parts[0]
-    size = p.info()[3]
-    if size % 4096 or not 4 <= size // 4096 <= 255:
-        raise SetupError("partition %r is %d bytes, not 4 to 255 blocks of 4 KiB: %s" % (label, size, BOARDS_HINT))
-    return p
-
-
 def _absent(e, name):
     """Whether ImportError `e` says module `name` itself is not there (not a
     module it imports): CPython names it, MicroPython says "no module named
@@ -180,55 +124,6 @@ def start_watchdog(machine, seconds):
     if not seconds:
         return None
     return machine.WDT(timeout=int(seconds * 1000))
-
-
-def wifi_up(network, cfg, app, ticks_ms, ticks_diff, sleep_ms):
-    """Connect to the configured Wi-Fi; the WLAN object, or SetupError."""
-    w = cfg.get("wifi") or {}
-    ssid = w.get("ssid")
-    if not ssid:
-        raise SetupError("no wifi.ssid in the configuration")
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    if not wlan.isconnected():
-        wlan.connect(ssid, w.get("password", ""))
-        t0 = ticks_ms()
-        while not wlan.isconnected():
-            if ticks_diff(ticks_ms(), t0) > w.get("timeout_ms", WIFI_TIMEOUT_MS):
-                raise SetupError("Wi-Fi %r: not connected after %d ms" % (ssid, w.get("timeout_ms", WIFI_TIMEOUT_MS)))
-            app.feed()
-            sleep_ms(100)
-    app.log("wifi: connected to %r as %s" % (ssid, wlan.ifconfig()[0]))
-    return wlan
-
-
-def make_hook(cfg, store, boot_ms, log):
-    """The QCD hook of the configuration's "qcd" section (docs/config.md)."""
-    from qcd import hook as qhook
-    from qcd.tokens import STYLE_ADDR, STYLE_SPIS
-
-    q = cfg.get("qcd") or {}
-    if not isinstance(q, dict):
-        raise SetupError("qcd must be an object")
-    roles = {"maker": qhook.MAKER, "taker": qhook.TAKER, "both": qhook.MAKER | qhook.TAKER}
-    role = roles.get(q.get("role", "maker"))
-    if role is None:
-        raise SetupError("qcd.role must be maker, taker or both on a device")
-    style = {"5.1": STYLE_SPIS, "5.2": STYLE_ADDR}.get(q.get("style", "5.1"))
-    if style is None:
-        raise SetupError("qcd.style must be \"5.1\" or \"5.2\"")
-    kw = {}
-    for k in ("rate", "burst"):
-        if k in q:
-            kw[k] = q[k]
-    if q.get("window_s") is not None:
-        kw["window_ms"] = int(q["window_s"] * 1000)
-    peer = cfg.get("peer")
-    if isinstance(peer, dict) and isinstance(peer.get("addr"), str):
-        # the configured gateway's answers get a rate-limit lane of their
-        # own, which a flood from other addresses cannot empty (issue 13 §2)
-        kw["gateways"] = [peer["addr"]]
-    return qhook.QcdHook(role=role, keys=store, style=style, boot_ms=boot_ms, restrict_to_peer=bool(q.get("restrict_to_peer")), log=log, **kw)
 
 
 def _import(name):
@@ -286,7 +181,13 @@ def _attempt(app):
     and app.error, and app.retry_s says how long to wait."""
     app.stopped = False
     try:
-        _setup(app, app.config_path)
+        import qcdsetup
+
+        qcdsetup.run(app, app.config_path)
+        # Setup-only code (issue 10 §3): a board running .mpy gets its heap
+        # back once nothing refers to the module (a retry imports it again).
+        del qcdsetup
+        sys.modules.pop("qcdsetup", None)
         app.error = None
         return True
     except Exception as e:  # noqa: BLE001 (whatever it is, the board must stay diagnosable)
@@ -318,38 +219,6 @@ def _backoff(app):
         if wait >= most:
             return most
     return wait
-
-
-def _setup(app, config_path):
-    import esp32
-    import os
-    import time
-
-    app.config = None
-    cfg = load_config(config_path)
-    app.config = cfg
-    dev = cfg.get("device") or {}
-    gt = dev.get("gc_threshold")
-    if gt is not None:
-        if not isinstance(gt, int) or isinstance(gt, bool) or gt < 0:
-            raise SetupError("device.gc_threshold must be an integer >= 0 (bytes; 0: collect only when the heap is full)")
-        _gc_threshold(gt)
-    network = _import("network")
-    if network is None:
-        app.log("wifi: skipped, this board has no network module")
-    else:
-        app.wlan = wifi_up(network, cfg, app, time.ticks_ms, time.ticks_diff, time.sleep_ms)
-    app.partition = find_partition(esp32, dev.get("partition", LABEL))
-    if app.store is None:
-        # mounted once: a retry does not mount (and count a boot) again
-        from qcd import store as qstore
-
-        try:
-            app.store = qstore.mount(app.partition, rng=os.urandom)
-        except ValueError as e:
-            raise SetupError("cannot use partition %r: %s; %s" % (dev.get("partition", LABEL), e, BOARDS_HINT))
-        app.log("store: %r" % app.store)
-    app.hook = make_hook(cfg, app.store, time.ticks_ms(), app.log)
 
 
 def _gc_threshold(n):

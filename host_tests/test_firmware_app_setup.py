@@ -158,7 +158,8 @@ def test_anything_the_store_raises_is_a_setup_failure_not_a_crash(monkeypatch, t
 
 def test_out_of_memory_in_setup_is_a_setup_failure_that_is_retried(monkeypatch, tmp_path):
     b = Board(monkeypatch, tmp_path, network=False)
-    real = b.app.make_hook
+    setup = hostapp.load_app("qcdsetup")  # the module the app imports for each attempt
+    real = setup.make_hook
     calls = []
 
     def make_hook(*a):
@@ -167,11 +168,23 @@ def test_out_of_memory_in_setup_is_a_setup_failure_that_is_retried(monkeypatch, 
             raise MemoryError("memory allocation failed, allocating 1024 bytes")
         return real(*a)
 
-    monkeypatch.setattr(b.app, "make_hook", make_hook)
+    monkeypatch.setattr(setup, "make_hook", make_hook)
     monkeypatch.setattr(b.app, "_run", lambda app: app)  # stop where the IKE loop would start
     app = b.app.main(b.config(tmp_path, example()), retry=True)
     assert calls == [1, 1] and b.waits == [10]  # the default first wait
     assert app.hook is not None and app.error is None and app.attempts == 1
+
+
+def test_the_setup_module_is_dropped_once_a_setup_has_worked_and_kept_for_retries(monkeypatch, tmp_path):
+    # firmware/qcdsetup.py is setup-only code: on a board running .mpy its
+    # code is heap (issue 10 §3), so the app lets go of it after a setup.
+    b = Board(monkeypatch, tmp_path, network=False)
+    monkeypatch.setattr(b.app, "_run", lambda app: app)  # stop where the IKE loop would start
+    monkeypatch.delitem(sys.modules, "qcdsetup", raising=False)
+    app = b.app.main(b.config(tmp_path, example(psk="short")))
+    assert app.attempts == 1 and app.hook is None and "qcdsetup" in sys.modules
+    app = b.app.main(b.config(tmp_path, example()), retry=True)
+    assert app.error is None and app.hook is not None and "qcdsetup" not in sys.modules
 
 
 def test_a_module_lib_ike_needs_that_is_missing_is_reported_not_swallowed(tmp_path):
@@ -186,7 +199,7 @@ def test_a_module_lib_ike_needs_that_is_missing_is_reported_not_swallowed(tmp_pa
         from qcdhost.emu.hostapp import load_app
         qcdapp = load_app()
         try:
-            qcdapp.load_config(%r)
+            load_app("qcdsetup").load_config(%r)
             print("RESULT accepted")
         except qcdapp.SetupError as e:
             print("RESULT SetupError", e)
@@ -204,8 +217,8 @@ def test_a_board_without_lib_ike_still_gets_its_config_checked_for_the_rest(tmp_
         import sys
         sys.modules["ike"] = None  # no lib/ike on this board at all
         from qcdhost.emu.hostapp import load_app
-        qcdapp = load_app()
-        print("RESULT", qcdapp.load_config(%r)["qcd"]["role"])
+        load_app()
+        print("RESULT", load_app("qcdsetup").load_config(%r)["qcd"]["role"])
         """
         % (os.path.join(FIRMWARE, "qcd.json.example"),)
     )

@@ -760,64 +760,162 @@ def test_exchange_modules_load_on_first_use():
 _REPLAY = """
 import json, sys
 from ike_util import DetRng, dev_config
-from ike.config import Config
+from ike.config import Config, forget_checks
 from ike.engine import Engine
 dev = Engine(Config(dev_config()), None, DetRng(1), None)
+forget_checks()  # as the app does once its engine is made
+dev.unload = sys.argv[2] == "1"
+dev.start(0)  # as the device loop does (the configuration: no start delay here)
+trace = []
 for step in json.load(open(sys.argv[1])):
     if step[0] == "cmd":
         getattr(dev, step[1])(0)
     else:
         dev.receive(bytes.fromhex(step[1]), tuple(step[2]), step[3], 0)
     dev.take_datagrams()
-print(json.dumps([dev.counters["internal_errors"], dev.counters["refused_ike_sa_init"], [s.state for s in dev.sas.values()]]))
-print(json.dumps(sorted(m for m in sys.modules if m.startswith("ike."))))
+    trace.append(sorted(m for m in sys.modules if m.startswith("ike.")))
+c = dev.counters
+print(json.dumps([c["internal_errors"], c["out_of_memory"], c["refused_ike_sa_init"], [s.state for s in dev.sas.values()]]))
+print(json.dumps(trace))
 """
 
 
-def test_a_device_that_only_initiates_never_loads_responder_code(tmp_path):
-    # The device's side alone, in a fresh interpreter, replays what it
-    # received here (both engines are deterministic: DetRng, now = 0): a
-    # handshake, a liveness check, Child SA and IKE SA rekeys both ways, and
-    # an IKE_SA_INIT request it refuses (accept_ike_sa_init). The responder
-    # halves of IKE_SA_INIT and IKE_AUTH are never imported.
+def _device_steps(p, script):
+    """Run `script` ((who, command) pairs) on Pair p and record the device's
+    side: [("cmd", name) or ("rx", hex, src, natt)], with a label per step
+    (the command, or the exchange and whether it is a response)."""
+    steps, labels = [], []
+    real = p.dev.receive
+
+    def receive(data, src, natt, now):
+        m = message.parse(bytes(data[4:] if natt else data))
+        steps.append(("rx", bytes(data).hex(), list(src), natt))
+        labels.append(("rx", m.exchange, m.is_response()) if m is not None else ("rx", None, None))
+        real(data, src, natt, now)
+
+    p.dev.receive = receive
+    for who, name in script:
+        if who == "dev":
+            steps.append(("cmd", name))
+            labels.append(("cmd", name))
+        getattr(p.engine(who), name)(p.now)
+        p.pump()
+    return steps, labels
+
+
+def _replay(tmp_path, steps, unload):
+    """The device's side alone in a fresh interpreter (both engines are
+    deterministic: DetRng, now = 0): its counters and SA states at the end,
+    and the ike.* modules loaded after each step."""
     import json
     import pathlib
     import subprocess
     import sys
 
+    (tmp_path / "steps.json").write_text(json.dumps(steps))
+    here = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
+    out = subprocess.run([sys.executable, "-c", _REPLAY, str(tmp_path / "steps.json"), "1" if unload else "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+_BOTH_WAYS = (("dev", "initiate"), ("dev", "liveness"), ("gw", "rekey_child"), ("gw", "rekey_ike"), ("dev", "rekey_ike"), ("dev", "rekey_child"))
+
+
+def test_a_device_that_only_initiates_never_loads_responder_code(tmp_path):
+    # The device's side alone replays what it received here: a handshake, a
+    # liveness check, Child SA and IKE SA rekeys both ways, and an
+    # IKE_SA_INIT request it refuses (accept_ike_sa_init). The responder
+    # halves of IKE_SA_INIT and IKE_AUTH are never imported.
+    import sys
+
     p = Pair()
-    steps = []
-    real = p.dev.receive
-
-    def receive(data, src, natt, now):
-        steps.append(("rx", bytes(data).hex(), list(src), natt))
-        real(data, src, natt, now)
-
-    p.dev.receive = receive
-
-    def command(who, name):
-        if who == "dev":
-            steps.append(("cmd", name))
-        getattr(p.engine(who), name)(p.now)
-        p.pump()
-
-    for who, name in (("dev", "initiate"), ("dev", "liveness"), ("gw", "rekey_child"), ("gw", "rekey_ike"), ("dev", "rekey_ike"), ("dev", "rekey_child")):
-        command(who, name)
+    steps, _ = _device_steps(p, _BOTH_WAYS)
     probe = message.build(b"q" * 8, bytes(8), 34, FLAG_I, 0, [(PT_N, payloads.encode_notify(16388, b"x" * 20))])
     p.dev.receive(probe, ("192.0.2.99", 500), False, p.now)
     assert p.sa("dev") is not None and p.dev.counters["refused_ike_sa_init"] == 1
     no_bugs(p)
     assert "ike.ike_sa_init_responder" in sys.modules and "ike.ike_auth_responder" in sys.modules  # the gateway's
-    (tmp_path / "steps.json").write_text(json.dumps(steps))
-    here = pathlib.Path(__file__).resolve().parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
-    out = subprocess.run([sys.executable, "-c", _REPLAY, str(tmp_path / "steps.json")], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    counters, modules = [json.loads(line) for line in out.stdout.splitlines()]
+    counters, trace = _replay(tmp_path, steps, unload=False)
     # the replay reached the same place: no bug, the probe refused, the SAs as here
-    assert counters == [0, 1, [s.state for s in p.dev.sas.values()]]
+    assert counters == [0, 0, 1, [s.state for s in p.dev.sas.values()]]
+    modules = trace[-1]
     assert "ike.create_child_sa" in modules and "ike.ike_auth" in modules and "ike.ike_sa_init" in modules
     assert "ike.ike_sa_init_responder" not in modules and "ike.ike_auth_responder" not in modules
+
+
+_TRANSIENT = ("ike.ike_sa_init", "ike.ike_sa_init_responder", "ike.ike_auth", "ike.ike_auth_responder", "ike.create_child_sa", "ike.proposals", "ike.ts")
+
+
+def test_a_device_unloads_the_handshake_and_rekey_code_once_no_sa_needs_it(tmp_path):
+    # Engine.unload (a device's default on MicroPython): the replayed device
+    # drops ike.ike_sa_init once IKE_SA_INIT is answered, ike.ike_auth and
+    # the helpers only exchanges use (proposals, ts) once its IKE SA is up,
+    # and ike.create_child_sa after each rekey, either side's; it loads them
+    # again for the next rekey and for a new IKE SA after a Delete, and ends
+    # where the engine that kept everything loaded ended.
+    p = Pair()
+    script = _BOTH_WAYS + (("dev", "delete_ike"), ("dev", "initiate"), ("dev", "liveness"), ("gw", "rekey_child"))
+    steps, labels = _device_steps(p, script)
+    no_bugs(p)
+    assert p.sa("dev") is not None and p.sa("dev").state == state.ESTABLISHED
+    counters, trace = _replay(tmp_path, steps, unload=True)
+    assert counters == [0, 0, 0, [s.state for s in p.dev.sas.values()]]
+    loaded = [[m for m in t if m in _TRANSIENT] for t in trace]
+    # the two handshakes: after the IKE_SA_INIT answer only ike_auth and its
+    # helpers are held; after the IKE_AUTH answer none of them
+    inits = [i for i, lb in enumerate(labels) if lb == ("rx", 34, True)]
+    auths = [i for i, lb in enumerate(labels) if lb == ("rx", 35, True)]
+    assert len(inits) == 2 and len(auths) == 2
+    for i in [i for i, lb in enumerate(labels) if lb == ("cmd", "initiate")]:
+        # IKE_SA_INIT and its D-H run without ike.ts (ike_sa_init.ip4)
+        assert {"ike.ike_sa_init", "ike.proposals"} <= set(loaded[i]) and "ike.ts" not in loaded[i]
+    for i in inits:
+        assert loaded[i] == ["ike.ike_auth", "ike.proposals", "ike.ts"]
+    for i in auths:
+        assert loaded[i] == []
+    # every CREATE_CHILD_SA exchange, ours or the gateway's, ends unloaded
+    rekeys = [i for i, lb in enumerate(labels) if lb[:2] == ("rx", CREATE_CHILD_SA)]
+    assert len(rekeys) == 5
+    for i in rekeys:
+        assert loaded[i] == [], labels[i]
+    # ... and the device's own rekey requests loaded it again each time
+    ours = [i for i, lb in enumerate(labels) if lb in (("cmd", "rekey_ike"), ("cmd", "rekey_child"))]
+    for i in ours:
+        assert "ike.create_child_sa" in loaded[i]
+    assert loaded[-1] == [] and "ike.informational" in trace[-1] and "ike.engine" in trace[-1]
+
+
+def test_cpython_keeps_every_exchange_module_loaded():
+    # a host engine (qcd-peer, the tests) does not reload code per exchange
+    p = Pair()
+    assert p.dev.unload is False and p.gw.unload is False
+
+
+def test_the_unload_lists_name_every_importer_of_a_helper():
+    # engine._HELPERS: a helper is unloaded only when no exchange module is
+    # loaded and none of its other holders, so every module of lib/ike that
+    # imports it at its top level must be an exchange module or one of
+    # those (an import inside a function goes through sys.modules at each
+    # call and holds nothing); the exchange modules unloaded are those of
+    # _EXCHANGES
+    import pathlib
+    import re
+
+    from ike import engine
+
+    lib = pathlib.Path(engine.__file__).parent
+    names = {f.stem for f in lib.glob("*.py")}
+    exchanges = {n for ex in engine._UNLOADED for n in engine._EXCHANGES[ex]}
+    assert exchanges == {"ike_sa_init", "ike_sa_init_responder", "ike_auth", "ike_auth_responder", "create_child_sa"}
+    for name, holders in engine._HELPERS:
+        found = set()
+        for f in lib.glob("*.py"):
+            text = f.read_text()
+            if re.search(r"^from ike import [^\n]*\b%s\b|^from ike\.%s import" % (name, name), text, re.M):
+                found.add(f.stem)
+        assert found - exchanges <= set(holders) <= names, name
 
 
 def _balanced(rec, eng):

@@ -77,6 +77,42 @@ def test_out_of_memory_while_handling_a_datagram_drops_that_datagram_only(monkey
     assert p.sa("dev") is not None and p.sa("gw") is not None
 
 
+def test_a_step_whose_module_cannot_be_loaded_is_postponed_not_lost(monkeypatch):
+    # A device unloads exchange code and loads it again when needed
+    # (Engine.unload): a MemoryError while ike.ike_auth loads, after the
+    # IKE_SA_INIT answer, keeps the IKE_AUTH task queued, and tick() sends
+    # it once OOM_BACKOFF_MS has passed; the SA comes up. (Before, the task
+    # was lost: an SA in AUTH_SENT with no request, which nothing times out,
+    # and which kept the device from initiating again.)
+    from ike import engine
+
+    p = Pair()
+    real = engine.exchange
+    failing = FailOnce(real)
+
+    def exchange(ex, theirs=0):
+        return (failing if ex == 35 else real)(ex, theirs)  # IKE_AUTH
+
+    monkeypatch.setattr(engine, "exchange", exchange)
+    p.dev.initiate(0)
+    req = p.dev.take_datagrams()[0][0]
+    p.gw.receive(req, ("192.0.2.2", 500), False, 0)
+    ans = p.gw.take_datagrams()[0][0]
+    p.dev.receive(ans, ("192.0.2.1", 500), False, 0)
+    sa = p.sa("dev") or list(p.dev.sas.values())[0]
+    assert p.dev.counters["out_of_memory"] == 1 and p.dev.counters["internal_errors"] == 0
+    assert p.dev.take_datagrams() == [] and sa.request is None and [t[0] for t in sa.tasks] == ["auth"]
+    assert p.dev.next_due() == OOM_BACKOFF_MS
+    p.dev.tick(OOM_BACKOFF_MS)
+    out = p.dev.take_datagrams()
+    assert len(out) == 1 and message.parse(out[0][0]).exchange == 35 and sa.request is not None and not sa.tasks
+    p.gw.receive(out[0][0], ("192.0.2.2", 500), False, OOM_BACKOFF_MS)
+    p.now = OOM_BACKOFF_MS
+    for d, _dst, _natt in p.gw.take_datagrams():
+        p.dev.receive(d, ("192.0.2.1", 500), False, OOM_BACKOFF_MS)
+    assert sa.state == state.ESTABLISHED and sa.children
+
+
 class FlakySocket:
     """A real UDP socket whose recvfrom runs out of memory `fail` times
     (as the esp32 port's does when it cannot allocate its buffer)."""

@@ -193,11 +193,11 @@ def test_qcdtool_provision_and_inspect_answer_crafted_counters_without_a_traceba
 
 
 def test_every_damage_code_has_a_sentence_in_qcdtool_and_codes_are_distinct():
-    from qcd import log, store
+    from qcd import log, records
     from qcdhost import qcdtool
 
     codes = {}
-    for mod in (log, store):
+    for mod in (log, records):
         for name in dir(mod):
             if name.startswith("_D_"):
                 assert getattr(mod, name) not in codes, (name, codes)

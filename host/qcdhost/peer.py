@@ -312,16 +312,18 @@ def is_device_config(cfg):
 
 def check_device_config(path):
     """Check `path` the way the firmware app does at boot (qcdapp's own
-    load_config and make_hook, on a throw-away key source); returns a
-    sentence saying what it configures, raises UsageError naming the file."""
+    load_config and make_hook, firmware/qcdsetup.py, on a throw-away key
+    source); returns a sentence saying what it configures, raises
+    UsageError naming the file."""
     from qcdhost.emu.hostapp import load_app
     from qcdhost.keys import MemoryKeys
 
     qcdapp = load_app()
+    qcdsetup = load_app("qcdsetup")
 
     try:
-        cfg = qcdapp.load_config(path)
-        qcdapp.make_hook(cfg, MemoryKeys([bytes(32)]), 0, None)
+        cfg = qcdsetup.load_config(path)
+        qcdsetup.make_hook(cfg, MemoryKeys([bytes(32)]), 0, None)
     except qcdapp.SetupError as e:
         msg = str(e)
         raise UsageError(msg if path in msg else "%s: %s" % (path, msg))

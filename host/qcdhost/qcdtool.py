@@ -59,7 +59,7 @@ REASONS = {
 
 
 # The store's damage reports as sentences: status()["damage"] holds tuples
-# (code, args...) of small ints (qcd.log and qcd.store, their _D_ names;
+# (code, args...) of small ints (qcd.log and qcd.records, their _D_ names;
 # host_tests/test_store_crafted.py checks this table against them). The
 # device keeps only the codes.
 DAMAGE = {

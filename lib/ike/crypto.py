@@ -1,6 +1,7 @@
 # The crypto adapter: every primitive the engine uses, behind five functions.
 #
 #   aes_cbc_encrypt(key, iv, data) / aes_cbc_decrypt(key, iv, data)
+#   aes_cbc_encrypt_into(key, iv, buf, start, end)   buf[start:end] in place
 #   hmac_sha256(key, data)    one-shot HMAC-SHA-256
 #   hmac_key(key)             the same key for many MACs: .digest(data)
 #   x25519(k, u), x25519_base(k)   RFC 7748 X25519 (D-H group 31)
@@ -41,6 +42,7 @@ class CryptoUnavailable(Exception):
 
 
 _aes_cbc = None  # f(key, iv, data, encrypt) -> bytes
+_aes_cbc_in_place = None  # f(key, iv, writable buffer): encrypts it over itself
 _sha1 = None  # f(data) -> 20 bytes
 _random = None  # f(n) -> n bytes
 _x25519 = None  # f(k, u) -> 32 bytes, or None for the all-zero result
@@ -48,11 +50,19 @@ _x25519 = None  # f(k, u) -> 32 bytes, or None for the all-zero result
 try:
     import cryptolib  # MicroPython
 
+    # cryptolib takes any buffer (a memoryview slice too: no copy) and,
+    # given an output buffer, writes there; "in_buf and out_buf can also
+    # refer to the same mutable buffer, in which case data is encrypted
+    # in-place" (docs/library/cryptolib.rst).
     def _aes_cbc_cryptolib(key, iv, data, encrypt):
         c = cryptolib.aes(bytes(key), 2, bytes(iv))
-        return c.encrypt(bytes(data)) if encrypt else c.decrypt(bytes(data))
+        return c.encrypt(data) if encrypt else c.decrypt(data)
+
+    def _aes_cbc_in_place_cryptolib(key, iv, buf):
+        cryptolib.aes(bytes(key), 2, bytes(iv)).encrypt(buf, buf)
 
     _aes_cbc = _aes_cbc_cryptolib
+    _aes_cbc_in_place = _aes_cbc_in_place_cryptolib
 except ImportError:
     try:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # CPython
@@ -97,11 +107,12 @@ except ImportError:
 def install(aes_cbc=None, sha1=None, random=None, x25519=None):
     """Supply a primitive the platform lacks (tests on the WebAssembly port),
     or another backend (x25519: f(k, u) -> 32 bytes or None)."""
-    global _aes_cbc, _sha1, _random, _x25519
+    global _aes_cbc, _aes_cbc_in_place, _sha1, _random, _x25519
     if x25519 is not None:
         _x25519 = x25519
     if aes_cbc is not None:
         _aes_cbc = aes_cbc
+        _aes_cbc_in_place = None  # the new backend's output is copied back
     if sha1 is not None:
         _sha1 = sha1
     if random is not None:
@@ -124,6 +135,18 @@ def aes_cbc_encrypt(key, iv, data):
     if _aes_cbc is None:
         raise CryptoUnavailable("no AES-CBC backend")
     return _aes_cbc(key, iv, data, True)
+
+
+def aes_cbc_encrypt_into(key, iv, buf, start, end):
+    """Encrypt buf[start:end] (a bytearray; a multiple of 16 octets) where
+    it is: with cryptolib no second buffer is made (a protected message is
+    built in one, ike.message.build_sk); other backends' output is copied
+    back."""
+    mv = memoryview(buf)[start:end]
+    if _aes_cbc_in_place is not None:
+        _aes_cbc_in_place(key, iv, mv)
+    else:
+        buf[start:end] = aes_cbc_encrypt(key, iv, mv)
 
 
 def aes_cbc_decrypt(key, iv, data):

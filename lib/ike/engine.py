@@ -37,6 +37,8 @@
 # what the hook returns to the response, sends it, and then starts queued
 # work. No exchange calls another one: the engine dispatches.
 
+import sys
+
 from ike import crypto, message, payloads, state
 
 # The exchange modules and ike.esp are imported where they are used, on
@@ -99,9 +101,40 @@ _KINDS = {
 
 def exchange(ex, theirs=0):
     """The module that runs exchange type `ex` (`theirs`: the peer's
-    request), imported on first use."""
+    request), imported on first use (again after _unload dropped it)."""
     name = _EXCHANGES[ex][theirs]
     return __import__("ike." + name, None, None, (name,))
+
+
+# What a device unloads once no SA needs it (Engine.unload, Engine._unload):
+# the modules of IKE_SA_INIT, IKE_AUTH and CREATE_CHILD_SA (both halves
+# together: a responder half imports from its initiator half), then the
+# helpers only they need, once none of those modules is loaded, nor any
+# other module that holds the helper: every module of lib/ike that imports
+# it at its top level is an exchange module or named here (test_ike_engine
+# checks it against the sources).
+# A holder still loaded would keep the helper's code alive, and a later
+# import would load a second copy beside it. ike.informational stays (every
+# liveness check), and so does D-H: ike.device and ike.aio hold ike.dh, whose
+# key pair made ahead in idle time (dh.prepare) lives in it.
+_UNLOADED = (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA)
+_HELPERS = (
+    ("proposals", ()),
+    ("ts", ("tunnel", "config_payload", "config_check")),
+)
+
+
+def _forget(name):
+    """Unload ike.<name> if it is loaded: its code goes back to the heap
+    (its qstrs stay: MicroPython never frees them)."""
+    if "ike." + name in sys.modules:
+        import ike
+
+        del sys.modules["ike." + name]
+        try:
+            delattr(ike, name)  # the import made it an attribute of the package
+        except (AttributeError, KeyError):
+            pass
 
 
 COUNTER_NAMES = (
@@ -125,15 +158,6 @@ COUNTER_NAMES = (
     "internal_errors",  # a bug: an exception escaped the engine's logic
     "out_of_memory",  # MemoryError: a datagram dropped or a step postponed
 )
-
-
-def _host(sel):
-    """The first host address of a selector (its start + 1 when it is a
-    network), for the test packet send_esp builds."""
-    a = int.from_bytes(sel[4], "big")
-    if sel[5] != sel[4]:
-        a += 1
-    return a.to_bytes(4, "big")
 
 
 class Engine:
@@ -162,6 +186,10 @@ class Engine:
         self.counters = {}
         for n in COUNTER_NAMES:
             self.counters[n] = 0
+        # Unload the handshake's and the rekey's code once no SA needs it
+        # (_unload): on by default on MicroPython, where the code is most of
+        # the heap; CPython keeps every module loaded.
+        self.unload = sys.implementation.name == "micropython"
 
     # -- plumbing --------------------------------------------------------------
 
@@ -476,8 +504,12 @@ class Engine:
 
     def next_task(self, sa, now):
         while sa.request is None and sa.tasks and self.sas.get(sa.local_spi) is sa:
+            # the module first: a MemoryError while it loads (a device
+            # loads exchange code again after _unload) leaves the task
+            # queued, and tick() starts it after OOM_BACKOFF_MS
+            mod = exchange(_KINDS[sa.tasks[0][0]])
             kind, arg = sa.tasks.pop(0)
-            exchange(_KINDS[kind]).start(self, sa, kind, arg, now)
+            mod.start(self, sa, kind, arg, now)
 
     # -- receiving -----------------------------------------------------------------
 
@@ -624,10 +656,38 @@ class Engine:
         self._after(now)
 
     def _after(self, now):
-        """An exchange step is done: start the work it queued (on any SA),
-        where the window is free."""
+        """An exchange step is done: unload the code no SA needs any more
+        (Engine.unload), then start the work it queued (on any SA), where
+        the window is free."""
+        if self.unload:
+            self._unload()
         for sa in self.sa_list():
             self.next_task(sa, now)
+
+    def _unload(self):
+        """Unload the modules of every exchange in _UNLOADED that no SA has
+        a request of ours or a queued task in; when none of them is left
+        loaded, the helpers none of whose other holders is loaded. The peer's next request, or ours,
+        imports them again (exchange()): everything an exchange keeps
+        between messages lives in the SAs."""
+        busy = []
+        for sa in self.sas.values():
+            if sa.request is not None:
+                busy.append(sa.request.exchange)
+            for t in sa.tasks:
+                busy.append(_KINDS[t[0]])
+        held = False
+        for ex in _UNLOADED:
+            for name in _EXCHANGES[ex]:
+                if ex not in busy:
+                    _forget(name)
+                elif "ike." + name in sys.modules:
+                    held = True
+        if held:
+            return
+        for name, holders in _HELPERS:
+            if not [h for h in holders if "ike." + h in sys.modules]:
+                _forget(name)
 
     def _open(self, sa, m, src, natt, now):
         """Verify and decrypt `m` on `sa`: its inner payloads, or None
@@ -654,61 +714,19 @@ class Engine:
     # -- ESP -----------------------------------------------------------------------
 
     def _esp_in(self, packet, src, now):
-        from ike import esp
+        from ike import esp  # loaded at the first ESP packet, with this path
 
-        spi = esp.spi_of(packet)
-        if spi is None or spi < ESP_SPI_MIN:
-            self.count("dropped_malformed")
-            return
-        hit = self.children.get(spi)
-        if hit is None:
-            # docs/hook.md §5 (RFC 6290 §8.2): the hook may answer
-            self._answer(self._hook("unknown_esp_spi", None, packet, src, now), src, True, "dropped_esp")
-            return
-        child, sa = hit
-        r = esp.decapsulate(packet, child.keys[0], child.mac_in)
-        if child.replay is None:
-            child.replay = esp.ReplayWindow()
-        if r is None or not child.replay.check(r[0]):
-            self.count("dropped_esp")
-            return
-        child.replay.update(r[0])
-        child.packets_in += 1
-        sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
-        if self.tunnel is not None:
-            self.tunnel.esp_in(child, sa, r[1], r[2], now)
-            return
-        self.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
-        self.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
+        esp.engine_in(self, packet, src, now)
 
     def send_esp(self, now, payload=None, child=None):
         """Send one ESP-in-UDP packet (RFC 4303, RFC 3948) into a Child SA:
         `payload` (an IP packet; default an ICMP echo request from our
         traffic selector to the peer's). Needs UDP encapsulation (a NAT-T
-        SA). Returns the packet, or None."""
+        SA). Returns the packet, or None (ike.esp.engine_send)."""
         from ike import esp
 
         try:
-            if child is None:
-                child = self._some_child()
-            if child is None:
-                return None
-            hit = self.children.get(child.spi_in)
-            if hit is None:
-                return None
-            sa = hit[1]
-            if not sa.natt:
-                self.log("ike: ESP needs UDP encapsulation; IKE SA %s is not on the NAT-T port" % sa.name())
-                return None
-            if payload is None:
-                payload = esp.icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
-            child.seq_out += 1
-            pkt = esp.encapsulate(child.spi_out, child.seq_out, child.keys[2], child.mac_out, payload, esp.NEXT_IPV4, self.rng(BLOCK))
-            child.packets_out += 1
-            self._out.append((pkt, sa.peer, True))
-            self.counters["tx"] += 1
-            self.log("ike: ESP out on %s seq %d, %d octets" % (child.name(), child.seq_out, len(payload)))
-            return pkt
+            return esp.engine_send(self, now, payload, child)
         except Exception as e:
             self._bug("send_esp", e)
             return None
@@ -719,27 +737,15 @@ class Engine:
         self._out.append((pkt, sa.peer, True))
         self.counters["tx"] += 1
 
-    def _some_child(self):
-        # An installed Child SA, else one being rekeyed: RFC 7296 §2.8 keeps
-        # the old SA in use until its successor is up, so traffic does not
-        # stop while a CREATE_CHILD_SA is outstanding (and a rebooted peer's
-        # §8.2 QCD answer to that ESP does not wait for the rekey's
-        # retransmissions).
-        spare = None
-        for sa in self.sas.values():
-            if sa.up():
-                for c in sa.children:
-                    if c.state == state.INSTALLED:
-                        return c
-                    if c.state == state.REKEYING and spare is None:
-                        spare = c
-        return spare
-
     # -- timers --------------------------------------------------------------------
 
     def start(self, now):
         """Begin: an initiator schedules its first IKE_SA_INIT after
-        start_delay_s (null: only on an explicit initiate())."""
+        start_delay_s (null: only on an explicit initiate()). A device
+        (Engine.unload) also unloads what its setup left that no SA needs
+        (ike.ts, which the configuration checks imported)."""
+        if self.unload:
+            self._unload()
         if self.cfg.initiator and self.cfg.start_delay_ms is not None:
             self._start_at = now + self.cfg.start_delay_ms
 
@@ -767,6 +773,8 @@ class Engine:
                     for c in sa.children:
                         if c.state == state.INSTALLED:
                             cands.append(c.created + cfg.child_rekey_ms)
+            if sa.request is None and sa.tasks:
+                cands.append(0)  # work an allocation failure kept from starting
             if sa.state == state.REKEYED:
                 cands.append(sa.last_recv + REKEYED_LINGER_MS)
             for c in sa.children:
@@ -830,6 +838,11 @@ class Engine:
                 # keep it for ever if that never comes
                 if c.state == state.REKEYED and c.rekeyed_at is not None and now - c.rekeyed_at >= REKEYED_LINGER_MS:
                     self.remove_child(sa, c, now, "rekeyed Child SA never deleted by the peer")
+            if sa.request is None and sa.tasks:
+                # queued work that did not start (its module could not be
+                # loaded: out of memory): start it now
+                self.next_task(sa, now)
+                continue
             if not sa.up() or sa.request is not None or sa.tasks:
                 continue
             if cfg.rekey_ms and sa.state == state.ESTABLISHED and now - sa.established >= cfg.rekey_ms:

@@ -14,7 +14,8 @@
 
 import struct
 
-from ike import crypto
+from ike import crypto, state
+from ike.const import ESP_SPI_MIN
 from ike.keymat import BLOCK, ICV_LEN
 
 NEXT_IPV4 = 4  # RFC 4303 §2.6: tunnel mode carries an IP packet
@@ -140,3 +141,91 @@ def icmp_echo(src4, dst4, ident, seq, data=b"qcd"):
     ip = struct.pack(">BBHHHBBH", 0x45, 0, total, ident & 0xFFFF, 0, 64, 1, 0) + bytes(src4) + bytes(dst4)
     ip = ip[0:10] + struct.pack(">H", _checksum(ip)) + ip[12:]
     return ip + icmp
+
+
+# -- the engine's ESP ------------------------------------------------------------
+#
+# Engine._esp_in and Engine.send_esp, kept here rather than in ike.engine:
+# this module loads at the first ESP packet (or send_esp), so a device that
+# sees no ESP holds none of this code, and one that does loads it anyway.
+
+
+def engine_in(eng, packet, src, now):
+    """An ESP packet on the NAT-T port (Engine._esp_in): checked, opened
+    and handed to the data plane (eng.tunnel) or reported as an event."""
+    spi = spi_of(packet)
+    if spi is None or spi < ESP_SPI_MIN:
+        eng.count("dropped_malformed")
+        return
+    hit = eng.children.get(spi)
+    if hit is None:
+        # docs/hook.md §5 (RFC 6290 §8.2): the hook may answer
+        eng._answer(eng._hook("unknown_esp_spi", None, packet, src, now), src, True, "dropped_esp")
+        return
+    child, sa = hit
+    r = decapsulate(packet, child.keys[0], child.mac_in)
+    if child.replay is None:
+        child.replay = ReplayWindow()
+    if r is None or not child.replay.check(r[0]):
+        eng.count("dropped_esp")
+        return
+    child.replay.update(r[0])
+    child.packets_in += 1
+    sa.last_recv = now  # RFC 7296 §2.4: traffic proves liveness
+    if eng.tunnel is not None:
+        eng.tunnel.esp_in(child, sa, r[1], r[2], now)
+        return
+    eng.event("esp", sa=sa.name(), child=child.name(), seq=r[0], next_header=r[1], payload=r[2])
+    eng.log("ike: ESP in on %s seq %d, %d octets" % (child.name(), r[0], len(r[2])))
+
+
+def _some_child(eng):
+    # An installed Child SA, else one being rekeyed: RFC 7296 §2.8 keeps
+    # the old SA in use until its successor is up, so traffic does not
+    # stop while a CREATE_CHILD_SA is outstanding (and a rebooted peer's
+    # §8.2 QCD answer to that ESP does not wait for the rekey's
+    # retransmissions).
+    spare = None
+    for sa in eng.sas.values():
+        if sa.up():
+            for c in sa.children:
+                if c.state == state.INSTALLED:
+                    return c
+                if c.state == state.REKEYING and spare is None:
+                    spare = c
+    return spare
+
+
+def _host(sel):
+    """The first host address of a selector (its start + 1 when it is a
+    network), for the test packet engine_send builds."""
+    a = int.from_bytes(sel[4], "big")
+    if sel[5] != sel[4]:
+        a += 1
+    return a.to_bytes(4, "big")
+
+
+def engine_send(eng, now, payload, child):
+    """Engine.send_esp: one ESP-in-UDP packet into `child` (default: an
+    installed Child SA, else one being rekeyed), `payload` by default an
+    ICMP echo request between the traffic selectors. Returns the packet, or
+    None (no Child SA, or its IKE SA is not on the NAT-T port)."""
+    if child is None:
+        child = _some_child(eng)
+    if child is None:
+        return None
+    hit = eng.children.get(child.spi_in)
+    if hit is None:
+        return None
+    sa = hit[1]
+    if not sa.natt:
+        eng.log("ike: ESP needs UDP encapsulation; IKE SA %s is not on the NAT-T port" % sa.name())
+        return None
+    if payload is None:
+        payload = icmp_echo(_host(child.ts_local[0]), _host(child.ts_peer[0]), child.seq_out + 1, child.seq_out + 1)
+    child.seq_out += 1
+    pkt = encapsulate(child.spi_out, child.seq_out, child.keys[2], child.mac_out, payload, NEXT_IPV4, eng.rng(BLOCK))
+    child.packets_out += 1
+    eng.emit_esp(pkt, sa)
+    eng.log("ike: ESP out on %s seq %d, %d octets" % (child.name(), child.seq_out, len(payload)))
+    return pkt

@@ -124,6 +124,10 @@ def on_response(eng, sa, req, m, inner, now):
         eng.close(sa, why, now)
         return None
     sa.peer_id = ident
+    # The two IKE_SA_INIT messages were kept for the AUTH payloads alone
+    # (§2.15): an initiator needs them no more once the peer's AUTH is
+    # verified (a responder keeps its answer for retransmissions).
+    sa.init_req = sa.init_resp = None
     if _wants_vip(cfg):
         _cfg_reply(eng, sa, inner)
     eng.established(sa, now)

@@ -23,9 +23,8 @@ from ike.const import (
     PT_NONCE,
     PT_SA,
 )
-from ike.ike_sa_init import ZERO_SPI, nat_detect, nat_payloads
+from ike.ike_sa_init import ZERO_SPI, ip4, nat_detect, nat_payloads
 from ike.sa import IkeSa
-from ike.ts import ipv4
 
 # Version octet in front of our cookies (§2.6 "VersionIDofSecret").
 COOKIE_VERSION = 1
@@ -35,7 +34,7 @@ COOKIE_VERSION = 1
 
 def _cookie(eng, ni, src, spi_i):
     # §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
-    return bytes((COOKIE_VERSION,)) + crypto.sha256(ni + ipv4(src[0]) + spi_i + eng.cookie_secret)
+    return bytes((COOKIE_VERSION,)) + crypto.sha256(ni + ip4(src[0]) + spi_i + eng.cookie_secret)
 
 
 def _answer(eng, m, src, natt, ntype, data=b""):

@@ -35,21 +35,36 @@ def _mac(integ_key):
 
 
 def build_sk(spi_i, spi_r, exchange, flags, msg_id, payloads, encr_key, integ_key, iv):
-    """A protected message: HDR, SK{payloads} (RFC 7296 §3.14).
+    """A protected message: HDR, SK{payloads} (RFC 7296 §3.14), as a
+    bytearray the caller owns.
 
     Plaintext = inner chain | Padding | Pad Length, a multiple of the AES
     block; "the Padding MAY contain any value chosen by the sender" (we
     send zeros). The ICV is HMAC-SHA-256-128 over the whole message from
     the first octet of the header to the last of the ciphertext (IV
-    included), with the header's Length already final."""
-    first, chain = encode_chain(payloads)
-    pad = (BLOCK - (len(chain) + 1) % BLOCK) % BLOCK
-    plain = chain + bytes(pad) + bytes((pad,))
-    ct = crypto.aes_cbc_encrypt(encr_key, iv, plain)
-    sk_len = GEN_LEN + len(iv) + len(ct) + ICV_LEN
-    head = hdr(spi_i, spi_r, PT_SK, exchange, flags, msg_id, HDR_LEN + sk_len) + bytes((first, 0, sk_len >> 8, sk_len & 0xFF))
-    signed = head + iv + ct
-    return signed + _mac(integ_key).digest(signed)[:ICV_LEN]
+    included), with the header's Length already final.
+
+    Built in one buffer of the message's final size: the chain is written
+    where its ciphertext goes, encrypted there (crypto.aes_cbc_encrypt_into)
+    and the ICV computed over a view of it, so a message of N octets costs
+    about N of heap, not the five copies (chain, padded plaintext,
+    ciphertext, signed part, message) concatenation made."""
+    n = chain_len(payloads)
+    pad = (BLOCK - (n + 1) % BLOCK) % BLOCK
+    ct = HDR_LEN + GEN_LEN + BLOCK  # where the plaintext, then the ciphertext, goes
+    sk_len = GEN_LEN + BLOCK + n + pad + 1 + ICV_LEN
+    total = HDR_LEN + sk_len
+    out = bytearray(total)
+    out[:HDR_LEN] = hdr(spi_i, spi_r, PT_SK, exchange, flags, msg_id, total)
+    out[HDR_LEN] = chain_into(payloads, out, ct)
+    out[HDR_LEN + 2] = sk_len >> 8
+    out[HDR_LEN + 3] = sk_len & 0xFF
+    out[ct - BLOCK : ct] = iv
+    end = total - ICV_LEN
+    out[end - 1] = pad  # the padding before it stays zero
+    crypto.aes_cbc_encrypt_into(encr_key, iv, out, ct, end)
+    out[end:] = _mac(integ_key).digest(memoryview(out)[:end])[:ICV_LEN]
+    return out
 
 
 def decrypt_sk(m, encr_key, integ_key):
@@ -66,12 +81,13 @@ def decrypt_sk(m, encr_key, integ_key):
     if n < BLOCK + BLOCK + ICV_LEN or (n - ICV_LEN) % BLOCK:
         return None
     buf = m.buf
+    mv = memoryview(buf)  # views, not copies, of the datagram's parts
     icv = buf[len(buf) - ICV_LEN :]
-    want = _mac(integ_key).digest(buf[: len(buf) - ICV_LEN])[:ICV_LEN]
+    want = _mac(integ_key).digest(mv[: len(buf) - ICV_LEN])[:ICV_LEN]
     if not crypto.ct_equal(icv, want):
         return None
     iv = buf[start : start + BLOCK]
-    plain = crypto.aes_cbc_decrypt(encr_key, iv, buf[start + BLOCK : end - ICV_LEN])
+    plain = crypto.aes_cbc_decrypt(encr_key, iv, mv[start + BLOCK : end - ICV_LEN])
     pad = plain[-1]
     end = len(plain) - 1 - pad
     if end < 0:

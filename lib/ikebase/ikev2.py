@@ -214,16 +214,33 @@ def notify_body(ntype, data=b"", proto=0, spi=b""):
     return struct.pack(">BBH", proto, len(spi), ntype) + bytes(spi) + bytes(data)
 
 
-def encode_chain(payloads):
-    """(type, body) pairs -> (type of the first, bytes of the chain): each
-    payload's Next Payload is the type of the one after it."""
-    parts = []
+def chain_len(payloads):
+    """Octets of the chain of (type, body) pairs: a generic header each."""
+    n = 0
+    for p in payloads:
+        n += GEN_LEN + len(p[1])
+    return n
+
+
+def chain_into(payloads, buf, pos):
+    """Write the chain of (type, body) pairs into the bytearray `buf` at
+    `pos` (chain_len(payloads) octets, each payload's Next Payload the type
+    of the one after it); returns the type of the first."""
     for i in range(len(payloads)):
         body = payloads[i][1]
         nxt = payloads[i + 1][0] if i + 1 < len(payloads) else PT_NONE
-        parts.append(struct.pack(">BBH", nxt, 0, GEN_LEN + len(body)))
-        parts.append(bytes(body))
-    return (payloads[0][0] if payloads else PT_NONE), b"".join(parts)
+        struct.pack_into(">BBH", buf, pos, nxt, 0, GEN_LEN + len(body))
+        pos += GEN_LEN
+        buf[pos : pos + len(body)] = body
+        pos += len(body)
+    return payloads[0][0] if payloads else PT_NONE
+
+
+def encode_chain(payloads):
+    """(type, body) pairs -> (type of the first, bytes of the chain)."""
+    buf = bytearray(chain_len(payloads))
+    first = chain_into(payloads, buf, 0)
+    return first, bytes(buf)
 
 
 def hdr(spi_i, spi_r, first, exchange, flags, msg_id, length):

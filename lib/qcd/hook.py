@@ -206,10 +206,15 @@ class QcdHook:
         """Any other protected, authenticated message (request or response)
         of `exchange` on `sa`: its notifies ((type, proto, data) or (type,
         proto, spi, data)). The taker keeps a token it carries (§4.3 after a
-        rekey, §4.4). Never a reason to delete."""
+        rekey, §4.4). Never a reason to delete. A §8.2 map write the store
+        had to postpone for want of memory (qcd.store: pending) is retried
+        here: liveness checks come every few seconds."""
         try:
             if self.taker is not None:
                 self._learn(bytes(sa.spi_i), bytes(sa.spi_r), notifies)
+            if self.maker is not None and getattr(self.keys, "pending", None):
+                self.keys.flush()
+                self.log("qcd: postponed map writes done")
         except Exception as e:
             self._bug("protected", e)
 

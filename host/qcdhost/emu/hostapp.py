@@ -94,16 +94,37 @@ def install(image, blocks=16, encrypted=False, cut_at=None, cut_seed=0):
     return emu
 
 
+class _Firmware:
+    """An import finder for the modules firmware/ puts in a board's /lib, so
+    that `import qcdsetup` (the app's setup, imported again after the app
+    dropped it) works here as on a board, with no sys.path edit."""
+
+    NAMES = ("qcdapp", "qcdsetup", "readings")
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        import importlib.util
+
+        if path is None and name in cls.NAMES:
+            return importlib.util.spec_from_file_location(name, os.path.join(FIRMWARE_DIR, name + ".py"))
+        return None
+
+
 def load_app(name="qcdapp"):
-    """A module of firmware/ (the app, qcdapp.py, by default; readings.py),
-    imported under its own name as the device imports it from /lib. The
-    app is loaded first: the other firmware modules import it."""
+    """A module of firmware/ (the app, qcdapp.py, by default; qcdsetup.py,
+    readings.py), imported under its own name as the device imports it from
+    /lib. The app is loaded first: the other firmware modules import it."""
     import importlib.util
 
+    if _Firmware not in sys.meta_path:
+        sys.meta_path.append(_Firmware)
     if name != "qcdapp":
         load_app("qcdapp")
     if name in sys.modules:
         return sys.modules[name]
+    if name == "qcdapp":
+        # qcdsetup binds the app's names (SetupError): a new app, a new one
+        sys.modules.pop("qcdsetup", None)
     spec = importlib.util.spec_from_file_location(name, os.path.join(FIRMWARE_DIR, name + ".py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

@@ -16,7 +16,7 @@ READ_SCRIPT = os.path.join(HERE, "device_read_partition.py")
 # What each package imports from the others: deploying one brings these too.
 NEEDS = {"qcd": ("ikebase",), "ike": ("ikebase",)}
 # The firmware app: (host path, device path).
-APP_FILES = tuple((os.path.join(FIRMWARE_DIR, h), d) for h, d in (("qcdapp.py", "lib/qcdapp.py"), ("readings.py", "lib/readings.py"), ("main.py", "main.py")))
+APP_FILES = tuple((os.path.join(FIRMWARE_DIR, h), d) for h, d in (("qcdapp.py", "lib/qcdapp.py"), ("qcdsetup.py", "lib/qcdsetup.py"), ("readings.py", "lib/readings.py"), ("main.py", "main.py")))
 
 
 def package_files(packages=None):
