@@ -166,15 +166,15 @@ def counted_pair(groups):
 
 
 def prepare_ahead(groups):
-    """What the device loop does when idle (ike.dh.prepare, one slice per
+    """What the device loop does when idle (ike.crypto.prepare, one slice per
     call) until both engines of the pair have a key pair ready (keep=2: one
     process, one rng): (instructions in all, the longest slice, slices)."""
-    from ike import dh
+    from ike import crypto
 
     total = longest = slices = 0
     while True:
         t0 = count()
-        more = dh.prepare(None, groups, 2)
+        more = crypto.prepare(None, groups, 2)
         d = count() - t0 - READ[0]
         if not more:
             return total, longest, slices
@@ -189,10 +189,10 @@ def handshake(groups, seed, ahead=False):
     {"i": initiator, "r": responder}, and the group the SA uses. ahead: the
     key pairs made first in idle time (not counted here; AHEAD gets what
     that took), as ike.device's loop does between handshakes."""
-    from ike import dh
+    from ike import crypto
 
     _n[0] = seed * 1000
-    dh._ready[:] = []
+    crypto._ahead[:] = []
     p = counted_pair(groups)
     gc.collect()
     if ahead:

@@ -73,7 +73,7 @@ def run(bench):
         "",
         "Each handshake was run twice: with no key pair ready, what the first handshake after boot meets (the"
         " device initiates before its loop was ever idle, so it makes its key pair then), and with the key pairs"
-        " made ahead, as ike.device's loop and ike.aio's task make them when nothing is due (ike.dh.prepare, one"
+        " made ahead, as ike.device's loop and ike.aio's task make them when nothing is due (ike.crypto.prepare, one"
         " slice per call, until each engine has one; not counted in the handshake, reported below). Any later"
         " handshake, reconnection or IKE SA rekey of a device that was idle for a moment is the second kind.",
         "",
@@ -92,7 +92,7 @@ def run(bench):
             L.append("| %s, %s | %s | %s | %s | %s | %s | %s |" % (label, who, n(v), sec(v), n(cold), sec(cold), n(r["%s_first_%s" % (name, side)]), verdict))
     pair, smax, nsl = r["x25519_ahead_pair"], r["x25519_ahead_slice_max"], r["x25519_ahead_slices_per_pair"]
     L += ["", "Made ahead, in idle time: one X25519 key pair costs %s instructions (%.0f ms at %d MHz, 1 IPC; median of"
-          " the runs above), in %s slices (ike.dh.prepare calls) of at most %s instructions (%.1f ms): the longest a"
+          " the runs above), in %s slices (ike.crypto.prepare calls) of at most %s instructions (%.1f ms): the longest a"
           " datagram or another asyncio task waits for idle work. The loops do it only when nothing is due for 20 ms"
           " and the last datagram is 200 ms old. MODP-2048 pairs are not made ahead (%s)." % (
               n(pair), int(pair) / (MHZ * 1e3), MHZ, nsl, n(smax), int(smax) / (MHZ * 1e3),

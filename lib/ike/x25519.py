@@ -4,7 +4,7 @@
 #                       in, 32-octet u-coordinate out (little endian)
 #   public_key(k)       x25519(k, 9): the public value for private k
 #   public_key_slices(k, every=7)
-#                       the same in slices, for idle time (ike.dh.prepare):
+#                       the same in slices, for idle time (ike.crypto.prepare):
 #                       a generator yielding None between slices, the
 #                       public value last
 #
@@ -263,7 +263,7 @@ def public_key(k):
 
 
 def public_key_slices(k, every=3):
-    """public_key(k) in slices, for idle time (ike.dh.prepare): a generator
+    """public_key(k) in slices, for idle time (ike.crypto.prepare): a generator
     that yields None after each slice (every + 1 of the comb's 26 columns,
     or 4 (every + 1) of the ladder's 255 steps; the inversion in three), and
     the 32-octet public value last."""
