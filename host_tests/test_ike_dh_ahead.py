@@ -183,9 +183,14 @@ def test_no_pair_is_started_in_a_heap_with_little_free(monkeypatch):
         def mem_free():
             return crypto.PREPARE_FREE - 1
 
+    collections = []
+    TightGc.collect = staticmethod(lambda: collections.append(1))
     monkeypatch.setattr(crypto, "gc", TightGc)
     rng = Rng()
     try:
         assert not crypto.prepare(rng) and rng.calls == 0
+        assert not crypto.prepare(rng) and collections == [1]  # no collection each idle turn
+        crypto.take(rng)  # a pair was wanted: it may look again
+        assert not crypto.prepare(rng) and collections == [1, 1]
     finally:
         clean_pool()

@@ -209,8 +209,8 @@ def random_bytes(n):
 #       C3 stand-in at most about 2 M instructions: bench c3), True if it
 #       did one (call again when still idle), False if there was nothing to
 #       do: `keep` pairs are ready, groups (a config's dh_groups) has no
-#       group 31, less than PREPARE_FREE of the heap is free, or making one
-#       ran out of memory (then nothing more until a pair is taken).
+#       group 31, or less than PREPARE_FREE of the heap was free or making
+#       one ran out of memory (then nothing more until a pair is taken).
 #       ike.device's loop and ike.aio's task call it when nothing is due.
 #   ready(rng=None) -> how many pairs are ready for that rng
 #   take(rng) -> (private, public) made with that rng, or None
@@ -224,7 +224,7 @@ def random_bytes(n):
 PREPARE_FREE = 16384  # bytes free, after a collection, to start a pair
 _ahead = []  # [(rng, private, public)], oldest first
 _job = []  # [rng, private, generator of public values in slices]
-_stalled = []  # [1] after a MemoryError, until a pair is taken
+_stalled = []  # [1] after too little room or a MemoryError, until a pair is taken
 
 
 def x25519_base_slices(k):
@@ -257,7 +257,10 @@ def prepare(rng=None, groups=None, keep=1):
         return False
     rng = rng or random_bytes
     if not _job:
-        if _stalled or ready(rng) >= keep or not _room():
+        if _stalled or ready(rng) >= keep:
+            return False
+        if not _room():
+            _stalled[:] = [1]  # and so no collection each idle turn
             return False
         x = bytes(rng(32))
         _job[:] = [rng, x, None]
