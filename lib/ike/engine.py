@@ -114,8 +114,8 @@ def exchange(ex, theirs=0):
 # checks it against the sources).
 # A holder still loaded would keep the helper's code alive, and a later
 # import would load a second copy beside it. ike.informational stays (every
-# liveness check), and so does D-H: ike.device and ike.aio hold ike.dh, whose
-# key pair made ahead in idle time (dh.prepare) lives in it.
+# liveness check), and so does D-H for now (ike.dh, ike.x25519; the key pair
+# made ahead in idle time is kept in ike.crypto, crypto.prepare).
 _UNLOADED = (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA)
 _HELPERS = (
     ("proposals", ()),
