@@ -1225,3 +1225,27 @@ def test_no_reinitiation_after_our_own_delete():
     p.pump()
     p.advance(2000)
     assert p.sa("dev") is not None
+
+
+def test_an_engine_given_a_hook_never_loads_the_null_hook():
+    # a device passes its QCD hook: ike.hook's empty base class is not in
+    # its heap; an engine without a hook gets NullHook
+    import pathlib
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ike_util import dev_config\n"
+        "from ike.config import Config\n"
+        "from ike.engine import Engine\n"
+        "Engine(Config(dev_config()), object())\n"
+        "print('ike.hook' in sys.modules)\n"
+        "e = Engine(Config(dev_config()))\n"
+        "print('ike.hook' in sys.modules, type(e.hook).__name__)\n"
+    )
+    here = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["False", "True NullHook"]

@@ -6,6 +6,9 @@
 from ikebase.ikev2 import *  # noqa: F401,F403 (a star import costs the device nothing per name)
 from ikebase.ikev2 import GEN_LEN as GEN_HDR_LEN  # noqa: F401
 
+# Names with a leading underscore are numbers only this module uses (in its
+# tables): MicroPython's const() keeps them out of the module's globals, so
+# a device holds neither their names nor their slots.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -17,21 +20,21 @@ except ImportError:  # CPython
 # Payload types (§3.2), besides ikebase.ikev2's
 PT_IDI = const(35)
 PT_IDR = const(36)
-PT_CERT = const(37)
-PT_CERTREQ = const(38)
+_PT_CERT = const(37)
+_PT_CERTREQ = const(38)
 PT_AUTH = const(39)
 PT_NONCE = const(40)
 PT_TSI = const(44)
 PT_TSR = const(45)
 PT_CP = const(47)
-PT_EAP = const(48)
+_PT_EAP = const(48)
 
 # Payload types this engine understands; RFC 7296 §2.5: an unknown payload
 # with the critical bit set is answered with UNSUPPORTED_CRITICAL_PAYLOAD.
-KNOWN_PAYLOADS = (PT_SA, PT_KE, PT_IDI, PT_IDR, PT_CERT, PT_CERTREQ, PT_AUTH, PT_NONCE, PT_N, PT_D, PT_V, PT_TSI, PT_TSR, PT_CP, PT_EAP)
+KNOWN_PAYLOADS = (PT_SA, PT_KE, PT_IDI, PT_IDR, _PT_CERT, _PT_CERTREQ, PT_AUTH, PT_NONCE, PT_N, PT_D, PT_V, PT_TSI, PT_TSR, PT_CP, _PT_EAP)
 
 # Protocol IDs (§3.3.1)
-PROTO_AH = const(2)
+_PROTO_AH = const(2)
 PROTO_ESP = const(3)
 
 # Transform types (§3.3.2)
@@ -58,8 +61,8 @@ ATTR_TV = const(0x8000)
 ID_IPV4_ADDR = const(1)
 ID_FQDN = const(2)
 ID_RFC822_ADDR = const(3)
-ID_IPV6_ADDR = const(5)
-ID_KEY_ID = const(11)
+_ID_IPV6_ADDR = const(5)
+_ID_KEY_ID = const(11)
 
 # Authentication methods (§3.8)
 AUTH_SHARED_KEY_MIC = const(2)
@@ -69,32 +72,32 @@ TS_IPV4_ADDR_RANGE = const(7)
 
 # Notify message types (§3.10.1), error types below 16384
 UNSUPPORTED_CRITICAL_PAYLOAD = const(1)
-INVALID_MAJOR_VERSION = const(5)
+_INVALID_MAJOR_VERSION = const(5)
 INVALID_SYNTAX = const(7)
-INVALID_MESSAGE_ID = const(9)
+_INVALID_MESSAGE_ID = const(9)
 NO_PROPOSAL_CHOSEN = const(14)
 INVALID_KE_PAYLOAD = const(17)
 AUTHENTICATION_FAILED = const(24)
-SINGLE_PAIR_REQUIRED = const(34)
+_SINGLE_PAIR_REQUIRED = const(34)
 NO_ADDITIONAL_SAS = const(35)
-INTERNAL_ADDRESS_FAILURE = const(36)
-FAILED_CP_REQUIRED = const(37)
+_INTERNAL_ADDRESS_FAILURE = const(36)
+_FAILED_CP_REQUIRED = const(37)
 TS_UNACCEPTABLE = const(38)
-INVALID_SELECTORS = const(39)
+_INVALID_SELECTORS = const(39)
 TEMPORARY_FAILURE = const(43)
 CHILD_SA_NOT_FOUND = const(44)
 ERROR_MAX = const(16383)  # types up to this one are errors (§3.10.1)
 
 # Status types
-SET_WINDOW_SIZE = const(16385)
-ADDITIONAL_TS_POSSIBLE = const(16386)
-IPCOMP_SUPPORTED = const(16387)
+_SET_WINDOW_SIZE = const(16385)
+_ADDITIONAL_TS_POSSIBLE = const(16386)
+_IPCOMP_SUPPORTED = const(16387)
 NAT_DETECTION_SOURCE_IP = const(16388)
 NAT_DETECTION_DESTINATION_IP = const(16389)
 COOKIE = const(16390)
-USE_TRANSPORT_MODE = const(16391)
-MULTIPLE_AUTH_SUPPORTED = const(16404)  # RFC 4739
-CHILDLESS_IKEV2_SUPPORTED = const(16418)  # RFC 6023
+_USE_TRANSPORT_MODE = const(16391)
+_MULTIPLE_AUTH_SUPPORTED = const(16404)  # RFC 4739
+_CHILDLESS_IKEV2_SUPPORTED = const(16418)  # RFC 6023
 
 # §2.6: a COOKIE notify carries 1..64 octets
 COOKIE_MAX = const(64)
@@ -113,8 +116,8 @@ PAYLOAD_NAMES = {
     PT_KE: "KE",
     PT_IDI: "IDi",
     PT_IDR: "IDr",
-    PT_CERT: "CERT",
-    PT_CERTREQ: "CERTREQ",
+    _PT_CERT: "CERT",
+    _PT_CERTREQ: "CERTREQ",
     PT_AUTH: "AUTH",
     PT_NONCE: "No",
     PT_N: "N",
@@ -124,16 +127,16 @@ PAYLOAD_NAMES = {
     PT_TSR: "TSr",
     PT_SK: "SK",
     PT_CP: "CP",
-    PT_EAP: "EAP",
+    _PT_EAP: "EAP",
     PT_SKF: "SKF",
 }
 
 NOTIFY_NAMES = {
     UNSUPPORTED_CRITICAL_PAYLOAD: "UNSUPPORTED_CRITICAL_PAYLOAD",
     INVALID_IKE_SPI: "INVALID_IKE_SPI",
-    INVALID_MAJOR_VERSION: "INVALID_MAJOR_VERSION",
+    _INVALID_MAJOR_VERSION: "INVALID_MAJOR_VERSION",
     INVALID_SYNTAX: "INVALID_SYNTAX",
-    INVALID_MESSAGE_ID: "INVALID_MESSAGE_ID",
+    _INVALID_MESSAGE_ID: "INVALID_MESSAGE_ID",
     INVALID_SPI: "INVALID_SPI",
     NO_PROPOSAL_CHOSEN: "NO_PROPOSAL_CHOSEN",
     INVALID_KE_PAYLOAD: "INVALID_KE_PAYLOAD",
@@ -145,10 +148,10 @@ NOTIFY_NAMES = {
     NAT_DETECTION_SOURCE_IP: "NAT_DETECTION_SOURCE_IP",
     NAT_DETECTION_DESTINATION_IP: "NAT_DETECTION_DESTINATION_IP",
     COOKIE: "COOKIE",
-    USE_TRANSPORT_MODE: "USE_TRANSPORT_MODE",
+    _USE_TRANSPORT_MODE: "USE_TRANSPORT_MODE",
     REKEY_SA: "REKEY_SA",
-    MULTIPLE_AUTH_SUPPORTED: "MULTIPLE_AUTH_SUPPORTED",
-    CHILDLESS_IKEV2_SUPPORTED: "CHILDLESS_IKEV2_SUPPORTED",
+    _MULTIPLE_AUTH_SUPPORTED: "MULTIPLE_AUTH_SUPPORTED",
+    _CHILDLESS_IKEV2_SUPPORTED: "CHILDLESS_IKEV2_SUPPORTED",
     QUICK_CRASH_DETECTION: "QUICK_CRASH_DETECTION",
     # Not handled here, but strongSwan 5.9 sends them (and issue 11 saw
     # 16396 and 16410 from another peer): named in a device's log too.

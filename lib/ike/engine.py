@@ -62,7 +62,6 @@ from ike.const import (
     notify_name,
     PAYLOAD_NAMES,
 )
-from ike.hook import NullHook
 from ikebase import ikev2
 from ike.keymat import BLOCK
 from ike.sa import Request
@@ -163,7 +162,13 @@ COUNTER_NAMES = (
 class Engine:
     def __init__(self, config, hook=None, rng=None, log=None):
         self.cfg = config
-        self.hook = hook if hook is not None else NullHook()
+        if hook is None:
+            # imported only then: a device passes its hook (qcd.hook) and
+            # never holds this class of empty methods
+            from ike.hook import NullHook
+
+            hook = NullHook()
+        self.hook = hook
         self.rng = rng if rng is not None else crypto.random_bytes
         self._log = log
         self.local_addr = config.local_addr
