@@ -169,28 +169,3 @@ def test_running_out_of_memory_while_preparing_stops_quietly_until_a_pair_is_tak
         assert crypto.prepare(rng) and dh.ready(rng) == 1
     finally:
         clean_pool()
-
-
-def test_no_pair_is_started_in_a_heap_with_little_free(monkeypatch):
-    clean_pool()
-
-    class TightGc:
-        @staticmethod
-        def collect():
-            pass
-
-        @staticmethod
-        def mem_free():
-            return crypto.PREPARE_FREE - 1
-
-    collections = []
-    TightGc.collect = staticmethod(lambda: collections.append(1))
-    monkeypatch.setattr(crypto, "gc", TightGc)
-    rng = Rng()
-    try:
-        assert not crypto.prepare(rng) and rng.calls == 0
-        assert not crypto.prepare(rng) and collections == [1]  # no collection each idle turn
-        crypto.take(rng)  # a pair was wanted: it may look again
-        assert not crypto.prepare(rng) and collections == [1, 1]
-    finally:
-        clean_pool()

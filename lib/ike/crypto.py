@@ -209,8 +209,10 @@ def random_bytes(n):
 #       C3 stand-in at most about 2 M instructions: bench c3), True if it
 #       did one (call again when still idle), False if there was nothing to
 #       do: `keep` pairs are ready, groups (a config's dh_groups) has no
-#       group 31, or less than PREPARE_FREE of the heap was free or making
-#       one ran out of memory (then nothing more until a pair is taken).
+#       group 31, or making one ran out of memory (then nothing more until a
+#       pair is taken). No free-heap check before it starts: the esp32 and
+#       WebAssembly ports grow their heaps on demand, so gc.mem_free() does
+#       not say whether there is room.
 #       ike.device's loop and ike.aio's task call it when nothing is due.
 #   ready(rng=None) -> how many pairs are ready for that rng
 #   take(rng) -> (private, public) made with that rng, or None
@@ -221,10 +223,9 @@ def random_bytes(n):
 # A pair's randomness is drawn when its making starts; the private value
 # waits in RAM until it is used, as it does during an exchange. keep=2 is
 # for two engines in one process (tests, bench): each takes one.
-PREPARE_FREE = 16384  # bytes free, after a collection, to start a pair
 _ahead = []  # [(rng, private, public)], oldest first
 _job = []  # [rng, private, generator of public values in slices]
-_stalled = []  # [1] after too little room or a MemoryError, until a pair is taken
+_stalled = []  # [1] after a MemoryError, until a pair is taken
 
 
 def x25519_base_slices(k):
@@ -243,13 +244,6 @@ def ready(rng=None):
     return len([1 for r in _ahead if r[0] is rng])
 
 
-def _room():
-    if not hasattr(gc, "mem_free"):  # CPython
-        return True
-    gc.collect()
-    return gc.mem_free() >= PREPARE_FREE
-
-
 def prepare(rng=None, groups=None, keep=1):
     """One slice of idle-time work towards the next X25519 key pair: True
     if it did one, False if there was nothing to do."""
@@ -258,9 +252,6 @@ def prepare(rng=None, groups=None, keep=1):
     rng = rng or random_bytes
     if not _job:
         if _stalled or ready(rng) >= keep:
-            return False
-        if not _room():
-            _stalled[:] = [1]  # and so no collection each idle turn
             return False
         x = bytes(rng(32))
         _job[:] = [rng, x, None]
