@@ -90,8 +90,8 @@ table: venv ## show and check BOARD's partition table (QCD_ESP32, QCD_ESP32_S3, 
 flash: venv need-port ## esptool: write BOARD's partition table (+ FIRMWARE=dir|bin, ERASE=1 erases the chip first)
 	$(QCDBOARD) flash --port $(PORT) --board $(BOARD) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(ERASE),--erase)
 
-deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board as .mpy at mpy-cross -O3 (MPY_OPT=0: with line numbers; MPY=0: as .py; APP=1: the firmware app, CONFIG=file)
-	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG)) $(if $(filter 0,$(MPY)),--py) $(if $(MPY_OPT),--opt $(MPY_OPT))
+deploy: venv need-port ## mpremote: copy lib/qcd (+ lib/ike) to the board as .mpy at mpy-cross -O3 (MPY_OPT=0: with line numbers; MPY=0: as .py; MPY_COMB=1: with X25519's comb, ~10 KB heap; APP=1: the firmware app, CONFIG=file)
+	$(QCDBOARD) deploy --port $(PORT) $(if $(APP),--app) $(if $(CONFIG),--config $(CONFIG)) $(if $(filter 0,$(MPY)),--py) $(if $(MPY_OPT),--opt $(MPY_OPT)) $(if $(filter 1,$(MPY_COMB)),--comb)
 
 test-board: venv need-port ## the portable suite on a board over mpremote, as .mpy, one module per soft reset (MPY=0: .py)
 	$(QCDBOARD) test --port $(PORT) $(if $(filter 0,$(MPY)),--py)

@@ -78,16 +78,19 @@ OUT_KEEP = int(os.environ.get("HEAP_OUT_KEEP", "6000"))  # characters of a probe
 LINE = re.compile(r"HEAPPROBE (ok|fail) (.*)")
 
 
-def device_files():
+def device_files(variant="py"):
     """[(host path, path under /lib)] of what `qcdboard deploy --app` puts
-    in /lib: the device set of lib/ and the firmware app."""
+    in /lib: the device set of lib/ and the firmware app; as .mpy without
+    what such a deploy leaves off (remote.MPY_LEAVE_OFF) unless --mpy-comb."""
     from qcdhost.esp import remote
 
-    out = [(h, d[len("lib/") :]) for h, d in remote.package_files()]
+    leave_off = remote.MPY_LEAVE_OFF if variant == "mpy" and not MPY_COMB[0] else ()
+    out = [(h, d[len("lib/") :]) for h, d in remote.package_files() if d not in leave_off]
     return out + [(h, d[len("lib/") :]) for h, d in remote.APP_FILES if d.startswith("lib/")]
 
 
 GC_THRESHOLD = [None]  # --gc-threshold: the app's device.gc_threshold (default: the app's own)
+MPY_COMB = [False]  # --mpy-comb: the mpy variant with what a .mpy deploy leaves off (remote.MPY_LEAVE_OFF)
 MPY_OPT = [None]  # mpy-cross -O for the mpy variant: --mpy-opt, default deploy's (qcdhost.esp.remote.MPY_OPT)
 
 
@@ -102,7 +105,7 @@ def stage(variant, top):
     lib = os.path.join(top, "lib")
     os.makedirs(lib)
     shutil.copy(PROBE, os.path.join(top, "heap_probe.py"))
-    files = list(device_files())
+    files = list(device_files(variant))
     extra = os.environ.get("MICROPYLIB")
     if extra:
         for f in sorted(os.listdir(extra)):
@@ -338,6 +341,7 @@ def main(argv=None):
     ap.add_argument("--probes", default=None, help="comma separated, of import,handshake,hold (default: all three; --quick: handshake,hold); empty: none")
     ap.add_argument("--deltas", action="store_true", help="also each module's import cost: the heap it adds when imported after the modules it imports")
     ap.add_argument("--mpy-opt", type=int, default=None, metavar="N", help="mpy-cross -ON for the mpy variant (default: what `make deploy` uses, qcdhost.esp.remote.MPY_OPT)")
+    ap.add_argument("--mpy-comb", action="store_true", help="the mpy variant with X25519's comb, which a .mpy deploy leaves off unless asked (qcdhost.esp.remote.MPY_LEAVE_OFF)")
     ap.add_argument("--gc-threshold", type=int, default=None, metavar="B", help="the app's device.gc_threshold (default: the app's default; 0: collect only when full)")
     ap.add_argument("--quick", action="store_true", help="one lever in a few minutes: mpy only, probes handshake,hold, bisection around --near (see above)")
     ap.add_argument("--near", type=int, default=None, metavar="KIB", help="start the bisection around KIB (default with --quick: %d)" % QUICK_NEAR)
@@ -350,6 +354,7 @@ def main(argv=None):
 
     MPY_OPT[0] = remote.MPY_OPT if a.mpy_opt is None else a.mpy_opt
     GC_THRESHOLD[0] = a.gc_threshold
+    MPY_COMB[0] = a.mpy_comb
     mp = os.environ.get("MICROPYTHON")
     if not mp:
         print("not measured: no fixed-heap micropython (set MICROPYTHON=/path/to/micropython, MicroPython's unix port)")

@@ -261,6 +261,17 @@ def test_deploy_compiles_mpy_and_keeps_main_py(tmp_path):
     assert "/lib/qcd/hook.py" in args[3] and "os.remove" in args[3]
 
 
+def test_a_mpy_deploy_leaves_x25519s_comb_off_and_removes_an_old_copy_unless_asked():
+    off = "lib/ike/x25519_comb.py"
+    assert off in [d for _, d in remote.deploy_files()]
+    cps = lambda args: [a[1:] for a in args if a.startswith(":")]  # noqa: E731
+    args = remote.deploy_cp("/dev/ttyUSB0", mpy=True)
+    assert "lib/ike/x25519.mpy" in cps(args) and "lib/ike/x25519_comb.mpy" not in cps(args)
+    assert "/lib/ike/x25519_comb.mpy" in args[3] and "/lib/ike/x25519_comb.py" in args[3]  # removed from the board
+    assert "lib/ike/x25519_comb.mpy" in cps(remote.deploy_cp("/dev/ttyUSB0", mpy=True, comb=True))
+    assert off in cps(remote.deploy_cp("/dev/ttyUSB0"))  # the sources: whole
+
+
 def test_deploy_compiles_without_line_numbers_unless_asked_and_tracebacks_still_name_the_function(tmp_path):
     # -O3 (remote.MPY_OPT, the deploy default) leaves out the line-number
     # tables; --opt 0 keeps them. Checked on the WebAssembly MicroPython.

@@ -184,7 +184,7 @@ def cmd_deploy(a):
         v, sub, arch = remote.decode_mpy(board)
         print("board loads .mpy v%d.%d (%s): deploying .mpy compiled by this mpy-cross -O%d%s (--py: the sources)" % (v, sub, arch, a.opt, ", no line numbers in tracebacks (--opt 0 keeps them)" if a.opt >= 3 else ""))
     try:
-        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=packages, mpy=mpy, opt=a.opt)
+        args = remote.deploy_cp(a.port, app=a.app, config=a.config, packages=packages, mpy=mpy, opt=a.opt, comb=a.comb)
     except RuntimeError as e:
         fail(str(e), 1)
     if remote.run(args).returncode:
@@ -383,6 +383,7 @@ def main(argv=None):
     p.add_argument("--packages", default=",".join(devset.packages()), help="which of lib/ to copy (default %(default)s: all of it)")
     p.add_argument("--py", action="store_true", help="copy the .py sources instead of .mpy compiled with mpy-cross")
     p.add_argument("--opt", type=int, choices=range(4), default=remote.MPY_OPT, metavar="N", help="mpy-cross -ON (default %(default)s: no line-number tables, about 4 KB less heap; 0 keeps the line numbers tracebacks show)")
+    p.add_argument("--comb", action="store_true", help="as .mpy, also X25519's base-point comb (ike.x25519_comb, about 10 KB of heap; left off by default: the ladder does its work, ahead of need in idle time)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the board's answers")
     p.set_defaults(func=cmd_deploy)
 

@@ -341,6 +341,9 @@ def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstab
     b = backing.copy(into=work)
     o = oracle.copy()
     total = [0]
+    # Only the emulator of the current boot: an earlier one's counters and
+    # violations no longer change (checked after every op while it was in
+    # use), and each holds its own unstable cells on a board's heap.
     emus = []
 
     def factory():
@@ -352,7 +355,7 @@ def run(backing, ops, oracle, cut, seed, encrypted, cap=64, victims=None, unstab
             if c <= 0:
                 c = None
         e = flashemu.FlashEmu(b, encrypted=encrypted, cut_at=c, seed=seed, unstable=unstable)
-        emus.append(e)
+        emus[:] = [e]
         return e
 
     store = None
@@ -396,6 +399,33 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
                 e.wear_out(b, e.erase_counts[b], flashemu.STUCK_BITS)
                 break
         e = st = None  # that mount is not the workload's: gone before it starts
+    # The start image goes into a file (flashemu.FrozenImage) and out of the
+    # heap: each cut's run reads it through a working image that holds only
+    # the pieces the run writes (on a board, the warmed partition in RAM
+    # beside every cut's working image would not fit a 110 KiB heap).
+    backing = flashemu.FrozenImage(backing, _scratch("qcd-sweep-%d.img" % seed))
+    try:
+        return _sweep(backing, o0, cap, evict, seed, blocks, encrypted, n_ops, cuts, stride, cap_drop, unstable, stats)
+    finally:
+        backing.close()
+
+
+def _scratch(name):
+    # A file a sweep may write: a new one in the temporary folder (CPython,
+    # where sweeps run in parallel), or `name` in the current folder
+    # (MicroPython: a board's filesystem, the WebAssembly port's MEMFS, the
+    # unix port's working folder).
+    try:
+        import os
+        import tempfile
+    except ImportError:
+        return name
+    fd, path = tempfile.mkstemp(prefix=name + ".")
+    os.close(fd)
+    return path
+
+
+def _sweep(backing, o0, cap, evict, seed, blocks, encrypted, n_ops, cuts, stride, cap_drop, unstable, stats):
     if cap_drop:
         ops, o1, hit = cap_drop_ops(backing, o0, cap, encrypted, cap_drop)
         ops.extend(make_ops(b"workload", seed, o1, n_ops, cap, evict=evict))
@@ -423,43 +453,59 @@ def sweep(seed, blocks=4, encrypted=False, n_ops=60, cuts=None, stride=1, worn=F
         if res is None:
             continue  # the cut point was past the end of this run
         made += 1
-        idx, before = res
-        after = before.copy()
-        after.apply(ops[idx])
-        if idx in victims:
-            # the same entry goes whether the store or the next mount evicts it
-            del after.children[victims[idx]]
-        emu = flashemu.FlashEmu(b, seed=c)
-        try:
-            store = Store(emu, det_rng(seed), max_children=cap)
-        except Exception as e:
-            raise TortureFailure("%s: mount after the cut raised %r" % (label, e))
-        held = check(store, before, label + " (op %d %s)" % (idx, ops[idx][0]), after)
-        want_boot = before.boot + 1
-        if ops[idx][0] == "reboot":
-            ok = store.boot_count in (want_boot, want_boot + 1)
-        else:
-            ok = store.boot_count == want_boot
-        if not ok:
-            raise TortureFailure("%s: boot count %d, expected %d" % (label, store.boot_count, want_boot))
-        if store.log.readonly_reason and store.log.readonly_reason != "no":
-            raise TortureFailure("%s: store came up read-only: %s" % (label, store.log.readonly_reason))
-        # Still writable, and what it writes survives the next reboot.
-        o = held.copy()
-        o.boot = store.boot_count
-        more = make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False, evict=evict)
-        for op in more:
-            store = do(store, op, None, cap)
-            o.apply(op)
-            reconcile(o, op, store, cap)
-        store = None
-        emu2 = flashemu.FlashEmu(b, seed=c + 1)
-        store = Store(emu2, det_rng(seed), max_children=cap)
-        check(store, o, label + " (after more writes and a reboot)")
-        if emu.violations or emu2.violations:
-            raise TortureFailure("%s: flash violation: %s" % (label, emu.last_violation or emu2.last_violation))
-        # One cut's stores and oracles at a time on a board's heap.
-        store = emu = emu2 = o = held = before = after = None
+        _check_cut(b, res, ops, victims, c, seed, cap, evict, label)
     if stats is not None:
         stats["cuts"] = stats.get("cuts", 0) + made
     return made
+
+
+# After a cut the store must mount with what it had acknowledged, stay
+# writable, and keep what it writes then across the next reboot. Each of
+# the two mounts is made in a function of its own: a MicroPython frame's
+# stack slots keep what they last held, and the collector scans them, so
+# a mount made in the same frame as the next one would stay alive beside it
+# (two mounts on a board's heap); a function's frame goes when it returns.
+
+
+def _check_cut(b, res, ops, victims, c, seed, cap, evict, label):
+    violation, o = _mount_after_cut(b, res, ops, victims, c, seed, cap, evict, label)
+    emu2 = flashemu.FlashEmu(b, seed=c + 1)
+    store = Store(emu2, det_rng(seed), max_children=cap)
+    check(store, o, label + " (after more writes and a reboot)")
+    if violation or emu2.violations:
+        raise TortureFailure("%s: flash violation: %s" % (label, violation or emu2.last_violation))
+
+
+def _mount_after_cut(b, res, ops, victims, c, seed, cap, evict, label):
+    """The mount after cut c, checked against the oracles before and after
+    the interrupted op, then a few more writes. Returns (its emulator's
+    last flash violation or None, the oracle after those writes)."""
+    idx, before = res
+    after = before.copy()
+    after.apply(ops[idx])
+    if idx in victims:
+        # the same entry goes whether the store or the next mount evicts it
+        del after.children[victims[idx]]
+    emu = flashemu.FlashEmu(b, seed=c)
+    try:
+        store = Store(emu, det_rng(seed), max_children=cap)
+    except Exception as e:
+        raise TortureFailure("%s: mount after the cut raised %r" % (label, e))
+    held = check(store, before, label + " (op %d %s)" % (idx, ops[idx][0]), after)
+    want_boot = before.boot + 1
+    if ops[idx][0] == "reboot":
+        ok = store.boot_count in (want_boot, want_boot + 1)
+    else:
+        ok = store.boot_count == want_boot
+    if not ok:
+        raise TortureFailure("%s: boot count %d, expected %d" % (label, store.boot_count, want_boot))
+    if store.log.readonly_reason and store.log.readonly_reason != "no":
+        raise TortureFailure("%s: store came up read-only: %s" % (label, store.log.readonly_reason))
+    # Still writable.
+    o = held.copy()
+    o.boot = store.boot_count
+    for op in make_ops(b"more %d" % seed, c, o, 4, cap, reboots=False, evict=evict):
+        store = do(store, op, None, cap)
+        o.apply(op)
+        reconcile(o, op, store, cap)
+    return (emu.last_violation or "?") if emu.violations else None, o

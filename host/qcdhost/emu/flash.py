@@ -65,7 +65,8 @@
 # not erased); a complete erase of their block clears them. They are kept in
 # the sidecar ("weak": {"blk": [[offset, masks], ...]}, masks being one
 # byte's bit mask as an int, or a hex string of the masks of the bytes from
-# offset on), since the cells keep their state across a reboot, whichever
+# offset on, written in runs of at most 32 bytes), since the cells keep
+# their state across a reboot, whichever
 # emulator reads them. Their random values are drawn in address order.
 #
 # Memory. The emulator runs on a board's small, fragmenting heap (the
@@ -106,6 +107,7 @@ CHUNK = 16  # flash-encryption block: alignment and program-once unit
 _ROW = 32  # keystream row of the encryption model
 _PIECE = 256  # unit of RAM allocation: MemoryBacking, keystream cache
 _STEP = 256  # the longest stretch a program's or erase's big-int masks span
+_WEAK_RUN = 32  # the most bytes of unstable-cell masks in one sidecar hex string
 
 # ESP-IDF error codes (components/esp_common/include/esp_err.h), negated the
 # way MicroPython's check_esp_err raises them.
@@ -265,7 +267,9 @@ class MemoryBacking:
     write: a power-cut sweep's copy per cut costs the pieces it changes, not
     the image); tests reboot by building a new FlashEmu on the same object.
     `data` is the whole image as one new bytearray (a copy: write() is what
-    changes the backing)."""
+    changes the backing). over() makes one that reads as another backing
+    (a FrozenImage: a snapshot in a file) wherever it has not been written:
+    it holds only the pieces written since."""
 
     def __init__(self, size=None, data=None, meta=None):
         if data is not None:
@@ -274,7 +278,10 @@ class MemoryBacking:
             raise ValueError("size must be a multiple of %d" % BLOCK_SIZE)
         self.size = size
         self.pieces = [None] * (size // _PIECE)
-        self.mine = bytearray(size // _PIECE)  # 1: this backing's own piece, 0: shared with a copy
+        # per piece: 1 this backing's own, 0 shared with a copy (or erased,
+        # if None), 2 not held: read from self.base
+        self.mine = bytearray(size // _PIECE)
+        self.base = None
         # Buffers of this backing's own pieces that it no longer uses (erased,
         # or dropped when a copy() overwrote it), for its next programs: a
         # store erases and programs the same blocks over and over, and a
@@ -291,8 +298,8 @@ class MemoryBacking:
     @property
     def data(self):
         out = bytearray(self.size)
-        for i in range(len(self.pieces)):
-            out[i * _PIECE : (i + 1) * _PIECE] = self.pieces[i] or _ff_piece()
+        for off in range(0, self.size, _PIECE):
+            out[off : off + _PIECE] = self.read(off, _PIECE)
         return out
 
     def read(self, off, n):
@@ -305,7 +312,12 @@ class MemoryBacking:
             p, o = divmod(off + got, _PIECE)
             take = min(n - got, _PIECE - o)
             pc = self.pieces[p]
-            out[got : got + take] = ff[:take] if pc is None else memoryview(pc)[o : o + take]
+            if pc is not None:
+                out[got : got + take] = memoryview(pc)[o : o + take]
+            elif self.mine[p] == 2:
+                out[got : got + take] = self.base.read(off + got, take)
+            else:
+                out[got : got + take] = ff[:take]
             got += take
         return bytes(out)
 
@@ -326,8 +338,14 @@ class MemoryBacking:
                 self.mine[p] = 0
             else:
                 if pc is None or not self.mine[p]:
-                    # a new piece: erased, or a copy of the one shared with a copy
-                    src = ff[:_PIECE] if pc is None else pc
+                    # a new piece: erased, the base's, or a copy of the one
+                    # shared with a copy
+                    if pc is not None:
+                        src = pc
+                    elif self.mine[p] == 2:
+                        src = self.base.read(p * _PIECE, _PIECE)
+                    else:
+                        src = ff[:_PIECE]
                     if self.free:
                         pc = self.free.pop()
                         pc[:] = src
@@ -356,12 +374,77 @@ class MemoryBacking:
         elif into.size != self.size:
             raise ValueError("copy into a backing of %d bytes, not %d" % (into.size, self.size))
         for i in range(len(self.pieces)):
-            if into.mine[i] and into.pieces[i] is not None:
+            if into.mine[i] == 1 and into.pieces[i] is not None:
                 into.free.append(into.pieces[i])
             into.pieces[i] = self.pieces[i]
-            into.mine[i] = self.mine[i] = 0
+            into.mine[i] = self.mine[i] = 2 if self.mine[i] == 2 else 0
+        into.base = self.base
         into.meta = meta
         return into
+
+
+def over(base, into=None):
+    """A MemoryBacking that reads as `base` (a backing that is not written
+    any more, e.g. a FrozenImage) until it is written, and holds in RAM only
+    the pieces written since; its sidecar starts as a copy of base's. `into`:
+    a MemoryBacking of the same size to reuse (its pieces are dropped)."""
+    if into is None:
+        into = MemoryBacking(base.size)
+    elif into.size != base.size:
+        raise ValueError("copy into a backing of %d bytes, not %d" % (into.size, base.size))
+    for i in range(len(into.pieces)):
+        if into.mine[i] == 1 and into.pieces[i] is not None:
+            into.free.append(into.pieces[i])
+        into.pieces[i] = None
+        into.mine[i] = 2
+    into.base = base
+    into.meta = _clone(base.load_meta())
+    return into
+
+
+class FrozenImage:
+    """A backing's state frozen into an image file (its physical bytes,
+    written 256 bytes at a time) and its sidecar, held in RAM: read-only.
+    copy() gives a MemoryBacking over it (over()): a power-cut sweep keeps
+    its start image here, out of a board's heap, and each cut's working
+    image holds only the pieces that cut's run writes. Portable: open, seek,
+    read, write (a board's filesystem; MEMFS on the WebAssembly port)."""
+
+    def __init__(self, backing, path):
+        self.path = path
+        self.size = backing.size
+        with open(path, "wb") as f:
+            for off in range(0, self.size, _PIECE):
+                f.write(backing.read(off, _PIECE))
+        self.meta = _clone(backing.load_meta())
+        self.f = open(path, "rb")
+
+    def read(self, off, n):
+        self.f.seek(off)
+        return self.f.read(n)
+
+    def write(self, off, data):
+        raise OSError("a FrozenImage is read-only")
+
+    def flush(self):
+        pass
+
+    def load_meta(self):
+        return self.meta
+
+    def save_meta(self, meta):
+        raise OSError("a FrozenImage is read-only")
+
+    def copy(self, into=None):
+        return over(self, into)
+
+    def close(self, remove=True):
+        """Close the file, and (remove=True) delete it."""
+        self.f.close()
+        if remove:
+            import os
+
+            os.remove(self.path)
 
 
 class FileBacking:
@@ -892,8 +975,12 @@ class FlashEmu:
                     hi -= 1
                 if hi - lo == 1:
                     pairs.append([p * _PIECE + lo, pc[lo]])
-                elif hi > lo:
-                    pairs.append([p * _PIECE + lo, bytes(pc[lo:hi]).hex()])
+                # Runs of at most _WEAK_RUN bytes: a torn erase can leave a
+                # whole block unstable, and one hex string per piece (512
+                # characters) is an allocation a board's fragmented heap
+                # often has no room for.
+                for a in range(lo, hi if hi - lo > 1 else lo, _WEAK_RUN):
+                    pairs.append([p * _PIECE + a, bytes(pc[a : min(hi, a + _WEAK_RUN)]).hex()])
             if pairs:
                 out[str(b)] = pairs
         if out:

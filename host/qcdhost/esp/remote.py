@@ -103,6 +103,14 @@ def mpy_problem(board_mpy, cross=None):
 # either. `make deploy MPY_OPT=0` (qcdboard deploy --opt 0) keeps the lines.
 MPY_OPT = 3
 
+# What a .mpy deploy leaves off unless asked (`make deploy MPY_COMB=1`,
+# qcdboard deploy --comb): ike.x25519_comb, X25519's base-point comb and its
+# table, about 10 KB of heap once loaded as .mpy (its header). Without it
+# ike.x25519 runs the ladder for the public value too, which ike.dh does
+# ahead of need in idle time. A .py deploy and frozen firmware keep it
+# (frozen, its table is flash, not heap).
+MPY_LEAVE_OFF = ("lib/ike/x25519_comb.py",)
+
 
 def compile_mpy(files, out_dir=DEPLOY_MPY_DIR, opt=MPY_OPT):
     """[(host .mpy, device path)] for [(host .py, device path)]: each .py
@@ -145,7 +153,7 @@ def deploy_files(app=False, config=None, packages=None):
     return files
 
 
-def deploy_cp(port, app=False, config=None, packages=None, mpy=False, opt=MPY_OPT):
+def deploy_cp(port, app=False, config=None, packages=None, mpy=False, opt=MPY_OPT, comb=False):
     """mpremote argv copying the device set (lib/: qcd, ike, ikebase, ...)
     to /lib on the board, or the packages named and those they import
     (NEEDS); with app, also the firmware app (firmware/qcdapp.py to /lib,
@@ -153,12 +161,18 @@ def deploy_cp(port, app=False, config=None, packages=None, mpy=False, opt=MPY_OP
     to /qcd.json. mpy=True: the modules compiled to .mpy (compile_mpy at -O`opt`; the
     caller has checked the board with mpy_problem), and any .py of the same
     modules removed from the board; mpy=False: the .py sources, and any .mpy
-    of them removed. `fs cp` skips files whose sha256 already matches, so a
-    second deploy copies only what changed."""
+    of them removed; unless comb, without MPY_LEAVE_OFF (and any copy of
+    it removed from the board). `fs cp` skips files whose sha256 already
+    matches, so a second deploy copies only what changed."""
     files = deploy_files(app, config, packages)
-    if mpy:
-        files = compile_mpy(files, opt=opt)
     stale = []
+    if mpy:
+        if not comb:
+            for off in MPY_LEAVE_OFF:
+                if off in [d for _, d in files]:
+                    stale += ["/" + off, "/" + off[:-3] + ".mpy"]
+            files = [(h, d) for h, d in files if d not in MPY_LEAVE_OFF]
+        files = compile_mpy(files, opt=opt)
     for _, dev in files:
         if dev.endswith(".mpy"):
             stale.append("/" + dev[:-4] + ".py")
