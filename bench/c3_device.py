@@ -166,15 +166,15 @@ def counted_pair(groups):
 
 
 def prepare_ahead(groups):
-    """What the device loop does when idle (ike.dh.prepare, one slice per
+    """What the device loop does when idle (ike.crypto.prepare, one slice per
     call) until both engines of the pair have a key pair ready (keep=2: one
     process, one rng): (instructions in all, the longest slice, slices)."""
-    from ike import dh
+    from ike import crypto
 
     total = longest = slices = 0
     while True:
         t0 = count()
-        more = dh.prepare(None, groups, 2)
+        more = crypto.prepare(None, groups, 2)
         d = count() - t0 - READ[0]
         if not more:
             return total, longest, slices
@@ -189,10 +189,10 @@ def handshake(groups, seed, ahead=False):
     {"i": initiator, "r": responder}, and the group the SA uses. ahead: the
     key pairs made first in idle time (not counted here; AHEAD gets what
     that took), as ike.device's loop does between handshakes."""
-    from ike import dh
+    from ike import crypto
 
     _n[0] = seed * 1000
-    dh._ready[:] = []
+    crypto._ahead[:] = []
     p = counted_pair(groups)
     gc.collect()
     if ahead:
@@ -236,6 +236,19 @@ def measure_handshakes(reps):
         result("%s_ahead_pair" % name, per_pair[len(per_pair) // 2])
         result("%s_ahead_slice_max" % name, max(a[1] for a in AHEAD))
         result("%s_ahead_slices_per_pair" % name, max(a[2] for a in AHEAD) // 2)
+        # the same with the collector run as firmware/qcdapp.py sets it
+        # (gc.threshold: a quarter of the heap free at the start)
+        for ahead, tag in ((True, "ahead_thr"), (False, "thr")):
+            gc.collect()
+            gc.threshold(gc.mem_free() // 4)
+            try:
+                t = handshake(groups, 1, ahead)[0]
+            finally:
+                gc.threshold(-1)
+            result("%s_%s_i" % (name, tag), t["i"])
+            result("%s_%s_r" % (name, tag), t["r"])
+        result("%s_ahead_seed1_i" % name, runs[0]["i"])
+        result("%s_ahead_seed1_r" % name, runs[0]["r"])
         # the same with the collector off, if the heap lasts: the
         # difference is what garbage collection cost in this heap
         gc.collect()
@@ -270,6 +283,31 @@ def measure_split():
             cats["rest"] = t[side] - sum(cats.values())
             result("split_%s_%s" % (name, side), " ".join("%s=%d" % kv for kv in sorted(cats.items())) + " total=%d" % t[side])
         result("split_%s_wrapped_calls" % name, CALLS[0])
+
+
+def measure_free_heap():
+    """One X25519 shared secret (the ladder) with less and less of the heap
+    free (a ballast of live bytearrays): its 1.3 MB of temporaries are
+    collected more often, and each collection marks the live heap and
+    sweeps the whole heap."""
+    from ike import x25519
+
+    k, u = hashlib.sha256(b"k").digest(), hashlib.sha256(b"u").digest()
+    out = []
+    for blocks in (0, 300, 400):
+        ballast = [bytearray(200) for _ in range(blocks)]
+        gc.collect()
+        free = gc.mem_free()
+        best = None
+        for _ in range(2):
+            gc.collect()
+            t0 = count()
+            x25519.x25519(k, u)
+            d = count() - t0 - READ[0]
+            best = d if best is None or d < best else best
+        out.append("%d:%d" % (free, best))
+        ballast = None
+    result("x25519_by_free_heap", ",".join(out))
 
 
 # -- QCD tokens ---------------------------------------------------------------
@@ -334,6 +372,7 @@ def main():
     measure_tokens()
     measure_handshakes(3)
     measure_split()
+    measure_free_heap()
     result("done", 1)
 
 

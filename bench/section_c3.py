@@ -73,7 +73,7 @@ def run(bench):
         "",
         "Each handshake was run twice: with no key pair ready, what the first handshake after boot meets (the"
         " device initiates before its loop was ever idle, so it makes its key pair then), and with the key pairs"
-        " made ahead, as ike.device's loop and ike.aio's task make them when nothing is due (ike.dh.prepare, one"
+        " made ahead, as ike.device's loop and ike.aio's task make them when nothing is due (ike.crypto.prepare, one"
         " slice per call, until each engine has one; not counted in the handshake, reported below). Any later"
         " handshake, reconnection or IKE SA rekey of a device that was idle for a moment is the second kind.",
         "",
@@ -92,7 +92,7 @@ def run(bench):
             L.append("| %s, %s | %s | %s | %s | %s | %s | %s |" % (label, who, n(v), sec(v), n(cold), sec(cold), n(r["%s_first_%s" % (name, side)]), verdict))
     pair, smax, nsl = r["x25519_ahead_pair"], r["x25519_ahead_slice_max"], r["x25519_ahead_slices_per_pair"]
     L += ["", "Made ahead, in idle time: one X25519 key pair costs %s instructions (%.0f ms at %d MHz, 1 IPC; median of"
-          " the runs above), in %s slices (ike.dh.prepare calls) of at most %s instructions (%.1f ms): the longest a"
+          " the runs above), in %s slices (ike.crypto.prepare calls) of at most %s instructions (%.1f ms): the longest a"
           " datagram or another asyncio task waits for idle work. The loops do it only when nothing is due for 20 ms"
           " and the last datagram is 200 ms old. MODP-2048 pairs are not made ahead (%s)." % (
               n(pair), int(pair) / (MHZ * 1e3), MHZ, nsl, n(smax), int(smax) / (MHZ * 1e3),
@@ -138,6 +138,18 @@ def run(bench):
              n(max(splits["x25519_ahead", s]["dh_pair"] for s in ("i", "r"))),
              "initiator" if worst == "i" else "responder",
              n(k["dh"]), n(k["dh_pair"]), n(k["dh_shared"]))]
+    L += ["", "The same handshakes with the early collection firmware/qcdapp.py sets (`gc.threshold`, a quarter of the"
+          " heap free at the start; ike.x25519 turns it off while it computes), initiator / responder: %s." % "; ".join(
+              "%s: key pair made ahead %s / %s, none ready %s / %s" % (lab, n(r["%s_ahead_thr_i" % g]), n(r["%s_ahead_thr_r" % g]),
+                                                                      n(r["%s_thr_i" % g]), n(r["%s_thr_r" % g]))
+              for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")))]
+    byfree = [x.split(":") for x in r["x25519_by_free_heap"].split(",")]
+    L += ["", "The shared secret depends on the heap left free, because its ladder makes about 1.3 MB of short-lived"
+          " integers and each collection marks the live heap and sweeps the whole %s B heap: one X25519 shared secret"
+          " alone (`x25519.x25519`) with %s (a ballast of live bytearrays taking the rest). MODP's pow() frees its own"
+          " temporaries and makes almost no garbage. A board whose heap is mostly taken by the app (the .mpy figures"
+          " of the Memory section) pays correspondingly more." % (
+              n(r["heap_bytes"]), ", ".join("%s KB free: %s instructions" % (n(int(f) // 1024), n(v)) for f, v in byfree))]
     gcs = []
     for g, lab in (("x25519", "X25519"), ("modp2048", "MODP-2048")):
         off = [r.get("%s_nogc_%s" % (g, s)) for s in ("i", "r")]

@@ -11,7 +11,7 @@ import time
 
 from peers import Peer, device_config, free_local, gateway_config
 
-from ike import aio, device, dh
+from ike import aio, crypto, device, dh
 from ike.const import CURVE25519, MODP_2048
 
 
@@ -25,8 +25,9 @@ class Rng:
 
 
 def clean_pool():
-    dh._ready[:] = []
-    dh._job = None
+    crypto._ahead[:] = []
+    crypto._job[:] = []
+    crypto._stalled[:] = []
 
 
 def test_the_device_loop_makes_the_next_key_pair_once_quiet_and_a_handshake_takes_it(tmp_path):
@@ -50,7 +51,7 @@ def test_the_device_loop_makes_the_next_key_pair_once_quiet_and_a_handshake_take
         device.run(None, engine=eng, stop=stop, max_ms=30000)
         assert eng.children and seen["ready_at_up"] == 0
         assert dh.ready(rng) == 1
-        pair = dh._ready[0]
+        pair = crypto._ahead[0]
         kp = dh.KeyPair(CURVE25519, rng)  # what the next IKE_SA_INIT or rekey does
         assert (kp._x, kp.public) == (pair[1], pair[2])
         assert dh.ready(rng) == 0
@@ -74,7 +75,7 @@ def test_the_device_loop_prepares_nothing_when_the_config_has_no_group_31(tmp_pa
 
         device.run(None, engine=eng, stop=stop, max_ms=30000)
         assert eng.children and [sa.group for sa in eng.sas.values()] == [MODP_2048]
-        assert dh.ready(rng) == 0 and dh._job is None
+        assert dh.ready(rng) == 0 and crypto._job == []
     finally:
         gw.kill()
         clean_pool()
@@ -115,3 +116,56 @@ def test_the_modp_primes_are_loaded_only_for_a_modp_group():
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["before", "False", "after", "True"]
+
+
+def test_a_pair_being_made_survives_unloading_dh_and_x25519():
+    # what ike.engine does between handshakes: drop ike.dh, ike.x25519 and
+    # ike.x25519_comb from sys.modules, here in the middle of a pair (the
+    # hand-written X25519, in slices, as on MicroPython)
+    script = (
+        "import sys\n"
+        "from ike import crypto\n"
+        "crypto._x25519 = None\n"
+        "n = [0]\n"
+        "def rng(k):\n"
+        "    n[0] += 1\n"
+        "    return bytes([n[0]]) * k\n"
+        "assert crypto.prepare(rng) and crypto.prepare(rng) and crypto._job\n"
+        "import ike\n"
+        "for m in ('dh', 'x25519', 'x25519_comb'):\n"
+        "    sys.modules.pop('ike.' + m, None)\n"
+        "    if hasattr(ike, m):\n"
+        "        delattr(ike, m)\n"
+        "while crypto.prepare(rng):\n"
+        "    pass\n"
+        "print('ready', crypto.ready(rng), 'loaded', 'ike.x25519' in sys.modules)\n"
+        "from ike import dh, x25519\n"
+        "from ike.const import CURVE25519\n"
+        "kp = dh.KeyPair(CURVE25519, rng)\n"
+        "print('taken', kp._x == bytes([1]) * 32, kp.public == x25519.public_key(kp._x), crypto.ready(rng), n[0])\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ready", "1", "loaded", "False", "taken", "True", "True", "0", "1"]
+
+
+def test_running_out_of_memory_while_preparing_stops_quietly_until_a_pair_is_taken(monkeypatch):
+    clean_pool()
+
+    def broken(k):
+        yield None
+        raise MemoryError
+
+    monkeypatch.setattr(crypto, "x25519_base_slices", broken)
+    rng = Rng()
+    try:
+        assert crypto.prepare(rng)  # the first slice
+        assert not crypto.prepare(rng)  # MemoryError: dropped, no exception
+        assert crypto._job == [] and dh.ready(rng) == 0
+        assert not crypto.prepare(rng) and rng.calls == 1  # stalled: no new attempt
+        monkeypatch.undo()
+        kp = dh.KeyPair(CURVE25519, rng)  # a pair is wanted: made now, and the idle work may go on
+        assert len(kp.public) == 32
+        assert crypto.prepare(rng) and dh.ready(rng) == 1
+    finally:
+        clean_pool()

@@ -845,13 +845,14 @@ def test_a_device_that_only_initiates_never_loads_responder_code(tmp_path):
     assert "ike.ike_sa_init_responder" not in modules and "ike.ike_auth_responder" not in modules
 
 
-_TRANSIENT = ("ike.ike_sa_init", "ike.ike_sa_init_responder", "ike.ike_auth", "ike.ike_auth_responder", "ike.create_child_sa", "ike.proposals", "ike.ts")
+_TRANSIENT = ("ike.ike_sa_init", "ike.ike_sa_init_responder", "ike.ike_auth", "ike.ike_auth_responder", "ike.create_child_sa", "ike.proposals", "ike.ts", "ike.dh", "ike.modp", "ike.x25519", "ike.x25519_comb")
 
 
 def test_a_device_unloads_the_handshake_and_rekey_code_once_no_sa_needs_it(tmp_path):
     # Engine.unload (a device's default on MicroPython): the replayed device
-    # drops ike.ike_sa_init once IKE_SA_INIT is answered, ike.ike_auth and
-    # the helpers only exchanges use (proposals, ts) once its IKE SA is up,
+    # drops ike.ike_sa_init and D-H (ike.dh) once IKE_SA_INIT is answered,
+    # ike.ike_auth and the helpers only exchanges use (proposals, ts) once
+    # its IKE SA is up,
     # and ike.create_child_sa after each rekey, either side's; it loads them
     # again for the next rekey and for a new IKE SA after a Delete, and ends
     # where the engine that kept everything loaded ended.
@@ -870,7 +871,7 @@ def test_a_device_unloads_the_handshake_and_rekey_code_once_no_sa_needs_it(tmp_p
     assert len(inits) == 2 and len(auths) == 2
     for i in [i for i, lb in enumerate(labels) if lb == ("cmd", "initiate")]:
         # IKE_SA_INIT and its D-H run without ike.ts (ike_sa_init.ip4)
-        assert {"ike.ike_sa_init", "ike.proposals"} <= set(loaded[i]) and "ike.ts" not in loaded[i]
+        assert {"ike.ike_sa_init", "ike.dh", "ike.proposals"} <= set(loaded[i]) and "ike.ts" not in loaded[i]
     for i in inits:
         assert loaded[i] == ["ike.ike_auth", "ike.proposals", "ike.ts"]
     for i in auths:

@@ -128,8 +128,9 @@ def prepare_all(rng, groups=None, keep=1):
 
 class TestKeyPairsAhead(unittest.TestCase):
     def setUp(self):
-        dh._ready[:] = []
-        dh._job = None
+        crypto._ahead[:] = []
+        crypto._job[:] = []
+        crypto._stalled[:] = []
 
     tearDown = setUp
 
@@ -171,7 +172,7 @@ class TestKeyPairsAhead(unittest.TestCase):
         self.assertEqual(a._x, rng.given[0])
         self.assertEqual(a.public, x25519.public_key(a._x))
         self.assertEqual(len(rng.given), 1)
-        self.assertEqual((dh.ready(rng), dh._job), (0, None))
+        self.assertEqual((dh.ready(rng), crypto._job), (0, []))
 
     def test_keep_two_holds_two_different_pairs(self):
         rng = Counter(350)

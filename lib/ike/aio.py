@@ -41,7 +41,7 @@
 #
 # Idle time: when nothing is due for device.IDLE_MIN_MS and the last
 # datagram is ACTIVE_MS old, the task does one
-# slice of the next X25519 key pair (ike.dh.prepare, as ike.device's loop
+# slice of the next X25519 key pair (ike.crypto.prepare, as ike.device's loop
 # does) and yields to the other tasks before the next one, so a handshake
 # or rekey takes a ready pair; the other tasks wait at most one slice.
 #
@@ -53,7 +53,7 @@ import asyncio
 import gc
 import select
 
-from ike import device, dh
+from ike import crypto, device
 
 POLL_MS = 20  # MicroPython: longest wait before a datagram is seen
 ACTIVE_MS = 200  # MicroPython: after traffic, look every millisecond this long
@@ -197,11 +197,8 @@ async def serve(engine, stop=None, max_ms=None, feed=None, poll_ms=POLL_MS):
             due = eng.next_due()
             wait = device.POLL_MAX_MS if due is None else max(0, min(device.POLL_MAX_MS, due - now))
             if wait >= device.IDLE_MIN_MS and now >= active[0]:
-                try:
-                    if dh.prepare(eng.rng, cfg.dh_groups):
-                        wait = 0  # a slice of the next key pair done: others' turn, then on
-                except MemoryError:
-                    gc.collect()
+                if crypto.prepare(eng.rng, cfg.dh_groups):
+                    wait = 0  # a slice of the next key pair done: others' turn, then on
             if max_ms is not None:
                 wait = max(0, min(wait, t0 + max_ms - now))
             if _CPYTHON:

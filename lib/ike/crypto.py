@@ -5,6 +5,8 @@
 #   hmac_sha256(key, data)    one-shot HMAC-SHA-256
 #   hmac_key(key)             the same key for many MACs: .digest(data)
 #   x25519(k, u), x25519_base(k)   RFC 7748 X25519 (D-H group 31)
+#   prepare(rng, groups, keep), ready(rng), take(rng)
+#                             X25519 key pairs made ahead in idle time
 #   sha1(data), sha256(data)
 #   random_bytes(n)
 #   ct_equal(a, b)            constant-time comparison of MACs
@@ -30,6 +32,7 @@
 # builds its own object; data must be a multiple of 16 octets (callers pad,
 # RFC 7296 §3.14 and RFC 4303 §2.4).
 
+import gc
 import hashlib
 
 from ikebase.hmac256 import HmacKey as hmac_key  # noqa: F401
@@ -193,3 +196,98 @@ def random_bytes(n):
     if _random is None:
         raise CryptoUnavailable("no random source")
     return bytes(_random(n))
+
+
+# X25519 key pairs made ahead of need (issue 10: a handshake's time). They,
+# and the one being made, live here because this module stays loaded: the
+# engine may unload ike.dh, ike.x25519 and ike.x25519_comb between
+# handshakes (a pair being made holds its own references to the code it
+# runs, so that can happen mid-way too).
+#
+#   prepare(rng=None, groups=None, keep=1) -> bool
+#       idle-time work: one slice towards the next X25519 key pair (on the
+#       C3 stand-in at most about 2 M instructions: bench c3), True if it
+#       did one (call again when still idle), False if there was nothing to
+#       do: `keep` pairs are ready, groups (a config's dh_groups) has no
+#       group 31, or making one ran out of memory (then nothing more until a
+#       pair is taken). No free-heap check before it starts: the esp32 and
+#       WebAssembly ports grow their heaps on demand, so gc.mem_free() does
+#       not say whether there is room.
+#       ike.device's loop and ike.aio's task call it when nothing is due.
+#   ready(rng=None) -> how many pairs are ready for that rng
+#   take(rng) -> (private, public) made with that rng, or None
+#
+# ike.dh.KeyPair(31, rng) takes one (each pair once, RFC 7296 §2.12: never
+# reused; the one being made is finished first), else makes one then: so
+# does the first IKE_SA_INIT after boot, when the loop has not been idle.
+# A pair's randomness is drawn when its making starts; the private value
+# waits in RAM until it is used, as it does during an exchange. keep=2 is
+# for two engines in one process (tests, bench): each takes one.
+_ahead = []  # [(rng, private, public)], oldest first
+_job = []  # [rng, private, generator of public values in slices]
+_stalled = []  # [1] after a MemoryError, until a pair is taken
+
+
+def x25519_base_slices(k):
+    """x25519_base(k) in slices: an iterator of None between slices and the
+    public value last (the hand-written X25519 cuts its work up; another
+    backend does it in one call)."""
+    if _x25519 is None:
+        from ike.x25519 import public_key_slices
+
+        return public_key_slices(k)
+    return iter((_x25519(k, _BASE),))
+
+
+def ready(rng=None):
+    rng = rng or random_bytes
+    return len([1 for r in _ahead if r[0] is rng])
+
+
+def prepare(rng=None, groups=None, keep=1):
+    """One slice of idle-time work towards the next X25519 key pair: True
+    if it did one, False if there was nothing to do."""
+    if groups is not None and 31 not in groups:  # 31: Curve25519 (RFC 8031)
+        return False
+    rng = rng or random_bytes
+    if not _job:
+        if _stalled or ready(rng) >= keep:
+            return False
+        x = bytes(rng(32))
+        _job[:] = [rng, x, None]
+    try:
+        if _job[2] is None:
+            _job[2] = x25519_base_slices(_job[1])
+        pub = next(_job[2])
+    except MemoryError:
+        # quietly: idle work must not be what fails in a small heap
+        del _job[:]
+        _stalled[:] = [1]
+        gc.collect()
+        return False
+    except BaseException:  # KeyboardInterrupt: start afresh next time
+        del _job[:]
+        raise
+    if pub is not None:
+        _ahead.append((_job[0], _job[1], pub))
+        del _job[:]
+    return True
+
+
+def take(rng):
+    """(private, public): a ready pair of this rng's, or the one being made
+    with it, finished now; None if there is neither."""
+    del _stalled[:]  # a pair was wanted: the idle work may try again
+    for i in range(len(_ahead)):
+        if _ahead[i][0] is rng:
+            r = _ahead.pop(i)
+            return r[1], r[2]
+    if _job and _job[0] is rng:
+        rng, x, slices = _job
+        del _job[:]
+        if slices is None:
+            slices = x25519_base_slices(x)
+        for pub in slices:
+            if pub is not None:
+                return x, pub
+    return None

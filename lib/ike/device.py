@@ -42,7 +42,7 @@
 #
 # Idle time: when nothing is due for IDLE_MIN_MS and no datagram came in or
 # went out for QUIET_MS (an exchange under way wants its answers seen at
-# once), the loop does one slice of the next X25519 key pair (ike.dh.prepare, if the config has group 31),
+# once), the loop does one slice of the next X25519 key pair (ike.crypto.prepare, if the config has group 31),
 # then looks at its sockets again, so the next IKE_SA_INIT or rekey takes a
 # ready one instead of making it then. A datagram that comes in during a
 # slice waits for it (on the C3 stand-in a slice is about 2 M instructions,
@@ -63,7 +63,7 @@ import gc
 import select
 import socket
 
-from ike import dh
+from ike import crypto
 from ike.config import Config
 from ike.engine import Engine
 
@@ -269,7 +269,7 @@ def run(cfg, hook=None, log=None, stop=None, rng=None, max_ms=None, engine=None)
                     break
                 due = eng.next_due()
                 wait = POLL_MAX_MS if due is None else max(0, min(POLL_MAX_MS, due - now))
-                if wait >= IDLE_MIN_MS and now >= quiet[0] and dh.prepare(eng.rng, cfg.dh_groups):
+                if wait >= IDLE_MIN_MS and now >= quiet[0] and crypto.prepare(eng.rng, cfg.dh_groups):
                     wait = 0  # a slice done: look at the sockets and timers, then on
                 for ev in poll.poll(wait):
                     obj = ev[0]

@@ -88,80 +88,16 @@ class KeyPair:
         return z.to_bytes(n, "big")
 
 
-# X25519 key pairs made ahead of need (issue 10: a handshake's time).
-#
-#   prepare(rng=None, groups=None, keep=1) -> bool
-#       idle-time work: one slice towards the next X25519 key pair (on the
-#       C3 stand-in about a tenth of one: bench c3), True if it did one (call
-#       again when still idle), False if there was nothing to do: `keep`
-#       pairs are ready, or groups (a config's dh_groups) has no group 31.
-#       ike.device's loop and ike.aio's task call it when nothing is due.
-#   ready(rng=None) -> how many pairs are ready for that rng
-#
-# KeyPair(CURVE25519, rng) takes a ready pair made with the same rng (each
-# one once, RFC 7296 §2.12: never reused; the one being made is finished
-# first), else makes one then, as before: so does the first IKE_SA_INIT
-# after boot, when the loop has not been idle yet. A pair's randomness is
-# drawn when its making starts; the private value waits in RAM until it is
-# used, as it does during an exchange. keep=2 is for two engines in one
-# process (tests, bench): each takes one.
-_ready = []  # [(rng, private, public)], oldest first
-_job = None  # (rng, private, generator of public_key_slices) being made
-
-
-def _slices(x):
-    # the backend's base-point multiplication in slices: the hand-written
-    # one cuts its work up; another backend (cryptography on CPython, or
-    # one installed) does it in one call
-    if crypto._x25519 is None:
-        from ike import x25519
-
-        return x25519.public_key_slices(x)
-    return iter((crypto.x25519_base(x),))
-
-
-def prepare(rng=None, groups=None, keep=1):
-    """One slice of idle-time work towards the next X25519 key pair: True
-    if it did one, False if there was nothing to do."""
-    global _job
-    if groups is not None and CURVE25519 not in groups:
-        return False
-    rng = rng or crypto.random_bytes
-    if _job is None:
-        if ready(rng) >= keep:
-            return False
-        x = bytes(rng(X25519_LEN))
-        _job = (rng, x, _slices(x))
-    try:
-        pub = next(_job[2])
-    except BaseException:  # MemoryError, KeyboardInterrupt: start afresh next time
-        _job = None
-        raise
-    if pub is None:
-        return True
-    _ready.append((_job[0], _job[1], pub))
-    _job = None
-    return True
-
-
-def ready(rng=None):
-    rng = rng or crypto.random_bytes
-    return len([1 for r in _ready if r[0] is rng])
+# X25519 key pairs made ahead in idle time: ike.crypto keeps them (its
+# header says how), so that this module can be unloaded between handshakes.
+prepare = crypto.prepare
+ready = crypto.ready
 
 
 def _take(rng):
-    """(private, public): a ready pair of this rng's, the one being made
-    finished, or a new one."""
-    global _job
-    for i in range(len(_ready)):
-        if _ready[i][0] is rng:
-            r = _ready.pop(i)
-            return r[1], r[2]
-    if _job is not None and _job[0] is rng:
-        j = _job
-        _job = None
-        for pub in j[2]:
-            if pub is not None:
-                return j[1], pub
+    """(private, public): a pair made ahead with this rng, or a new one."""
+    r = crypto.take(rng)
+    if r is not None:
+        return r
     x = bytes(rng(X25519_LEN))
     return x, crypto.x25519_base(x)

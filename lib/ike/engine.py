@@ -114,12 +114,19 @@ def exchange(ex, theirs=0):
 # checks it against the sources).
 # A holder still loaded would keep the helper's code alive, and a later
 # import would load a second copy beside it. ike.informational stays (every
-# liveness check), and so does D-H: ike.device and ike.aio hold ike.dh, whose
-# key pair made ahead in idle time (dh.prepare) lives in it.
+# liveness check). D-H goes too, in this order: ike.dh, ike.modp (dh's
+# primes), ike.x25519_comb, ike.x25519 (which x25519_comb imports): between
+# handshakes and rekeys no SA holds a key pair, and the one made ahead in
+# idle time is plain bytes in ike.crypto (crypto.prepare's job holds its own
+# references to the code it runs, so unloading mid-job is safe).
 _UNLOADED = (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA)
 _HELPERS = (
     ("proposals", ()),
     ("ts", ("tunnel", "config_payload", "config_check")),
+    ("dh", ("config_check",)),
+    ("modp", ("dh",)),
+    ("x25519_comb", ()),
+    ("x25519", ("x25519_comb",)),
 )
 
 

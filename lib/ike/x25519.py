@@ -4,7 +4,7 @@
 #                       in, 32-octet u-coordinate out (little endian)
 #   public_key(k)       x25519(k, 9): the public value for private k
 #   public_key_slices(k, every=7)
-#                       the same in slices, for idle time (ike.dh.prepare):
+#                       the same in slices, for idle time (ike.crypto.prepare):
 #                       a generator yielding None between slices, the
 #                       public value last
 #
@@ -55,6 +55,11 @@
 #    power or instructions it is not negligible. Keys are ephemeral (a
 #    fresh one per exchange), which bounds what one trace can give away.
 
+try:
+    from gc import threshold as _threshold  # MicroPython
+except ImportError:  # CPython: no allocation threshold
+    _threshold = None
+
 P = (1 << 255) - 19  # RFC 7748 §4.1
 A24 = 121665  # (486662 - 2) / 4, RFC 7748 §5
 _MASK255 = (1 << 255) - 1  # decodeUCoordinate drops bit 255
@@ -87,8 +92,11 @@ def _inverse_slices(z):
     # 2^255 - 21: 254 squarings and 11 multiplications, each run of
     # squarings one pow(x, 2^n, p) in C. pow(z, p - 2, p) alone would also
     # multiply at almost every one of its 254 bits: about twice the work.
-    # Yields None twice on the way (slices of 100, 100 and 55 squarings),
-    # the inverse last.
+    # (Squarings folded in Python instead cost 20% less on the C3 stand-in
+    # in a roomy heap, but make garbage where pow() frees its own: in a
+    # handshake's heap they came out even, on the WebAssembly port 37%
+    # dearer.) Yields None twice on the way (slices of 100, 100 and 55
+    # squarings), the inverse last.
     p = P
     z2 = z * z % p
     z9 = pow(z2, 4, p) * z % p
@@ -117,6 +125,26 @@ def _last(slices):
     for r in slices:
         pass
     return r
+
+
+# MicroPython's early collection (gc.threshold, which firmware/qcdapp.py sets
+# to a quarter of the free heap against fragmentation) is off while this
+# module computes: its 1.3 MB of allocations a ladder are all temporaries,
+# which leave no holes among long-lived objects, and collecting every
+# quarter heap of them made a handshake's D-H about half as dear again on
+# the C3 stand-in (bench c3). The heap is still collected when it is full,
+# and the threshold is back before anything else runs (each slice of
+# public_key_slices too).
+def _gc_off():
+    t = -1 if _threshold is None else _threshold()
+    if t >= 0:
+        _threshold(-1)
+    return t
+
+
+def _gc_on(t):
+    if t >= 0:
+        _threshold(t)
 
 
 def _ladder_slices(kb, u, every=-1):
@@ -221,7 +249,11 @@ def x25519(k, u):
     x1 = _u(u)
     # u is public: the base point has its own method
     kb = _scalar(k)
-    r = _last(_base_slices(kb, -1) if x1 == BASE_U else _ladder_slices(kb, x1))
+    t = _gc_off()
+    try:
+        r = _last(_base_slices(kb, -1) if x1 == BASE_U else _ladder_slices(kb, x1))
+    finally:
+        _gc_on(t)
     return r.to_bytes(LEN, "little")
 
 
@@ -231,13 +263,19 @@ def public_key(k):
 
 
 def public_key_slices(k, every=3):
-    """public_key(k) in slices, for idle time (ike.dh.prepare): a generator
+    """public_key(k) in slices, for idle time (ike.crypto.prepare): a generator
     that yields None after each slice (every + 1 of the comb's 26 columns,
     or 4 (every + 1) of the ladder's 255 steps; the inversion in three), and
     the 32-octet public value last."""
     if len(k) != LEN:
         raise ValueError("X25519 takes 32-octet inputs")
-    for r in _base_slices(_scalar(k), every):
-        if r is None:
-            yield None
+    t = _gc_off()
+    try:
+        for r in _base_slices(_scalar(k), every):
+            if r is None:
+                _gc_on(t)
+                yield None
+                t = _gc_off()
+    finally:
+        _gc_on(t)
     yield r.to_bytes(LEN, "little")
