@@ -30,6 +30,16 @@ VBOARD = os.path.join(BIN, "vboard")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+def run_fresh(script, *args, timeout=120):
+    """script (and its argv) in a fresh CPython, with host_tests and
+    host_tests/portable on its path: for what a test must see from a clean
+    sys.modules (which modules an import or a step loads). The finished
+    process, output as text."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.join(here, "portable")]))
+    return subprocess.run([sys.executable, "-c", script] + list(args), capture_output=True, text=True, env=env, timeout=timeout)
+
+
 MPWASM = WASM_DIR
 MPWASM_PKG = os.path.join(MPWASM, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 

@@ -5,11 +5,10 @@
 # host_tests/portable/test_x25519.py, which runs on MicroPython too.
 import asyncio
 import os
-import subprocess
-import sys
 import time
 
 from peers import Peer, device_config, free_local, gateway_config
+from support import run_fresh
 
 from ike import aio, crypto, device, dh
 from ike.const import CURVE25519, MODP_2048
@@ -113,7 +112,7 @@ def test_the_modp_primes_are_loaded_only_for_a_modp_group():
         "dh.KeyPair(MODP_2048)\n"
         "print('after', 'ike.modp' in sys.modules)\n"
     )
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    p = run_fresh(script, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["before", "False", "after", "True"]
 
@@ -144,7 +143,7 @@ def test_a_pair_being_made_survives_unloading_dh_and_x25519():
         "kp = dh.KeyPair(CURVE25519, rng)\n"
         "print('taken', kp._x == bytes([1]) * 32, kp.public == x25519.public_key(kp._x), crypto.ready(rng), n[0])\n"
     )
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    p = run_fresh(script)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["ready", "1", "loaded", "False", "taken", "True", "True", "0", "1"]
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ike_util import Pair, dev_config, gw_config
+from support import run_fresh
 
 from ike import message, payloads, state
 from ike.const import (
@@ -746,13 +747,7 @@ def test_exchange_modules_load_on_first_use():
         "p.dev.rekey_child(p.now); p.pump()\n"
         "print(sorted(m for m in late if m in sys.modules))\n"
     )
-    import pathlib
-    import subprocess
-    import sys
-
-    here = pathlib.Path(__file__).resolve().parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = run_fresh(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["[]", "['ike.informational']", "['ike.create_child_sa', 'ike.informational']"]
 
@@ -808,14 +803,9 @@ def _replay(tmp_path, steps, unload):
     deterministic: DetRng, now = 0): its counters and SA states at the end,
     and the ike.* modules loaded after each step."""
     import json
-    import pathlib
-    import subprocess
-    import sys
 
     (tmp_path / "steps.json").write_text(json.dumps(steps))
-    here = pathlib.Path(__file__).resolve().parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
-    out = subprocess.run([sys.executable, "-c", _REPLAY, str(tmp_path / "steps.json"), "1" if unload else "0"], capture_output=True, text=True, env=env, timeout=120)
+    out = run_fresh(_REPLAY, str(tmp_path / "steps.json"), "1" if unload else "0")
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
 
@@ -1231,10 +1221,6 @@ def test_no_reinitiation_after_our_own_delete():
 def test_an_engine_given_a_hook_never_loads_the_null_hook():
     # a device passes its QCD hook: ike.hook's empty base class is not in
     # its heap; an engine without a hook gets NullHook
-    import pathlib
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from ike_util import dev_config\n"
@@ -1245,8 +1231,6 @@ def test_an_engine_given_a_hook_never_loads_the_null_hook():
         "e = Engine(Config(dev_config()))\n"
         "print('ike.hook' in sys.modules, type(e.hook).__name__)\n"
     )
-    here = pathlib.Path(__file__).resolve().parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here / "portable")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = run_fresh(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["False", "True NullHook"]
